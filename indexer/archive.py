@@ -1,0 +1,243 @@
+"""An archive directory: the catalog, the vector index and the manifest, kept consistent.
+
+Every change goes to the catalog first (one transaction per recording), then to the in-memory
+vector index; ``flush`` writes the index atomically and records in the manifest which catalog
+generation it reflects. On open, an index whose generation differs from the catalog's (a crash
+between the two writes) is rebuilt from the catalog's vectors, so a killed run loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .catalog import CATALOG_FILE, Catalog, RecordingRow, WindowRows
+from .config import EncoderConfig, WindowConfig
+from .embedding import Encoder
+from .errors import ArchiveError, ArchiveNotFoundError
+from .manifest import MANIFEST_FILE, Manifest
+from .store import INDEX_FILE, StoreConfig, VectorStore
+
+if TYPE_CHECKING:
+    from .pipeline import IndexOptions, IndexReport, ProgressSink
+    from .search import RecordingHit
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    error_kind: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    directory: Path
+    recordings: int
+    failed: int
+    hours: float
+    windows: int
+    vectors: int
+    model_id: str
+    revision: str
+    dim: int
+    window_s: float
+    hop_s: float
+    index_factory: str
+    disk_bytes: int
+    metadata_columns: list[str]
+    last_indexed_at: datetime | None
+    failures: list[FailedFile]
+
+
+class Archive:
+    def __init__(
+        self,
+        directory: Path,
+        catalog: Catalog,
+        manifest: Manifest,
+        store: VectorStore,
+        encoder: Encoder | None,
+        encoder_config: EncoderConfig,
+        read_only: bool,
+    ):
+        self.directory = directory
+        self.catalog = catalog
+        self.manifest = manifest
+        self.store = store
+        self._encoder = encoder
+        self._encoder_config = encoder_config
+        self.read_only = read_only
+        self._dirty = False
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        encoder_config: EncoderConfig | None = None,
+        create: bool = False,
+        windows: WindowConfig | None = None,
+        store_config: StoreConfig = StoreConfig(),
+        read_only: bool = False,
+    ) -> "Archive":
+        """Open an archive; with ``create=True`` make it if missing (needs the encoder for its identity).
+
+        ``encoder`` is checked against the archive's model; without one, the archive's own model is
+        loaded on first use with ``encoder_config`` (device, batch size, cache).
+        """
+        directory = Path(directory).expanduser().resolve()
+        exists = (directory / CATALOG_FILE).exists() and (directory / MANIFEST_FILE).exists()
+        if not exists and not create:
+            raise ArchiveNotFoundError(
+                f"No soundtrace archive at {directory}; run `soundtrace index FOLDER --archive {directory}` first."
+            )
+        if not exists:
+            if encoder is None:
+                raise ArchiveError("Creating an archive needs an encoder to record the model it was built with.")
+            directory.mkdir(parents=True, exist_ok=True)
+            catalog = Catalog.open(directory)
+            if catalog.window_count():
+                catalog.close()
+                raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
+            manifest = Manifest.new(encoder.identity, windows or WindowConfig(), store_config.factory)
+            manifest.save(directory)
+        else:
+            manifest = Manifest.load(directory)
+            catalog = Catalog.open(directory, read_only=read_only)
+        try:
+            if encoder is not None:
+                manifest.check_model(encoder.identity)
+            if windows is not None:
+                manifest.check_windows(windows)
+            store_config = StoreConfig(factory=manifest.index_factory, gpu=store_config.gpu)
+            if encoder_config is None or not encoder_config.model:
+                encoder_config = replace(encoder_config or EncoderConfig(), model=manifest.model_id)
+            archive = cls(directory, catalog, manifest, VectorStore.empty(manifest.dim, store_config), encoder,
+                          encoder_config, read_only)
+            archive._load_store(store_config)
+        except Exception:
+            catalog.close()
+            raise
+        return archive
+
+    def _load_store(self, config: StoreConfig) -> None:
+        path = self.directory / INDEX_FILE
+        generation = self.catalog.generation()
+        if path.exists() and self.manifest.index_generation == generation:
+            store = VectorStore.load(path, config)
+            if len(store) == self.catalog.window_count():
+                self.store = store
+                return
+        self.rebuild_index(config)
+
+    def rebuild_index(self, config: StoreConfig | None = None) -> None:
+        """Recreate the vector index from the catalog's vectors (the source of truth)."""
+        store = VectorStore.empty(self.manifest.dim, config or self.store.config)
+        for ids, vectors in self.catalog.iter_vectors(self.manifest.dim):
+            store.add(ids, vectors)
+        self.store = store
+        self._dirty = True
+        if not self.read_only:
+            self.flush()
+
+    def close(self) -> None:
+        if not self.read_only:
+            self.flush()
+        self.catalog.close()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the model -----------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The archive's own model, loaded once on first use."""
+        if self._encoder is None:
+            from .encoder import load_encoder
+
+            encoder = load_encoder(self._encoder_config)
+            self.manifest.check_model(encoder.identity)
+            self._encoder = encoder
+        return self._encoder
+
+    # --- writes (used by the pipeline) -----------------------------------------------------------
+
+    def save_recording(self, row: RecordingRow, windows: WindowRows | None = None, copy_from: int | None = None) -> int:
+        if self.read_only:
+            raise ArchiveError("This archive was opened read-only.")
+        rec_id, removed, added = self.catalog.save_recording(row, windows, copy_from=copy_from)
+        self.store.remove(removed)
+        if len(added):
+            vectors = windows.vectors if copy_from is None else self.catalog.vectors_for(added, self.manifest.dim)
+            self.store.add(added, vectors)
+        self._dirty = True
+        return rec_id
+
+    def delete_recordings(self, recording_ids: Sequence[int]) -> int:
+        removed = self.catalog.delete_recordings(recording_ids)
+        self.store.remove(removed)
+        self._dirty = True
+        return len(removed)
+
+    def flush(self) -> None:
+        """Write the vector index atomically, then record its generation in the manifest."""
+        if not self._dirty or self.read_only:
+            return
+        generation = self.catalog.generation()
+        self.store.save(self.directory / INDEX_FILE)
+        self.manifest = self.manifest.with_generation(generation)
+        self.manifest.save(self.directory)
+        self._dirty = False
+
+    # --- the Python API --------------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Sequence[str | Path],
+        options: "IndexOptions | None" = None,
+        progress: "ProgressSink | None" = None,
+    ) -> "IndexReport":
+        from .pipeline import IndexOptions, run_indexing
+
+        return run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
+
+    def search(self, text: str, k: int = 10, where: str | None = None, **filters) -> "list[RecordingHit]":
+        from .search import SearchFilters, search_text
+
+        return search_text(self, text, k=k, filters=SearchFilters(where=where, **filters))
+
+    def info(self) -> ArchiveInfo:
+        con = self.catalog.con
+        indexed, failed, seconds, last = self.catalog.one(
+            "SELECT count(*) FILTER (WHERE status = 'indexed'), count(*) FILTER (WHERE status = 'failed'),"
+            " coalesce(sum(duration_s) FILTER (WHERE status = 'indexed'), 0), max(indexed_at) FROM recordings"
+        )
+        failures = [
+            FailedFile(*row)
+            for row in con.execute(
+                "SELECT path, error_kind, error FROM recordings WHERE status = 'failed' ORDER BY path"
+            ).fetchall()
+        ]
+        disk = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        m = self.manifest
+        return ArchiveInfo(
+            directory=self.directory, recordings=int(indexed), failed=int(failed), hours=float(seconds) / 3600,
+            windows=self.catalog.window_count(), vectors=len(self.store), model_id=m.model_id, revision=m.revision,
+            dim=m.dim, window_s=m.window_s, hop_s=m.hop_s, index_factory=m.index_factory, disk_bytes=disk,
+            metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
+        )
+
+    def window_vectors(self, window_ids: Sequence[int]) -> np.ndarray:
+        return self.catalog.vectors_for(window_ids, self.manifest.dim)

@@ -1,0 +1,409 @@
+"""The DuckDB catalog: recordings, windows (with their vectors), metadata, and schema migrations.
+
+The catalog is the archive's single source of truth. Vectors live in the ``windows`` table next
+to the row that describes them, so every write of a recording is one transaction and the FAISS
+index can always be rebuilt from here after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from .errors import ArchiveBusyError, ArchiveError, MetadataError
+
+CATALOG_FILE = "catalog.duckdb"
+RECORDING_VIEW = "recordings_view"
+KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
+"""Metadata CSV columns that can name a recording, in order of preference."""
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    """What the pipeline writes for one file, indexed or failed."""
+
+    path: str
+    content_hash: str | None
+    size_bytes: int
+    mtime: float
+    status: str
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    format: str | None = None
+    decoder: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    peak: float | None = None
+    rms_db: float | None = None
+    clipped_fraction: float | None = None
+    silent_fraction: float | None = None
+    is_silent: bool | None = None
+    is_clipped: bool | None = None
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """Columnar window data for one recording; ``vectors`` is (n, dim) float32."""
+
+    channel: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    rms_db: np.ndarray
+    peak: np.ndarray
+    clipped_fraction: np.ndarray
+    silent_fraction: np.ndarray
+    vectors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    recording_id: int
+    size_bytes: int
+    mtime: float
+    content_hash: str | None
+    status: str
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("indexer") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Catalog:
+    """One DuckDB connection to ``catalog.duckdb``; every mutating method is one transaction."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None):
+        self.con = con
+        self.path = path
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path | None, read_only: bool = False) -> "Catalog":
+        """Open (and migrate) the catalog in ``directory``; ``None`` gives an in-memory catalog."""
+        path = None if directory is None else Path(directory) / CATALOG_FILE
+        try:
+            con = duckdb.connect(":memory:" if path is None else str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise ArchiveBusyError(
+                    f"The archive at {directory} is in use by another soundtrace process; wait for it to finish."
+                ) from None
+            raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
+        catalog = cls(con, path)
+        if not read_only:
+            catalog.migrate()
+        return catalog
+
+    def close(self) -> None:
+        self.con.close()
+
+    def one(self, sql: str, params: list | None = None) -> tuple | None:
+        """The first row, reading the result to its end (DuckDB 2 refuses new work on a half-read result)."""
+        rows = self.con.execute(sql, params).fetchall()
+        return rows[0] if rows else None
+
+    def schema_version(self) -> int:
+        exists = self.one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        )[0]
+        if not exists:
+            return 0
+        return int(self.one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0])
+
+    def migrate(self) -> None:
+        """Apply numbered migrations not yet applied, each in its own transaction."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+        )
+        current = self.schema_version()
+        for version, sql in _migrations():
+            if version <= current:
+                continue
+            self.con.execute("BEGIN")
+            try:
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
+                self._refresh_view()
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """Bumped by every write; the FAISS file records which generation it reflects."""
+        return int(self.one("SELECT value FROM state WHERE key = 'generation'")[0])
+
+    def _bump(self) -> None:
+        self.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, KnownFile]:
+        rows = self.con.execute(
+            "SELECT path, id, size_bytes, mtime, content_hash, status FROM recordings"
+        ).fetchall()
+        return {p: KnownFile(i, s, m, h, st) for p, i, s, m, h, st in rows}
+
+    def indexed_hashes(self) -> dict[str, int]:
+        """Content hash -> an indexed recording with those bytes (a copy or a move needs no model work)."""
+        rows = self.con.execute(
+            "SELECT content_hash, min(id) FROM recordings WHERE status = 'indexed' AND content_hash IS NOT NULL"
+            " GROUP BY content_hash"
+        ).fetchall()
+        return {h: int(i) for h, i in rows}
+
+    def clone_row(self, recording_id: int, path: str, size_bytes: int, mtime: float) -> RecordingRow:
+        """The row of an indexed recording, re-addressed to another file with the same bytes."""
+        fields = [f for f in RecordingRow.__dataclass_fields__ if f not in ("path", "size_bytes", "mtime")]
+        values = self.one(
+            f"SELECT {', '.join(fields)} FROM recordings WHERE id = ?", [recording_id]
+        )
+        return RecordingRow(path=path, size_bytes=size_bytes, mtime=mtime, **dict(zip(fields, values)))
+
+    def window_count(self) -> int:
+        return int(self.one("SELECT count(*) FROM windows")[0])
+
+    def window_ids(self, recording_id: int) -> np.ndarray:
+        rows = self.con.execute(
+            "SELECT id FROM windows WHERE recording_id = ? ORDER BY id", [recording_id]
+        ).fetchnumpy()
+        return rows["id"].astype(np.int64)
+
+    def iter_vectors(self, dim: int, chunk: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in id order, chunk by chunk, for rebuilding the vector index."""
+        last = -1
+        while True:
+            table = self.con.sql(
+                f"SELECT id, embedding::FLOAT[{int(dim)}] AS e FROM windows WHERE id > {last} ORDER BY id LIMIT {chunk}"
+            ).to_arrow_table()
+            if table.num_rows == 0:
+                return
+            ids = table.column("id").to_numpy().astype(np.int64)
+            vecs = table.column("e").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+            yield ids, np.ascontiguousarray(vecs, dtype=np.float32)
+            last = int(ids[-1])
+
+    def vectors_for(self, window_ids: Sequence[int], dim: int) -> np.ndarray:
+        ids = pa.table({"id": pa.array(np.asarray(window_ids, dtype=np.int64))})
+        self.con.register("_wanted", ids)
+        try:
+            table = self.con.sql(
+                f"SELECT w.embedding::FLOAT[{int(dim)}] AS e FROM _wanted JOIN windows w USING (id)"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("_wanted")
+        if table.num_rows != len(ids):
+            raise ArchiveError("Some requested windows are not in the catalog.")
+        return table.column("e").combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def save_recording(
+        self, row: RecordingRow, windows: WindowRows | None, copy_from: int | None = None
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """Insert or replace one recording and its windows atomically.
+
+        Returns (recording id, removed window ids, added window ids) so the caller can mirror the
+        change in the vector index. ``copy_from`` reuses another recording's windows (same content).
+        """
+        self.con.execute("BEGIN")
+        try:
+            existing = self.one("SELECT id FROM recordings WHERE path = ?", [row.path])
+            if existing is None:
+                rec_id = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
+                removed = np.empty(0, dtype=np.int64)
+            else:
+                rec_id = int(existing[0])
+                removed = self.window_ids(rec_id)
+                self.con.execute("DELETE FROM windows WHERE recording_id = ?", [rec_id])
+                self.con.execute("DELETE FROM recordings WHERE id = ?", [rec_id])
+            self._insert_recording(rec_id, row)
+            first = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM windows")[0])
+            if copy_from is not None:
+                self.con.execute(
+                    "INSERT INTO windows SELECT row_number() OVER (ORDER BY id) + ? - 1, ?, channel, start_s, end_s,"
+                    " rms_db, peak, clipped_fraction, silent_fraction, embedding FROM windows WHERE recording_id = ?",
+                    [first, rec_id, copy_from],
+                )
+                count = int(self.one("SELECT count(*) FROM windows WHERE recording_id = ?", [rec_id])[0])
+            elif windows is not None and len(windows):
+                self._insert_windows(first, rec_id, windows)
+                count = len(windows)
+            else:
+                count = 0
+            self._bump()
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
+
+    def touch(self, recording_id: int, size_bytes: int, mtime: float) -> None:
+        """A file whose bytes are unchanged but whose mtime moved: remember the new stat only."""
+        self.con.execute(
+            "UPDATE recordings SET size_bytes = ?, mtime = ? WHERE id = ?", [size_bytes, mtime, recording_id]
+        )
+
+    def delete_recordings(self, recording_ids: Iterable[int]) -> np.ndarray:
+        ids = [int(i) for i in recording_ids]
+        if not ids:
+            return np.empty(0, dtype=np.int64)
+        self.con.execute("BEGIN")
+        try:
+            removed = self.con.execute(
+                "SELECT id FROM windows WHERE list_contains(?, recording_id) ORDER BY id", [ids]
+            ).fetchnumpy()["id"].astype(np.int64)
+            self.con.execute("DELETE FROM windows WHERE list_contains(?, recording_id)", [ids])
+            self.con.execute("DELETE FROM recordings WHERE list_contains(?, id)", [ids])
+            self._bump()
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        return removed
+
+    def _insert_recording(self, rec_id: int, row: RecordingRow) -> None:
+        self.con.execute(
+            "INSERT INTO recordings (id, path, file_name, content_hash, size_bytes, mtime, duration_s, sample_rate,"
+            " channels, format, decoder, status, error_kind, error, peak, rms_db, clipped_fraction, silent_fraction,"
+            " is_silent, is_clipped, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " now())",
+            [
+                rec_id, row.path, Path(row.path).name, row.content_hash, row.size_bytes, row.mtime, row.duration_s,
+                row.sample_rate, row.channels, row.format, row.decoder, row.status, row.error_kind, row.error,
+                row.peak, row.rms_db, row.clipped_fraction, row.silent_fraction, row.is_silent, row.is_clipped,
+            ],
+        )
+
+    def _insert_windows(self, first_id: int, rec_id: int, w: WindowRows) -> None:
+        n, dim = w.vectors.shape
+        table = pa.table(
+            {
+                "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
+                "recording_id": pa.array(np.full(n, rec_id, dtype=np.int64)),
+                "channel": pa.array(np.asarray(w.channel, dtype=np.int16)),
+                "start_s": pa.array(np.asarray(w.start_s, dtype=np.float64)),
+                "end_s": pa.array(np.asarray(w.end_s, dtype=np.float64)),
+                "rms_db": pa.array(np.asarray(w.rms_db, dtype=np.float64)),
+                "peak": pa.array(np.asarray(w.peak, dtype=np.float64)),
+                "clipped_fraction": pa.array(np.asarray(w.clipped_fraction, dtype=np.float64)),
+                "silent_fraction": pa.array(np.asarray(w.silent_fraction, dtype=np.float64)),
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.ascontiguousarray(w.vectors, dtype=np.float32).ravel()), dim
+                ),
+            }
+        )
+        self.con.register("_new_windows", table)
+        try:
+            self.con.execute("INSERT INTO windows SELECT * FROM _new_windows")
+        finally:
+            self.con.unregister("_new_windows")
+
+    # --- metadata ------------------------------------------------------------------------------
+
+    def import_metadata(self, csv_path: Path) -> int:
+        """Merge a user CSV into ``metadata``; rows for the same recording are replaced. Returns rows read."""
+        csv_path = Path(csv_path).resolve()
+        if not csv_path.is_file():
+            raise MetadataError(f"Metadata file {csv_path} does not exist.")
+        try:
+            rel = self.con.read_csv(str(csv_path), header=True)
+            columns = rel.columns
+        except duckdb.Error as exc:
+            raise MetadataError(f"Cannot read metadata CSV {csv_path}: {str(exc).splitlines()[0]}") from None
+        lowered = {c.lower(): c for c in columns}
+        key = next((lowered[k] for k in KEY_COLUMNS if k in lowered), None)
+        if key is None:
+            raise MetadataError(
+                f"Metadata CSV {csv_path.name} needs a column naming the recording (one of: {', '.join(KEY_COLUMNS)})."
+            )
+        taken = set(self._recording_columns()) | {"_path", "_name"}
+        renames = {c: (f"meta_{c}" if c.lower() in taken else c) for c in columns}
+        select = ", ".join(f'{_quote(c)} AS {_quote(renames[c])}' for c in columns)
+        base = str(csv_path.parent)
+        key_q = _quote(key)
+        self.con.execute("BEGIN")
+        try:
+            self.con.register("_csv", rel)
+            self.con.execute(
+                f"CREATE TEMP TABLE _incoming AS SELECT "
+                f"CASE WHEN contains({key_q}::VARCHAR, '/') THEN "
+                f"  CASE WHEN starts_with({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR "
+                f"  ELSE ? || '/' || {key_q}::VARCHAR END END AS _path, "
+                f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name, {select} "
+                f"FROM _csv WHERE {key_q} IS NOT NULL",
+                [base],
+            )
+            self._normalise_incoming_paths()
+            self.con.execute(
+                "CREATE OR REPLACE TABLE metadata AS "
+                "SELECT * FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM _incoming i WHERE "
+                "i._path IS NOT DISTINCT FROM m._path AND i._name IS NOT DISTINCT FROM m._name) "
+                "UNION ALL BY NAME SELECT * FROM _incoming"
+            )
+            count = int(self.one("SELECT count(*) FROM _incoming")[0])
+            self.con.execute("DROP TABLE _incoming")
+            self.con.unregister("_csv")
+            self._refresh_view()
+            self._bump()
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.con.execute("ROLLBACK")
+            raise MetadataError(f"Cannot import metadata from {csv_path.name}: {str(exc).splitlines()[0]}") from None
+        return count
+
+    def _normalise_incoming_paths(self) -> None:
+        """'./calls/../calls/a.wav' in a CSV must meet the resolved path the indexer stored."""
+        raw = [r[0] for r in self.con.execute("SELECT DISTINCT _path FROM _incoming WHERE _path IS NOT NULL").fetchall()]
+        mapping = pa.table({"raw": pa.array(raw, pa.string()), "norm": pa.array([os.path.normpath(p) for p in raw], pa.string())})
+        self.con.register("_path_map", mapping)
+        try:
+            self.con.execute("UPDATE _incoming SET _path = m.norm FROM _path_map m WHERE _incoming._path = m.raw")
+        finally:
+            self.con.unregister("_path_map")
+
+    def _recording_columns(self) -> list[str]:
+        return [r[0] for r in self.con.execute("DESCRIBE recordings").fetchall()]
+
+    def _refresh_view(self) -> None:
+        """``recordings_view``: recordings with their metadata, the one surface filters run against."""
+        meta_cols = [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
+        meta_select = "".join(f", m.{_quote(c)}" for c in meta_cols)
+        self.con.execute(
+            f"CREATE OR REPLACE VIEW {RECORDING_VIEW} AS "
+            f"SELECT r.*, to_timestamp(r.mtime)::TIMESTAMP AS modified_at{meta_select} "
+            "FROM recordings r LEFT JOIN metadata m "
+            "ON (m._path = r.path OR (m._path IS NULL AND m._name = r.file_name)) "
+            "QUALIFY row_number() OVER (PARTITION BY r.id ORDER BY m._path IS NULL) = 1"
+        )
+
+    def view_columns(self) -> dict[str, str]:
+        """Column name -> DuckDB type of ``recordings_view`` (what --where may use)."""
+        return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {RECORDING_VIEW}").fetchall()}
+
+    def metadata_columns(self) -> list[str]:
+        return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+

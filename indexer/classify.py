@@ -1,0 +1,138 @@
+"""The origin tool's single-file zero-shot mode: one recording, a few labels, no archive.
+
+Scores are cosine similarities between the label (prompt ensemble) and the recording's best
+window. Probabilities are CLAP's softmax over the label set at its learned logit scale. The
+confidence of a label is its probability against its strongest rival, p / (p + p_rival): 0.5 is
+a coin toss, above 0.7 the origin tool called "high".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import audio
+from .audio import AudioInfo
+from .config import DEFAULT_MODEL, DecodeOptions, EncoderConfig, WindowConfig
+from .embedding import Encoder
+from .errors import AudioError
+from .labels import parse_labels
+from .windows import QualityAccumulator, RecordingQuality, cut_windows
+
+HIGH_CONFIDENCE = 0.7
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+    probability: float
+    confidence: float
+    best_start_s: float
+    best_end_s: float
+    detected: bool
+
+    @property
+    def confidence_level(self) -> str:
+        if self.confidence > HIGH_CONFIDENCE:
+            return "high"
+        return "medium" if self.confidence > 0.55 else "low"
+
+
+@dataclass(frozen=True)
+class Classification:
+    path: Path
+    info: AudioInfo
+    quality: RecordingQuality
+    duration_s: float
+    labels: list[LabelScore]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def detected(self) -> list[LabelScore]:
+        return [s for s in self.labels if s.detected]
+
+
+def classify_file(
+    path: str | Path,
+    labels: str | Sequence[str],
+    encoder: Encoder,
+    windows: WindowConfig = WindowConfig(),
+    decode: DecodeOptions = DecodeOptions(),
+    multi_label: bool = False,
+    threshold: float = 0.3,
+    min_score: float | None = None,
+) -> Classification:
+    """Score ``labels`` against one file.
+
+    Exclusive mode (default) detects the top label; ``multi_label`` detects every label whose
+    cosine score reaches ``threshold``. ``min_score`` drops labels scoring below it entirely.
+    """
+    path = Path(path)
+    names = parse_labels(labels)
+    info, samples = audio.load(path, DecodeOptions(channels="mix", raw=decode.raw, max_duration_s=decode.max_duration_s))
+    cut = list(cut_windows([samples], windows))
+    if not cut:
+        raise AudioError(f"{path.name} holds no audio to classify.")
+    quality = QualityAccumulator()
+    for window in cut:
+        quality.add_window(window)
+    summary = quality.result()
+    audio_vectors = encoder.embed_audio([w.samples for w in cut])
+    text_vectors = encoder.embed_text(names)
+    similarity = audio_vectors @ text_vectors.T  # (windows, labels)
+    best_window = similarity.argmax(axis=0)
+    scores = similarity.max(axis=0)
+    probabilities = _softmax(encoder.logit_scale * scores)
+    confidences = _rival_confidence(probabilities)
+    top = int(np.argmax(scores))
+    results = []
+    for i, name in enumerate(names):
+        if min_score is not None and scores[i] < min_score:
+            continue
+        w = cut[int(best_window[i])]
+        detected = bool(scores[i] >= threshold) if multi_label else i == top
+        results.append(
+            LabelScore(name, float(scores[i]), float(probabilities[i]), float(confidences[i]), w.start_s, w.end_s, detected)
+        )
+    results.sort(key=lambda s: s.score, reverse=True)
+    return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max())
+    return z / z.sum()
+
+
+def _rival_confidence(p: np.ndarray) -> np.ndarray:
+    if len(p) == 1:
+        return np.ones(1)
+    order = np.argsort(p)[::-1]
+    rival = np.where(np.arange(len(p)) == order[0], p[order[1]], p[order[0]])
+    return p / np.maximum(p + rival, 1e-12)
+
+
+def _warnings(quality: RecordingQuality) -> list[str]:
+    warnings = []
+    if quality.is_silent:
+        warnings.append("The recording is a flat line (silent or dead channel): scores mean nothing.")
+    if quality.is_clipped:
+        warnings.append(f"The recording is heavily clipped ({quality.clipped_fraction:.1%} of samples at full scale).")
+    return warnings
+
+
+@lru_cache(maxsize=2)
+def _cached_encoder(model: str, device: str) -> Encoder:
+    from .encoder import load_encoder
+
+    return load_encoder(EncoderConfig(model=model, device=device))
+
+
+def classify_audio(path: str | Path, labels: str | Sequence[str], model: str = DEFAULT_MODEL, device: str = "auto") -> dict[str, float]:
+    """The origin tool's API: ``{label: probability}``, best first. The model is loaded once per process."""
+    result = classify_file(path, labels, _cached_encoder(model, device))
+    return {s.label: s.probability for s in result.labels}

@@ -1,0 +1,95 @@
+"""Typed errors raised by the engine.
+
+The core never prints or exits; the CLI and the app turn these into one sentence for a person.
+Every error carries that sentence as its message, so ``str(err)`` is always fit to show.
+"""
+
+from __future__ import annotations
+
+
+class SoundtraceError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+# --- input audio -------------------------------------------------------------------------------
+
+
+class AudioError(SoundtraceError):
+    """A recording could not be turned into samples; the indexer records it as failed."""
+
+
+class UnsupportedFormatError(AudioError):
+    """No decoder available here reads this file."""
+
+
+class DecodeError(AudioError):
+    """The file claims a known format but its contents are broken or truncated."""
+
+
+class EmptyAudioError(AudioError):
+    """The file decodes to no samples at all."""
+
+
+class SilentAudioError(AudioError):
+    """Every sample is (near) zero: a dead line, nothing to embed."""
+
+
+class AudioTooLongError(AudioError):
+    """The header claims a length beyond the configured guard (a broken or hostile header)."""
+
+
+# --- model -------------------------------------------------------------------------------------
+
+
+class ModelError(SoundtraceError):
+    """The CLAP model could not be used."""
+
+
+class ModelNotAvailableError(ModelError):
+    """Weights are neither cached locally nor downloadable."""
+
+
+class DeviceError(ModelError):
+    """The requested torch device does not exist on this machine."""
+
+
+# --- archive -----------------------------------------------------------------------------------
+
+
+class ArchiveError(SoundtraceError):
+    """The archive on disk cannot be used as asked."""
+
+
+class ArchiveNotFoundError(ArchiveError):
+    """No archive exists at the given directory."""
+
+
+class ModelMismatchError(ArchiveError):
+    """Vectors from a different model (or window settings) would be mixed into one archive."""
+
+
+class ArchiveBusyError(ArchiveError):
+    """Another process holds the archive for writing."""
+
+
+class MetadataError(ArchiveError):
+    """A metadata CSV cannot be read or has no column to join recordings on."""
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+class QueryError(SoundtraceError):
+    """A search or classify request is malformed."""
+
+
+class FilterError(QueryError):
+    """A --where expression is invalid or tries to do more than filter."""
+
+
+class LabelError(QueryError):
+    """A label list is empty or unusable."""
+
+
+class InputPathError(SoundtraceError):
+    """A path given to index or query does not exist or cannot be read."""

@@ -1,0 +1,216 @@
+"""Terminal rendering for the CLI (rich): tables, the indexing progress bar, summaries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console as RichConsole
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+MAX_METADATA_COLUMNS = 4
+
+
+def format_seconds(seconds: float) -> str:
+    """12.5 -> '0:12.5', 3725 -> '1:02:05.0': what a person reads off a player."""
+    seconds = max(0.0, float(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{int(hours)}:{int(minutes):02d}:{secs:04.1f}"
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+class Console:
+    """stdout for results, stderr for everything about the run."""
+
+    def __init__(self) -> None:
+        self.out = RichConsole(highlight=False)
+        self.error = RichConsole(stderr=True, highlight=False)
+
+    def err(self, message: str) -> None:
+        self.error.print(message)
+
+
+# --- indexing ----------------------------------------------------------------------------------
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.files_done = 0
+        self.files_total = 0
+        self.audio_s = 0.0
+        self.windows = 0
+        self.started = time.perf_counter()
+
+
+class _StatsColumn(ProgressColumn):
+    def __init__(self, stats: _Stats):
+        super().__init__()
+        self.stats = stats
+
+    def render(self, task: Task) -> Text:
+        s = self.stats
+        rate = s.windows / max(time.perf_counter() - s.started, 1e-9)
+        return Text(
+            f"{s.files_done}/{s.files_total} files · {s.audio_s / 3600:.2f} h audio · {rate:.1f} windows/s",
+            style="cyan",
+        )
+
+
+class IndexProgress:
+    """A ``ProgressSink`` drawing files, audio hours, windows/s and a byte-based ETA on stderr."""
+
+    def __init__(self, disabled: bool = False):
+        self.stats = _Stats()
+        self.progress = Progress(
+            TextColumn("[bold]indexing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), _StatsColumn(self.stats),
+            TextColumn("ETA"), TimeRemainingColumn(),
+            console=RichConsole(stderr=True), disable=disabled, transient=False,
+        )
+        self.task = None
+
+    def __enter__(self) -> "IndexProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self.stats.files_total = files
+        self.stats.started = time.perf_counter()
+        self.task = self.progress.add_task("index", total=max(total_bytes, 1))
+
+    def file_done(self, path: Path, outcome: str, size_bytes: int, audio_s: float) -> None:
+        self.stats.files_done += 1
+        self.stats.audio_s += audio_s
+        self.progress.advance(self.task, size_bytes)
+
+    def windows_embedded(self, count: int) -> None:
+        self.stats.windows += count
+        self.progress.refresh()
+
+    def finish(self) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[0].total)
+
+
+def print_index_report(console: Console, report) -> None:
+    speed = report.audio_seconds / report.elapsed_s if report.elapsed_s else 0.0
+    console.err(
+        f"indexed {report.indexed}, unchanged {report.unchanged}, reused {report.reused} (same content), "
+        f"failed {len(report.failed)}, pruned {report.pruned} — {report.windows_added} windows, "
+        f"{report.audio_seconds / 3600:.2f} h audio in {report.elapsed_s:.1f} s "
+        f"({report.windows_per_second:.1f} windows/s, {speed:.0f}x real time)"
+    )
+    if report.failed:
+        table = Table(title="failed files", title_justify="left", show_lines=False)
+        table.add_column("file", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for failure in report.failed:
+            table.add_row(failure.path, failure.error)
+        console.error.print(table)
+
+
+# --- search --------------------------------------------------------------------------------------
+
+
+def _metadata_columns(hits) -> list[str]:
+    """User metadata columns worth a table column: present and not all empty."""
+    internal = {"sample_rate", "channels", "format", "peak", "rms_db", "clipped_fraction", "silent_fraction",
+                "is_silent", "is_clipped", "modified_at"}
+    names: list[str] = []
+    for hit in hits:
+        for key, value in hit.metadata.items():
+            if key not in internal and value is not None and key not in names:
+                names.append(key)
+    return names[:MAX_METADATA_COLUMNS]
+
+
+def print_hits(console: Console, hits, query: str) -> None:
+    if not hits:
+        console.err(f"No recordings match {query!r} with these filters.")
+        return
+    meta = _metadata_columns(hits)
+    table = Table(title=f"{len(hits)} recordings for {query!r}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("recording", overflow="fold")
+    table.add_column("best time")
+    for name in meta:
+        table.add_column(name)
+    table.add_column("also at", overflow="fold")
+    for hit in hits:
+        best = hit.best
+        channel = f" ch{best.channel}" if best.channel else ""
+        others = ", ".join(f"{format_seconds(w.start_s)}" for w in hit.windows[1:])
+        table.add_row(
+            str(hit.rank), f"{hit.score:.3f}", Path(hit.path).name,
+            f"{format_seconds(best.start_s)}–{format_seconds(best.end_s)}{channel}",
+            *[str(hit.metadata.get(name, "")) for name in meta], others,
+        )
+    console.out.print(table)
+
+
+# --- classify ------------------------------------------------------------------------------------
+
+
+def print_classification(console: Console, result, multi_label: bool) -> None:
+    info = result.info
+    console.out.print(
+        f"[bold]{result.path.name}[/bold]  {info.format}, {info.sample_rate} Hz, {info.channels} ch, "
+        f"{format_seconds(result.duration_s)}"
+    )
+    for warning in result.warnings:
+        console.out.print(f"[yellow]warning:[/yellow] {warning}")
+    table = Table(title_justify="left")
+    for column in ("label", "score", "probability", "confidence", "highlight", "detected" if multi_label else "top"):
+        table.add_column(column, justify="left" if column in ("label", "highlight") else "right")
+    for s in result.labels:
+        table.add_row(
+            s.label, f"{s.score:.3f}", f"{s.probability:.3f}", f"{s.confidence:.2f} ({s.confidence_level})",
+            f"{format_seconds(s.best_start_s)}–{format_seconds(s.best_end_s)}", "yes" if s.detected else "",
+        )
+    console.out.print(table)
+
+
+# --- info ----------------------------------------------------------------------------------------
+
+
+def print_info(console: Console, info) -> None:
+    table = Table(show_header=False, title=f"archive {info.directory}", title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("recordings", f"{info.recordings} indexed, {info.failed} failed"),
+        ("audio", f"{info.hours:.2f} h"),
+        ("windows", f"{info.windows} ({info.window_s:g} s, hop {info.hop_s:g} s); {info.vectors} vectors in the index"),
+        ("model", f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)"),
+        ("index", info.index_factory),
+        ("metadata", ", ".join(info.metadata_columns) or "none"),
+        ("last indexed", str(info.last_indexed_at or "never")),
+        ("size on disk", format_bytes(info.disk_bytes)),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.out.print(table)
+    if info.failures:
+        failures = Table(title="failed files", title_justify="left")
+        failures.add_column("file", overflow="fold")
+        failures.add_column("reason", overflow="fold")
+        for f in info.failures[:50]:
+            failures.add_row(f.path, f.error)
+        console.out.print(failures)
+        if len(info.failures) > 50:
+            console.out.print(f"... and {len(info.failures) - 50} more (soundtrace info --json lists all)")

@@ -1,0 +1,278 @@
+"""Search: a query vector -> the best windows -> ranked recordings with the time of each hit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import audio
+from .archive import Archive
+from .catalog import RECORDING_VIEW
+from .config import DecodeOptions
+from .embedding import DEFAULT_PROMPTS, l2_normalise
+from .errors import FilterError, InputPathError, QueryError
+from .filters import validate_where
+from .windows import cut_windows
+
+HIDDEN_COLUMNS = frozenset(
+    "id path file_name content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
+)
+"""Catalog internals left out of a hit's ``metadata`` (they have fields of their own or are noise)."""
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    where: str | None = None
+    since: date | str | None = None
+    until: date | str | None = None
+    date_column: str | None = None
+
+
+@dataclass(frozen=True)
+class WindowHit:
+    window_id: int
+    channel: int
+    start_s: float
+    end_s: float
+    score: float
+
+
+@dataclass(frozen=True)
+class RecordingHit:
+    rank: int
+    recording_id: int
+    path: str
+    score: float
+    best: WindowHit
+    windows: tuple[WindowHit, ...]
+    duration_s: float
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank, "recording_id": self.recording_id, "path": self.path, "score": self.score,
+            "start_s": self.best.start_s, "end_s": self.best.end_s, "channel": self.best.channel,
+            "window_id": self.best.window_id, "duration_s": self.duration_s,
+            "windows": [vars(w) for w in self.windows], **{k: _plain(v) for k, v in self.metadata.items()},
+        }
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    path: Path
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+_RANGE = re.compile(r"^(?P<start>\d+(?:\.\d+)?)(?:-(?P<end>\d+(?:\.\d+)?))?$")
+
+
+def parse_clip_spec(text: str) -> ClipSpec:
+    """'calls/0042.wav:30-40' -> the file and the 30–40 s range; a bare path means the whole file."""
+    head, sep, tail = text.rpartition(":")
+    match = _RANGE.match(tail) if sep else None
+    if not match:
+        return ClipSpec(Path(text).expanduser())
+    start = float(match["start"])
+    end = float(match["end"]) if match["end"] else None
+    if end is not None and end <= start:
+        raise QueryError(f"The range in '{text}' ends before it starts.")
+    return ClipSpec(Path(head).expanduser(), start, end)
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def search_text(
+    archive: Archive, text: str, k: int = 10, filters: SearchFilters = SearchFilters(),
+    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    if not text or not text.strip():
+        raise QueryError("The search text is empty.")
+    query = archive.encoder.embed_text([text.strip()], prompts)[0]
+    return search_vector(archive, query, k, filters, windows_per_recording)
+
+
+def search_like(
+    archive: Archive, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
+    decode: DecodeOptions = DecodeOptions(), windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    """Query by example: the clip's windows are embedded and averaged; the clip itself is left out."""
+    if not clip.path.is_file():
+        raise InputPathError(f"{clip.path} does not exist.")
+    _, samples = audio.load(clip.path, DecodeOptions(channels="mix", raw=decode.raw), clip.start_s or 0.0, clip.end_s)
+    windows = list(cut_windows([samples], archive.manifest.windows))
+    if not windows:
+        raise QueryError(f"The clip {clip.path.name} holds no audio to search with.")
+    vectors = archive.encoder.embed_audio([w.samples for w in windows])
+    query = l2_normalise(vectors.mean(axis=0))
+    offset = clip.start_s or 0.0
+    end = offset + max(w.end_s for w in windows)
+    exclude = _overlapping_windows(archive, clip.path.resolve(), offset, end)
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+
+
+def search_window(
+    archive: Archive, window_id: int, k: int = 10, filters: SearchFilters = SearchFilters(),
+    windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    """"More like this": an indexed window as the query; no model work at all."""
+    row = archive.catalog.one(
+        "SELECT recording_id, start_s, end_s FROM windows WHERE id = ?", [int(window_id)]
+    )
+    if row is None:
+        raise QueryError(f"There is no window {window_id} in this archive.")
+    query = archive.window_vectors([int(window_id)])[0]
+    exclude = _recording_windows_overlapping(archive, row[0], row[1], row[2])
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+
+
+def search_vector(
+    archive: Archive, query: np.ndarray, k: int = 10, filters: SearchFilters = SearchFilters(),
+    windows_per_recording: int = 3, exclude: frozenset[int] = frozenset(),
+) -> list[RecordingHit]:
+    """Top ``k`` recordings by their best window, each with up to ``windows_per_recording`` windows."""
+    if k < 1:
+        raise QueryError("k must be at least 1.")
+    allowed = allowed_window_ids(archive, filters)
+    available = len(archive.store) if allowed is None else len(allowed)
+    fetch = min(available, max(32, k * windows_per_recording * 4))
+    grouped: dict[int, list[tuple[int, float]]] = {}
+    while fetch > 0:
+        scores, ids = archive.store.search(query, fetch + len(exclude), allowed)
+        grouped = _group(archive, ids[0], scores[0], exclude)
+        if len(grouped) >= k or fetch >= available:
+            break
+        fetch = min(available, fetch * 4)
+    return _hits(archive, grouped, k, windows_per_recording)
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+
+def allowed_window_ids(archive: Archive, filters: SearchFilters) -> np.ndarray | None:
+    """Window ids passing the filters, or None when nothing is filtered (search everything)."""
+    clauses = _filter_clauses(archive, filters)
+    if not clauses:
+        return None
+    sql = (
+        f"SELECT w.id FROM windows w JOIN {RECORDING_VIEW} r ON w.recording_id = r.id "
+        f"WHERE {' AND '.join(clauses)} ORDER BY w.id"
+    )
+    params = [v for v in (filters.since, filters.until) if v is not None]
+    try:
+        return archive.catalog.con.execute(sql, [_as_date(p) for p in params]).fetchnumpy()["id"].astype(np.int64)
+    except Exception as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
+        raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
+
+
+def _filter_clauses(archive: Archive, filters: SearchFilters) -> list[str]:
+    columns = archive.catalog.view_columns()
+    clauses = []
+    if filters.where:
+        clauses.append(f"({validate_where(filters.where, columns)})")
+    if filters.since is not None or filters.until is not None:
+        column = date_column(columns, archive.catalog.metadata_columns(), filters.date_column)
+        if filters.since is not None:
+            clauses.append(f'CAST(r."{column}" AS DATE) >= ?')
+        if filters.until is not None:
+            clauses.append(f'CAST(r."{column}" AS DATE) <= ?')
+    return clauses
+
+
+def date_column(columns: dict[str, str], metadata_columns: Sequence[str], wanted: str | None = None) -> str:
+    """The column --since/--until compare: as asked, else metadata 'date', else the first dated one."""
+    if wanted:
+        match = {c.lower(): c for c in columns}.get(wanted.lower())
+        if match is None:
+            raise FilterError(f"Unknown date column '{wanted}'; known columns: {', '.join(sorted(columns))}.")
+        return match
+    for name in metadata_columns:
+        if name.lower() == "date":
+            return name
+    for name in metadata_columns:
+        if columns.get(name, "").upper().startswith(("DATE", "TIMESTAMP")):
+            return name
+    return "modified_at"
+
+
+def _as_date(value: date | str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise FilterError(f"'{value}' is not a date; use YYYY-MM-DD.") from None
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+
+def _group(archive: Archive, ids: np.ndarray, scores: np.ndarray, exclude: frozenset[int]) -> dict:
+    keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and int(i) not in exclude]
+    if not keep:
+        return {}
+    owners = dict(
+        archive.catalog.con.execute(
+            "SELECT id, recording_id FROM windows WHERE list_contains(?, id)", [[i for i, _ in keep]]
+        ).fetchall()
+    )
+    grouped: dict[int, list[tuple[int, float]]] = {}
+    for window_id, score in keep:  # FAISS order: best first
+        grouped.setdefault(owners[window_id], []).append((window_id, score))
+    return grouped
+
+
+def _hits(archive: Archive, grouped: dict, k: int, per_recording: int) -> list[RecordingHit]:
+    chosen = list(grouped.items())[:k]
+    if not chosen:
+        return []
+    window_ids = [w for _, wins in chosen for w, _ in wins[:per_recording]]
+    con = archive.catalog.con
+    spans = {
+        i: (c, s, e)
+        for i, c, s, e in con.execute(
+            "SELECT id, channel, start_s, end_s FROM windows WHERE list_contains(?, id)", [window_ids]
+        ).fetchall()
+    }
+    cursor = con.execute(f"SELECT * FROM {RECORDING_VIEW} WHERE list_contains(?, id)", [[r for r, _ in chosen]])
+    names = [d[0] for d in cursor.description]
+    rows = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    hits = []
+    for rank, (rec_id, wins) in enumerate(chosen, start=1):
+        window_hits = tuple(WindowHit(w, *spans[w], score=s) for w, s in wins[:per_recording])
+        row = rows[rec_id]
+        hits.append(
+            RecordingHit(
+                rank=rank, recording_id=rec_id, path=row["path"], score=window_hits[0].score, best=window_hits[0],
+                windows=window_hits, duration_s=row["duration_s"] or 0.0,
+                metadata={k: v for k, v in row.items() if k not in HIDDEN_COLUMNS and k != "duration_s"},
+            )
+        )
+    return hits
+
+
+def _overlapping_windows(archive: Archive, path: Path, start_s: float, end_s: float) -> frozenset[int]:
+    row = archive.catalog.one("SELECT id FROM recordings WHERE path = ?", [str(path)])
+    return frozenset() if row is None else _recording_windows_overlapping(archive, row[0], start_s, end_s)
+
+
+def _recording_windows_overlapping(archive: Archive, recording_id: int, start_s: float, end_s: float) -> frozenset[int]:
+    rows = archive.catalog.con.execute(
+        "SELECT id FROM windows WHERE recording_id = ? AND start_s < ? AND end_s > ?", [recording_id, end_s, start_s]
+    ).fetchall()
+    return frozenset(int(r[0]) for r in rows)
+
+
+def _plain(value):
+    """JSON-friendly scalars for metadata values (dates become ISO strings)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value
