@@ -1,0 +1,244 @@
+"""Indexing with the fake encoder: failures recorded, incremental re-runs, replacement, pruning, kill -9."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import Archive, IndexOptions
+from indexer.errors import ModelMismatchError
+from indexer.store import INDEX_FILE, VectorStore
+from tests.audio_factory import write_sequence
+from tests.fakes import FakeEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_drop(folder: Path) -> Path:
+    write_sequence(folder / "a.wav", [(440, 10), (1200, 10), (3700, 10)])
+    write_sequence(folder / "b.wav", [(1200, 5)])
+    write_sequence(folder / "sub" / "c.flac", [(3700, 25)])
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 10)
+    (folder / "empty.mp3").write_bytes(b"")
+    write_sequence(folder / "silent.wav", [(0, 5)])
+    (folder / "notes.txt").write_text("not audio, not picked up from a folder")
+    return folder
+
+
+def snapshot(directory: Path) -> dict:
+    """Everything that defines an archive's content, independent of timing."""
+    with Archive.open(directory, encoder=FakeEncoder(), read_only=True) as archive:
+        con = archive.catalog.con
+        recordings = con.execute(
+            "SELECT id, path, status, error_kind, content_hash, duration_s FROM recordings ORDER BY id"
+        ).fetchall()
+        windows = con.execute(
+            "SELECT id, recording_id, channel, start_s, end_s, embedding FROM windows ORDER BY id"
+        ).fetchall()
+        store_ids = np.sort(archive.store.ids())
+    on_disk = VectorStore.load(directory / INDEX_FILE)
+    return {
+        "recordings": recordings,
+        "windows": [(i, r, c, s, e, tuple(np.round(v, 6))) for i, r, c, s, e, v in windows],
+        "store_ids": store_ids.tolist(),
+        "disk_ids": np.sort(on_disk.ids()).tolist(),
+    }
+
+
+@pytest.fixture
+def drop(tmp_path):
+    return make_drop(tmp_path / "drop")
+
+
+def test_index_records_failures_and_goes_on(drop, tmp_path):
+    encoder = FakeEncoder()
+    with Archive.open(tmp_path / "arch", encoder=encoder, create=True) as archive:
+        report = archive.index([drop])
+        assert report.discovered == 6
+        assert report.indexed == 3
+        kinds = {Path(f.path).name: f.error_kind for f in report.failed}
+        assert kinds == {"broken.wav": kinds["broken.wav"], "empty.mp3": "empty_audio", "silent.wav": "silent_audio"}
+        assert kinds["broken.wav"] in {"decode", "unsupported_format"}
+        assert all(f.error and Path(f.path).name in f.error for f in report.failed)
+        # a: 3 windows, b: 1 short padded window, c: 10 + 10 + 5 s tail = 3 windows
+        assert report.windows_added == 7 == archive.catalog.window_count() == len(archive.store)
+        failed = archive.catalog.con.execute("SELECT count(*) FROM recordings WHERE status = 'failed'").fetchall()
+        assert failed[0][0] == 3
+        spans = archive.catalog.con.execute(
+            "SELECT start_s, end_s FROM windows w JOIN recordings r ON r.id = w.recording_id"
+            " WHERE r.file_name = 'c.flac' ORDER BY start_s"
+        ).fetchall()
+        assert spans == [(0, 10), (10, 20), (20, 25)]
+    snap = snapshot(tmp_path / "arch")
+    assert snap["store_ids"] == snap["disk_ids"] == [w[0] for w in snap["windows"]]
+
+
+def test_rerun_does_no_model_work(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    before = snapshot(tmp_path / "arch")
+    encoder = FakeEncoder()
+    with Archive.open(tmp_path / "arch", encoder=encoder) as archive:
+        report = archive.index([drop])
+    assert (report.indexed, report.unchanged, len(report.failed)) == (0, 6, 0)
+    assert encoder.audio_calls == 0
+    assert snapshot(tmp_path / "arch") == before
+
+
+def test_touched_file_is_not_reembedded(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    os.utime(drop / "a.wav", (time.time() + 100, time.time() + 100))
+    encoder = FakeEncoder()
+    with Archive.open(tmp_path / "arch", encoder=encoder) as archive:
+        report = archive.index([drop])
+    assert encoder.audio_calls == 0 and report.unchanged == 6 and report.indexed == 0
+
+
+def test_changed_file_replaces_its_windows(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+        old = set(archive.catalog.window_ids(_rec_id(archive, "a.wav")).tolist())
+    write_sequence(drop / "a.wav", [(440, 10), (1200, 10)])
+    encoder = FakeEncoder()
+    with Archive.open(tmp_path / "arch", encoder=encoder) as archive:
+        report = archive.index([drop])
+        new = set(archive.catalog.window_ids(_rec_id(archive, "a.wav")).tolist())
+        assert report.indexed == 1 and encoder.windows_embedded == 2
+        assert len(new) == 2 and not (old & new)
+        assert set(archive.store.ids().tolist()) == set(
+            r[0] for r in archive.catalog.con.execute("SELECT id FROM windows").fetchall()
+        )
+        assert archive.catalog.window_count() == 6
+
+
+def test_copied_file_reuses_vectors(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    shutil.copy(drop / "a.wav", drop / "a_copy.wav")
+    encoder = FakeEncoder()
+    with Archive.open(tmp_path / "arch", encoder=encoder) as archive:
+        report = archive.index([drop])
+        assert report.reused == 1 and encoder.audio_calls == 0
+        hits = archive.search("tone 1200", k=10)
+        names = {Path(h.path).name for h in hits}
+        assert {"a.wav", "a_copy.wav"} <= names
+
+
+def test_prune_drops_recordings_whose_files_are_gone(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    (drop / "sub" / "c.flac").unlink()
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder()) as archive:
+        report = archive.index([drop], IndexOptions(prune=False))
+        assert report.pruned == 0 and archive.catalog.window_count() == 7
+        report = archive.index([drop], IndexOptions(prune=True))
+        assert report.pruned == 1
+        assert archive.catalog.window_count() == len(archive.store) == 4
+
+
+def test_retry_failed(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+        report = archive.index([drop], IndexOptions(retry_failed=True))
+        assert len(report.failed) == 3 and report.unchanged == 3
+
+
+def test_archive_refuses_another_model(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    with pytest.raises(ModelMismatchError, match="cannot be mixed"):
+        Archive.open(tmp_path / "arch", encoder=FakeEncoder(revision="other-weights"))
+
+
+def test_stale_index_file_is_rebuilt_from_catalog(drop, tmp_path):
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    expected = snapshot(tmp_path / "arch")
+    (tmp_path / "arch" / INDEX_FILE).unlink()
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), read_only=True) as archive:
+        assert np.sort(archive.store.ids()).tolist() == expected["store_ids"]
+    assert not (tmp_path / "arch" / INDEX_FILE).exists()
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder()):
+        pass
+    assert snapshot(tmp_path / "arch") == expected
+
+
+def _rec_id(archive, name):
+    return archive.catalog.one("SELECT id FROM recordings WHERE file_name = ?", [name])[0]
+
+
+# --- kill -9 -------------------------------------------------------------------------------------
+
+WORKER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from indexer import Archive
+from tests.fakes import FakeEncoder
+
+class Slow(FakeEncoder):
+    def embed_audio(self, windows):
+        time.sleep(0.02)
+        out = super().embed_audio(windows)
+        with open({marker!r}, "w") as fh:
+            fh.write(str(self.audio_calls))
+        return out
+
+with Archive.open({arch!r}, encoder=Slow(), create=True) as archive:
+    archive.index([{drop!r}])
+"""
+
+
+def run_worker(arch: Path, drop: Path, kill_after_batches: int | None) -> None:
+    """Index ``drop`` in a child process; kill -9 it once it has embedded that many batches."""
+    marker = arch.parent / "batches-done"
+    marker.unlink(missing_ok=True)
+    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker))
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    if kill_after_batches is None:
+        assert proc.wait(timeout=300) == 0
+        return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if marker.exists() and marker.read_text().strip() and int(marker.read_text()) >= kill_after_batches:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def big_drop(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bigdrop")
+    rng = np.random.default_rng(7)
+    for i in range(40):
+        freqs = rng.choice([300, 440, 700, 1200, 2000, 3700, 6000], size=int(rng.integers(1, 4)))
+        write_sequence(folder / f"rec{i:02d}.wav", [(float(f), 10) for f in freqs])
+    (folder / "zz_broken.wav").write_bytes(b"not audio at all")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clean_snapshot(big_drop, tmp_path_factory):
+    arch = tmp_path_factory.mktemp("clean") / "arch"
+    run_worker(arch, big_drop, None)
+    return snapshot(arch)
+
+
+@pytest.mark.parametrize("kill_after_batches", [1, 6, 12, 20])
+def test_kill_9_then_rerun_equals_clean_run(big_drop, clean_snapshot, tmp_path, kill_after_batches):
+    arch = tmp_path / "arch"
+    run_worker(arch, big_drop, kill_after_batches)
+    partial = snapshot(arch) if (arch / "manifest.json").exists() else {"recordings": []}
+    assert len(partial["recordings"]) < len(clean_snapshot["recordings"])
+    run_worker(arch, big_drop, None)
+    assert snapshot(arch) == clean_snapshot
