@@ -1,0 +1,101 @@
+"""Catalog: migrations, metadata import and joins, and the torch-free engine invariant."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from indexer import Archive
+from indexer.catalog import Catalog
+from indexer.errors import ArchiveBusyError, ArchiveNotFoundError, MetadataError
+from tests.audio_factory import write_sequence
+from tests.fakes import FakeEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_migrations_are_numbered_and_applied_once(tmp_path):
+    catalog = Catalog.open(tmp_path)
+    assert catalog.schema_version() >= 1
+    applied = catalog.con.execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0]
+    catalog.migrate()
+    assert catalog.con.execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == applied
+    catalog.close()
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    drop = tmp_path / "drop"
+    write_sequence(drop / "north" / "a.wav", [(440, 3)])
+    write_sequence(drop / "south" / "a.wav", [(440, 3)], rate=8000)
+    write_sequence(drop / "b.wav", [(1200, 3)])
+    archive = Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True)
+    archive.index([drop])
+    yield archive, drop
+    archive.close()
+
+
+def test_metadata_joins_by_path_before_file_name(indexed, tmp_path):
+    archive, drop = indexed
+    csv = drop / "meta.csv"
+    csv.write_text("path,site,calls,date\nnorth/a.wav,N,3,2024-05-01\n./south/../south/a.wav,S,4,2024-05-02\nb.wav,B,5,2024-05-03\n")
+    assert archive.catalog.import_metadata(csv) == 3
+    rows = dict(archive.catalog.con.execute("SELECT path, site FROM recordings_view").fetchall())
+    assert rows[str(drop / "north" / "a.wav")] == "N"
+    assert rows[str(drop / "south" / "a.wav")] == "S"
+    assert rows[str(drop / "b.wav")] == "B"
+    types = archive.catalog.view_columns()
+    assert types["calls"] == "BIGINT" and types["date"] == "DATE"
+
+
+def test_metadata_reimport_replaces_rows_and_adds_columns(indexed):
+    archive, drop = indexed
+    (drop / "m1.csv").write_text("file,agent\nb.wav,A1\n")
+    (drop / "m2.csv").write_text("file,agent,team\nb.wav,A2,red\n")
+    archive.catalog.import_metadata(drop / "m1.csv")
+    archive.catalog.import_metadata(drop / "m2.csv")
+    rows = archive.catalog.con.execute("SELECT agent, team FROM recordings_view WHERE file_name = 'b.wav'").fetchall()
+    assert rows == [("A2", "red")]
+    assert archive.catalog.con.execute("SELECT count(*) FROM recordings_view").fetchall()[0][0] == 3
+
+
+def test_metadata_column_clashing_with_catalog_is_renamed(indexed):
+    archive, drop = indexed
+    (drop / "m.csv").write_text("file,duration_s\nb.wav,99\n")
+    archive.catalog.import_metadata(drop / "m.csv")
+    row = archive.catalog.con.execute("SELECT duration_s, meta_duration_s FROM recordings_view WHERE file_name='b.wav'").fetchall()
+    assert row[0][0] == pytest.approx(3.0) and row[0][1] == 99
+
+
+def test_metadata_without_key_column_is_refused(indexed):
+    archive, drop = indexed
+    (drop / "bad.csv").write_text("agent,site\nA1,N\n")
+    with pytest.raises(MetadataError, match="needs a column naming the recording"):
+        archive.catalog.import_metadata(drop / "bad.csv")
+    with pytest.raises(MetadataError, match="does not exist"):
+        archive.catalog.import_metadata(drop / "missing.csv")
+
+
+def test_opening_a_missing_archive_says_how_to_make_one(tmp_path):
+    with pytest.raises(ArchiveNotFoundError, match="soundtrace index"):
+        Archive.open(tmp_path / "nothing")
+
+
+def test_second_writer_is_told_the_archive_is_busy(indexed, tmp_path):
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from indexer.catalog import Catalog; Catalog.open({str(tmp_path / 'arch')!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ArchiveBusyError.__name__ in result.stderr and "in use by another soundtrace process" in result.stderr
+
+
+def test_engine_imports_without_torch():
+    """Only the encoder modules may import torch; search and indexing logic stay light."""
+    code = (
+        "import sys, indexer, indexer.cli, indexer.search, indexer.pipeline, indexer.audio;"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["False", "False"]
