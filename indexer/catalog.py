@@ -338,7 +338,7 @@ class Catalog:
             )
         taken = set(self._recording_columns()) | {"_path", "_name"}
         renames = {c: (f"meta_{c}" if c.lower() in taken else c) for c in columns}
-        select = ", ".join(f'{_quote(c)} AS {_quote(renames[c])}' for c in columns)
+        select = "".join(f', {_quote(c)} AS {_quote(renames[c])}' for c in columns if c != key)
         base = str(csv_path.parent)
         key_q = _quote(key)
         self.con.execute("BEGIN")
@@ -349,7 +349,7 @@ class Catalog:
                 f"CASE WHEN contains({key_q}::VARCHAR, '/') THEN "
                 f"  CASE WHEN starts_with({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR "
                 f"  ELSE ? || '/' || {key_q}::VARCHAR END END AS _path, "
-                f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name, {select} "
+                f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name{select} "
                 f"FROM _csv WHERE {key_q} IS NOT NULL",
                 [base],
             )

@@ -217,14 +217,13 @@ def classify(file, labels, label_list, multi_label, threshold, min_score, window
     from .classify import classify_file
     from .encoder import load_encoder
 
-    given = list(label_list) + ([labels] if labels else [])
-    if not given:
+    from .labels import parse_labels
+
+    if not labels and not label_list:
         raise click.UsageError("Give labels with --labels \"a, b, c\" or --label.")
     if not file.is_file():
         raise click.BadParameter(f"{file} does not exist.", param_hint="FILE")
-    from .labels import parse_labels
-
-    names = [n for chunk in given for n in parse_labels(chunk)]
+    names = parse_labels([*label_list, *(parse_labels(labels) if labels else [])])
     encoder = load_encoder(_with_default_model(encoder_config))
     result = classify_file(
         file, names, encoder, WindowConfig(length_s=window_s, hop_s=window_s), DecodeOptions(raw=raw),
@@ -267,3 +266,7 @@ def info(archive_dir, as_json):
 def main() -> None:
     cli(prog_name="soundtrace")
 
+
+
+if __name__ == "__main__":
+    main()

@@ -138,19 +138,23 @@ def _metadata_columns(hits) -> list[str]:
     return names[:MAX_METADATA_COLUMNS]
 
 
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
 def print_hits(console: Console, hits, query: str) -> None:
     if not hits:
         console.err(f"No recordings match {query!r} with these filters.")
         return
     meta = _metadata_columns(hits)
     table = Table(title=f"{len(hits)} recordings for {query!r}", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("recording", overflow="fold")
-    table.add_column("best time")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("recording", overflow="fold", ratio=3)
+    table.add_column("best time", no_wrap=True)
     for name in meta:
-        table.add_column(name)
-    table.add_column("also at", overflow="fold")
+        table.add_column(name, overflow="fold", ratio=1)
+    table.add_column("also at", overflow="fold", ratio=1)
     for hit in hits:
         best = hit.best
         channel = f" ch{best.channel}" if best.channel else ""
@@ -158,7 +162,7 @@ def print_hits(console: Console, hits, query: str) -> None:
         table.add_row(
             str(hit.rank), f"{hit.score:.3f}", Path(hit.path).name,
             f"{format_seconds(best.start_s)}–{format_seconds(best.end_s)}{channel}",
-            *[str(hit.metadata.get(name, "")) for name in meta], others,
+            *[_cell(hit.metadata.get(name)) for name in meta], others,
         )
     console.out.print(table)
 

@@ -1,0 +1,163 @@
+"""The CLI end to end with the tiny real CLAP loaded through the real from_pretrained path."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from indexer.cli import cli
+from tests.audio_factory import write_sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+
+
+def run(*args: str) -> "click.testing.Result":  # noqa: F821
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def indexed(tiny_clap_dir, tmp_path_factory):
+    arch = tmp_path_factory.mktemp("cli") / "arch"
+    result = run("index", SAMPLES, "--archive", arch, "--model", tiny_clap_dir, "--metadata", ROOT / "data" / "metadata.csv", "-q")
+    assert result.exit_code == 0, result.output
+    return arch
+
+
+def test_index_reports_counts_and_failures(indexed):
+    result = run("info", "--archive", indexed, "--json")
+    assert result.exit_code == 0
+    info = json.loads(result.output)
+    assert info["recordings"] >= 9
+    reasons = {Path(f["path"]).name: f["error_kind"] for f in info["failures"]}
+    assert reasons.get("silence_10s.flac") == "silent_audio"
+    assert info["windows"] == info["vectors"] > info["recordings"]
+    assert info["dim"] == 32 and info["index_factory"] == "Flat"
+    assert "agent" in info["metadata_columns"]
+
+
+def test_rerun_is_incremental(indexed, tiny_clap_dir):
+    result = run("index", SAMPLES, "--archive", indexed, "-q")
+    assert result.exit_code == 0
+    assert "indexed 0," in result.output and "windows" in result.output
+
+
+def test_search_json_csv_and_table(indexed):
+    result = run("search", "an angry customer complaining", "--archive", indexed, "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all(0 <= h["start_s"] < h["end_s"] <= h["duration_s"] + 1e-6 for h in hits)
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+    table = run("search", "an angry customer complaining", "--archive", indexed, "-k", "3")
+    assert Path(hits[0]["path"]).name[:8] in table.output
+
+    rows = list(csv.DictReader(io.StringIO(run("search", "beep", "--archive", indexed, "-k", "2", "--csv").output)))
+    assert len(rows) == 2 and {"rank", "score", "path", "start_s", "end_s"} <= set(rows[0])
+
+
+def test_search_where_and_dates(indexed):
+    hits = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--where", "site = 'leeds'", "--json").output)
+    assert hits and all(h["site"] == "leeds" for h in hits)
+    bad = run("search", "speech", "--archive", indexed, "--where", "read_csv('/etc/passwd') is not null")
+    assert bad.exit_code == 1 and "not allowed" in bad.output
+
+
+def test_search_like_excludes_the_query_span(indexed):
+    clip = SAMPLES / "tone_1khz_25s.opus"
+    hits = json.loads(run("search", "--like", f"{clip}:0-10", "--archive", indexed, "-k", "3", "--json").output)
+    assert hits
+    own = [h for h in hits if Path(h["path"]).name == clip.name]
+    assert all(w["start_s"] >= 10 for h in own for w in h["windows"])
+    window = hits[0]["window_id"]
+    more = json.loads(run("search", "--like-window", window, "--archive", indexed, "-k", "3", "--json").output)
+    assert all(w["window_id"] != window for h in more for w in h["windows"])
+
+
+def test_search_needs_exactly_one_query(indexed):
+    result = run("search", "--archive", indexed)
+    assert result.exit_code == 2 and "exactly one" in result.output
+
+
+def test_classify_json(tiny_clap_dir, tmp_path):
+    path = write_sequence(tmp_path / "x.wav", [(440, 14)])
+    result = run("classify", path, "--labels", "狗叫，玻璃破碎, dog barking, Dog barking!", "--model", tiny_clap_dir, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    labels = [s["label"] for s in payload["labels"]]
+    assert sorted(labels) == sorted(["狗叫", "玻璃破碎", "dog barking"])
+    assert sum(s["probability"] for s in payload["labels"]) == pytest.approx(1.0, abs=1e-5)
+    scores = [s["score"] for s in payload["labels"]]
+    assert scores == sorted(scores, reverse=True)
+    assert sum(s["detected"] for s in payload["labels"]) == 1 and payload["labels"][0]["detected"]
+    assert payload["labels"][0]["confidence"] >= 0.5
+    assert all(s["best_end_s"] - s["best_start_s"] <= 10 for s in payload["labels"])
+
+
+def test_classify_multi_label_threshold(tiny_clap_dir, tmp_path):
+    path = write_sequence(tmp_path / "x.wav", [(440, 3)])
+    result = run("classify", path, "--label", "a, with comma", "--label", "b", "--multi-label", "--threshold", "-1", "--json", "--model", tiny_clap_dir)
+    payload = json.loads(result.output)
+    assert [s["label"] for s in payload["labels"]] and all(s["detected"] for s in payload["labels"])
+    assert "a, with comma" in [s["label"] for s in payload["labels"]]
+
+
+def test_classify_warns_on_silence(tiny_clap_dir):
+    result = run("classify", SAMPLES / "silence_10s.flac", "--labels", "speech, music", "--model", tiny_clap_dir)
+    assert result.exit_code == 0 and "flat line" in result.output
+
+
+def test_unreadable_file_is_one_sentence(tiny_clap_dir, tmp_path):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"definitely not audio" * 50)
+    result = run("classify", bad, "--labels", "x", "--model", tiny_clap_dir)
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "Traceback" not in result.output
+
+
+def test_missing_archive_is_one_sentence(tmp_path):
+    result = run("search", "x", "--archive", tmp_path / "none")
+    assert result.exit_code == 1 and "soundtrace index" in result.output
+
+
+def test_offline_without_weights_says_how_to_get_them(tmp_path):
+    """A real subprocess, as a user would hit it: no traceback, one sentence, non-zero exit."""
+    wav = write_sequence(tmp_path / "x.wav", [(440, 2)])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, "-m", "indexer.cli", "classify", str(wav), "--labels", "a, b"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "huggingface-cli download laion/clap-htsat-fused" in lines[0] and "--model" in lines[0]
+
+
+def test_index_refuses_a_second_model(indexed, tmp_path):
+    other = tmp_path / "other-model"
+    from indexer.tiny_clap import build_tiny_clap
+
+    build_tiny_clap(other, seed=1)
+    result = run("index", SAMPLES, "--archive", indexed, "--model", other, "-q")
+    assert result.exit_code == 1 and "cannot be mixed" in result.output
+
+
+def test_split_channels_index_each_side(tiny_clap_dir, tmp_path):
+    arch = tmp_path / "arch"
+    shutil.copy(SAMPLES / "call_stereo_30s.opus", tmp_path / "call.opus")
+    result = run("index", tmp_path / "call.opus", "--archive", arch, "--model", tiny_clap_dir, "--channels", "split", "-q")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(run("search", "customer", "--archive", arch, "-k", "1", "--windows", "10", "--json").output)
+    assert {w["channel"] for w in hits[0]["windows"]} == {0, 1}
