@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, (agent, site, date) in METADATA.items():
             w.writerow([name, agent, site, date])
     if missing_speech:
-        print(f"cannot make {', '.join(missing_speech)}: install espeak-ng (apt-get install espeak-ng)", file=sys.stderr)
+        missing = ", ".join(missing_speech)
+        print(f"cannot make {missing}: install espeak-ng (apt-get install espeak-ng)", file=sys.stderr)
         return 1
     return 0
 

@@ -9,6 +9,7 @@ resampler state across blocks, so streamed output equals one-shot resampling.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,36 +21,30 @@ import soundfile as sf
 import soxr
 
 from indexer.config import SAMPLE_RATE, DecodeOptions, RawPcmFormat
-from indexer.errors import (
-    AudioError,
-    AudioTooLongError,
-    DecodeError,
-    EmptyAudioError,
-    UnsupportedFormatError,
-)
+from indexer.errors import AudioError, AudioTooLongError, DecodeError, EmptyAudioError, UnsupportedFormatError
 
 RESAMPLE_QUALITY = "HQ"
 """soxr quality: 'HQ' is transparent for 16-bit material and several times faster than 'VHQ'."""
 
 _UNKNOWN_FRAMES = 2**62
-"""libsndfile reports SF_COUNT_MAX when it cannot know the length; treat as 'unknown', not 'huge'."""
+"""libsndfile reports SF_COUNT_MAX when it cannot know the length: that means 'unknown', not 'huge'."""
 
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"RIFF", "WAV"), (0, b"RF64", "WAV"), (0, b"FORM", "AIFF"), (0, b"fLaC", "FLAC"),
-    (0, b"OggS", "Ogg"), (0, b"ID3", "MP3"), (0, b"\x1aE\xdf\xa3", "Matroska/WebM"),
-    (0, b"0&\xb2u\x8ef\xcf\x11", "ASF/WMA"), (0, b"caff", "CAF"), (0, b".snd", "AU"),
-    (0, b"#!AMR", "AMR"), (4, b"ftyp", "MP4/M4A"),
+_MAGIC = (
+    (0, b"RIFF", "WAV"), (0, b"RF64", "WAV"), (0, b"FORM", "AIFF"), (0, b"fLaC", "FLAC"), (0, b"OggS", "Ogg"),
+    (0, b"ID3", "MP3"), (0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (0, b"0&\xb2u\x8ef\xcf\x11", "ASF/WMA"),
+    (0, b"caff", "CAF"), (0, b".snd", "AU"), (0, b"#!AMR", "AMR"), (4, b"ftyp", "MP4/M4A"),
 )
-"""Signatures that make a file *claim* an audio format: unreadable + claimed = DecodeError."""
+"""Signatures by which a file *claims* an audio format: unreadable + claimed = DecodeError, not
+UnsupportedFormatError (a broken file of a known kind, rather than a foreign one)."""
 
 _RAW_WIDTH = {"s16le": 2, "s16be": 2, "s24le": 3, "s32le": 4, "f32le": 4, "u8": 1}
-
 _AV_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63, "flt": 1.0, "dbl": 1.0}
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the header says; decoding may find the true length differs slightly (MP3, AAC)."""
+    """What the header says. ``duration_s`` is 0.0 when the header does not know; decoding may
+    find a slightly different length (MP3/AAC priming, Opus pre-skip)."""
 
     path: Path
     format: str
@@ -68,10 +63,10 @@ def probe(path: str | Path, opts: DecodeOptions = DecodeOptions()) -> AudioInfo:
 
 
 def stream(path: str | Path, opts: DecodeOptions = DecodeOptions()) -> tuple[AudioInfo, Iterator[np.ndarray]]:
-    """(info, blocks of (streams, n) float32 at 48 kHz); the first block is decoded eagerly so
-    that a file no decoder can read fails here rather than half-way through a pipeline."""
-    path = Path(path)
-    src, chunks = _first_chunks(_open(path, opts), path, 0, None, opts)
+    """(info, blocks of (streams, n) float32 at 48 kHz). The first block is decoded before this
+    returns, so a file no decoder can read fails here rather than half-way through a pipeline;
+    later failures (corruption mid-file, the length guard) are raised by the iterator."""
+    src, chunks = _first_chunks(_open(Path(path), opts), 0.0, None, opts)
     return src.info, _resampled(src.info, chunks, opts)
 
 
@@ -81,29 +76,24 @@ def load(
     """The (streams, n) 48 kHz array for [start_s, end_s); seeks where the decoder can."""
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"invalid range start={start_s} end={end_s}")
-    path = Path(path)
-    src = _open(path, opts)
-    sr = src.info.sample_rate
-    start = int(round(start_s * sr))
-    stop = None if end_s is None else int(round(end_s * sr))
-    src, chunks = _first_chunks(src, path, start, stop, opts)
-    blocks = list(_resampled(src.info, chunks, opts))
-    return src.info, np.concatenate(blocks, axis=1)
+    src, chunks = _first_chunks(_open(Path(path), opts), start_s, end_s, opts)
+    return src.info, np.concatenate(list(_resampled(src.info, chunks, opts)), axis=1)
 
 
 # --- opening ------------------------------------------------------------------------------------
 
 
-def _open(path: Path, opts: DecodeOptions) -> "_Source":
+def _open(path: Path, opts: DecodeOptions) -> _Source:
+    if path.exists() and not path.is_file():
+        raise AudioError(f"{path}: not a regular file (a directory, pipe or device).")
     try:
-        size = path.stat().st_size
+        with path.open("rb") as f:  # fail on permissions here, not as "unknown format" later
+            size = os.fstat(f.fileno()).st_size
     except OSError as e:
         raise AudioError(f"{path}: cannot read the file ({e.strerror or e}).") from None
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file.")
     if size == 0:
         raise EmptyAudioError(f"{path}: the file is empty (0 bytes).")
-    if opts.raw is not None:
+    if path.suffix.lower() in opts.raw_extensions and opts.raw is not None:
         src: _Source = _RawSource(path, opts.raw, size)
     elif path.suffix.lower() in opts.raw_extensions:
         raise UnsupportedFormatError(
@@ -119,21 +109,17 @@ def _open(path: Path, opts: DecodeOptions) -> "_Source":
     return src
 
 
-def _av_or_fail(path: Path) -> "_AvSource":
+def _av_or_fail(path: Path) -> _AvSource:
     try:
         return _AvSource(path)
     except AudioError:
         raise
     except Exception:
-        raise _unreadable(path) from None
-
-
-def _unreadable(path: Path) -> AudioError:
-    """Both decoders refused: a known signature means a broken file, none means a foreign one."""
-    claimed = _sniff(path)
-    if claimed:
-        return DecodeError(f"{path}: looks like {claimed} but neither decoder can read it (truncated or corrupt).")
-    return UnsupportedFormatError(f"{path}: not an audio format libsndfile or FFmpeg recognises.")
+        claimed = _sniff(path)
+        if claimed:
+            msg = f"{path}: looks like {claimed} but neither decoder can read it (truncated or corrupt)."
+            raise DecodeError(msg) from None
+        raise UnsupportedFormatError(f"{path}: not an audio format libsndfile or FFmpeg recognises.") from None
 
 
 def _sniff(path: Path) -> str | None:
@@ -142,15 +128,7 @@ def _sniff(path: Path) -> str | None:
             head = f.read(16)
     except OSError:
         return None
-    for offset, magic, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return name
-    return None
-
-
-def _reason(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    return text[-160:]
+    return next((name for at, magic, name in _MAGIC if head[at : at + len(magic)] == magic), None)
 
 
 def _guard_length(info: AudioInfo, opts: DecodeOptions) -> None:
@@ -162,33 +140,35 @@ def _guard_length(info: AudioInfo, opts: DecodeOptions) -> None:
 
 
 def _first_chunks(
-    src: "_Source", path: Path, start: int, stop: int | None, opts: DecodeOptions
-) -> tuple["_Source", Iterator[np.ndarray]]:
-    """Decode the first chunk now; libsndfile failing on it (e.g. non-subset FLAC) falls back to FFmpeg."""
+    src: _Source, start_s: float, end_s: float | None, opts: DecodeOptions
+) -> tuple[_Source, Iterator[np.ndarray]]:
+    """Decode the first chunk now; libsndfile failing on it (it cannot read some valid non-subset
+    FLACs in pieces) falls back to FFmpeg from scratch. A failure after that is a DecodeError:
+    resuming elsewhere would hide corruption and shift every later timestamp."""
     try:
-        return src, _prepend(src, start, stop, opts)
+        return src, _prepend(src, start_s, end_s, opts)
     except DecodeError:
         if not isinstance(src, _SfSource):
             raise
-        fallback = _av_or_fail(path)
+        fallback = _av_or_fail(src.info.path)
         _guard_length(fallback.info, opts)
-        return fallback, _prepend(fallback, start, stop, opts)
+        return fallback, _prepend(fallback, start_s, end_s, opts)
 
 
-def _prepend(src: "_Source", start: int, stop: int | None, opts: DecodeOptions) -> Iterator[np.ndarray]:
-    block = max(1, int(round(opts.block_s * src.info.sample_rate)))
-    chunks = src.chunks(start, stop, block)
+def _prepend(src: _Source, start_s: float, end_s: float | None, opts: DecodeOptions) -> Iterator[np.ndarray]:
+    info, rate = src.info, src.info.sample_rate  # frames counted per decoder: FFmpeg may see another rate
+    start, stop = int(round(start_s * rate)), None if end_s is None else int(round(end_s * rate))
+    chunks = src.chunks(start, stop, max(1, int(round(opts.block_s * rate))))
     first = next(chunks, None)
     if first is None:
-        chunks.close()
         if start > 0:
-            raise EmptyAudioError(f"{src.info.path}: no audio at or after {start / src.info.sample_rate:.2f} s.")
-        if src.info.duration_s > 0:
+            raise EmptyAudioError(f"{info.path}: no audio at or after {start_s:.2f} s.")
+        if info.duration_s > 0:
             raise DecodeError(
-                f"{src.info.path}: the header promises {src.info.duration_s:.3g} s but no audio could be "
-                "decoded (truncated or corrupt)."
+                f"{info.path}: the header promises {info.duration_s:.3g} s but no audio could be decoded "
+                "(truncated or corrupt)."
             )
-        raise EmptyAudioError(f"{src.info.path}: the file holds no audio samples.")
+        raise EmptyAudioError(f"{info.path}: the file holds no audio samples.")
 
     def chained() -> Iterator[np.ndarray]:
         try:
@@ -216,11 +196,9 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
         for chunk in chunks:
             seen += chunk.shape[0]
             if seen > limit:
-                raise AudioTooLongError(
-                    f"{info.path}: decoding passed the {opts.max_duration_s:,.0f} s limit; stopped."
-                )
-            x = chunk.mean(axis=1, keepdims=True, dtype=np.float32) if mix else chunk
-            x = np.ascontiguousarray(x, dtype=np.float32)
+                limit_s = opts.max_duration_s
+                raise AudioTooLongError(f"{info.path}: decoding passed the {limit_s:,.0f} s limit; stopped.")
+            x = np.ascontiguousarray(chunk.mean(axis=1, keepdims=True, dtype=np.float32) if mix else chunk)
             y = resampler.resample_chunk(x) if resampler is not None else x
             if y.shape[0]:
                 produced += y.shape[0]
@@ -236,30 +214,29 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
         raise EmptyAudioError(f"{info.path}: too few samples to make even one at 48 kHz.")
 
 
-# --- decoders -----------------------------------------------------------------------------------
+# --- decoders: each yields (n, ch) float32 chunks at the original rate, from frame `start` --------
 
 
 class _Source:
-    """One decoder bound to one file; ``chunks`` yields (n, ch) float32 at the original rate."""
-
     info: AudioInfo
 
     def chunks(self, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
-    def _fail(self, done_frames: int, err: BaseException) -> DecodeError:
-        at = done_frames / max(self.info.sample_rate, 1)
-        return DecodeError(f"{self.info.path}: decoding failed at {at:.2f} s ({_reason(err)}).")
+    def _fail(self, frames_done: int, err: BaseException) -> DecodeError:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][-160:]
+        at = frames_done / self.info.sample_rate
+        return DecodeError(f"{self.info.path}: decoding failed at {at:.2f} s ({reason}).")
 
 
 class _SfSource(_Source):
     def __init__(self, path: Path) -> None:
         i = sf.info(str(path))
-        frames = i.frames if 0 <= i.frames < _UNKNOWN_FRAMES else 0
         if i.samplerate <= 0 or i.channels <= 0:
             raise ValueError("libsndfile reported no sample rate or channels")
-        self.info = AudioInfo(path, _sf_format(i.format, i.subtype), "soundfile", int(i.samplerate),
-                              int(i.channels), frames / i.samplerate)
+        frames = i.frames if 0 <= i.frames < _UNKNOWN_FRAMES else 0
+        self.info = AudioInfo(path, _sf_format(i.format, i.subtype), "soundfile", int(i.samplerate), int(i.channels),
+                              frames / i.samplerate)
 
     def chunks(self, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
         done = start
@@ -268,14 +245,11 @@ class _SfSource(_Source):
                 if start:
                     f.seek(start)
                 while stop is None or done < stop:
-                    n = block if stop is None else min(block, stop - done)
-                    data = f.read(n, dtype="float32", always_2d=True)
+                    data = f.read(block if stop is None else min(block, stop - done), dtype="float32", always_2d=True)
                     if data.shape[0] == 0:
                         return
                     done += data.shape[0]
                     yield data
-        except (GeneratorExit, AudioError):
-            raise
         except Exception as e:
             raise self._fail(done, e) from None
 
@@ -295,15 +269,15 @@ class _AvSource(_Source):
                 raise UnsupportedFormatError(f"{path}: the container holds no audio stream.")
             st = c.streams.audio[0]
             cc = st.codec_context
-            rate, channels = int(cc.sample_rate or st.rate or 0), int(cc.layout.nb_channels if cc.layout else 0)
+            rate, channels = int(cc.sample_rate or 0), int(cc.layout.nb_channels if cc.layout else 0)
             if rate <= 0 or channels <= 0:
-                raise DecodeError(f"{path}: the audio stream declares no sample rate or channel count.")
+                raise ValueError("no sample rate or channel count")  # FFmpeg guessed from the extension
             if st.duration and st.time_base:
                 duration = float(st.duration * st.time_base)
             else:
                 duration = (c.duration or 0) / av.time_base
-            self.info = AudioInfo(path, _av_format(path, c.format.name, cc.name), "av", rate, channels,
-                                  max(duration, 0.0))
+            label = _av_format(path, c.format.name, cc.name)
+            self.info = AudioInfo(path, label, "av", rate, channels, max(duration, 0.0))
 
     def chunks(self, start: int, stop: int | None, block: int) -> Iterator[np.ndarray]:
         if start > 0:
@@ -311,9 +285,8 @@ class _AvSource(_Source):
             try:
                 first = next(seeked, None)
             except _SeekMissed:
-                first = None
-                seeked = None
-            if seeked is not None:
+                pass
+            else:
                 if first is not None:
                     yield first
                     yield from seeked
@@ -321,40 +294,45 @@ class _AvSource(_Source):
         yield from self._decode(start, stop, block, seek=False)
 
     def _decode(self, start: int, stop: int | None, block: int, seek: bool) -> Iterator[np.ndarray]:
-        sr, ch = self.info.sample_rate, self.info.channels
+        """Without ``seek`` the position is counted from the first sample; with it, read from pts
+        after a backward seek (a landing past ``start`` means imprecise seeking: _SeekMissed)."""
+        rate, channels = self.info.sample_rate, self.info.channels
         pending: list[np.ndarray] = []
-        have = 0
-        pos = 0  # sample index of the next decoded frame
+        have = pos = 0
         try:
             with av.open(str(self.info.path), metadata_errors="ignore") as c:
                 st = c.streams.audio[0]
                 origin = st.start_time or 0
                 if seek:
-                    c.seek(int(Fraction(start, sr) / st.time_base) + origin, stream=st, backward=True)
+                    try:
+                        c.seek(int(Fraction(start, rate) / st.time_base) + origin, stream=st, backward=True)
+                    except Exception:  # some demuxers cannot seek at all (FLAC without a seek table)
+                        raise _SeekMissed from None
                 for frame in c.decode(st):
                     if seek:
-                        if frame.pts is None:
-                            raise _SeekMissed
-                        pos = int(round((frame.pts - origin) * frame.time_base * sr))
-                        if pos > start:
+                        tb = frame.time_base
+                        if frame.pts is None or tb is None or (pos := round((frame.pts - origin) * tb * rate)) > start:
                             raise _SeekMissed
                         seek = False
-                    if frame.sample_rate != sr:
-                        raise ValueError(f"sample rate changes mid-stream ({sr} -> {frame.sample_rate})")
+                    if frame.sample_rate != rate:
+                        raise ValueError(f"sample rate changes mid-stream ({rate} -> {frame.sample_rate})")
                     x = _frame_array(frame)
-                    if x.shape[1] != ch:
-                        raise ValueError(f"channel count changes mid-stream ({ch} -> {x.shape[1]})")
+                    if x.shape[1] != channels:
+                        raise ValueError(f"channel count changes mid-stream ({channels} -> {x.shape[1]})")
                     lo, hi = max(start - pos, 0), x.shape[0] if stop is None else min(x.shape[0], stop - pos)
                     pos += x.shape[0]
                     if hi > lo:
                         pending.append(x[lo:hi])
                         have += hi - lo
-                    while have >= block:
-                        out, pending, have = _take(pending, block)
-                        yield out
+                    if have >= block:
+                        joined = np.concatenate(pending, axis=0)
+                        cut = have - have % block
+                        for i in range(0, cut, block):
+                            yield joined[i : i + block]
+                        pending, have = [joined[cut:]], have - cut
                     if stop is not None and pos >= stop:
                         break
-        except (GeneratorExit, AudioError, _SeekMissed):
+        except (AudioError, _SeekMissed):
             raise
         except Exception as e:
             raise self._fail(pos, e) from None
@@ -366,39 +344,24 @@ class _SeekMissed(Exception):
     """The container could not seek precisely; decode from the start instead."""
 
 
-def _take(pending: list[np.ndarray], n: int) -> tuple[np.ndarray, list[np.ndarray], int]:
-    allx = np.concatenate(pending, axis=0)
-    rest = allx[n:]
-    return allx[:n], ([rest] if rest.shape[0] else []), rest.shape[0]
-
-
 def _frame_array(frame: av.AudioFrame) -> np.ndarray:
     """An FFmpeg frame as (n, ch) float32 in [-1, 1], whatever its sample format."""
-    name = frame.format.name
     planar = frame.format.is_planar
-    base = name[:-1] if planar else name
+    base = frame.format.name[:-1] if planar else frame.format.name
+    if base not in _AV_SCALE:
+        raise ValueError(f"unsupported sample format {frame.format.name}")
     a = frame.to_ndarray()
-    if planar:
-        a = a.T
-    else:
-        a = a.reshape(-1, frame.layout.nb_channels)
+    a = a.T if planar else a.reshape(-1, frame.layout.nb_channels)
     if base == "u8":
-        return ((a.astype(np.float32) - 128.0) * _AV_SCALE["u8"]).astype(np.float32)
-    scale = _AV_SCALE.get(base)
-    if scale is None:
-        raise ValueError(f"unsupported sample format {name}")
-    return (a.astype(np.float32) * np.float32(scale)) if scale != 1.0 else a.astype(np.float32, copy=False)
+        return (a.astype(np.float32) - 128.0) * np.float32(_AV_SCALE["u8"])
+    return a.astype(np.float32) * np.float32(_AV_SCALE[base]) if _AV_SCALE[base] != 1.0 else a.astype(np.float32)
 
 
 def _av_format(path: Path, container: str, codec: str) -> str:
+    """'M4A/aac': the file's extension when FFmpeg's container names include it."""
     names = container.split(",")
     ext = path.suffix.lower().lstrip(".")
-    if ext in names:
-        label = ext
-    elif "mp4" in names:
-        label = "mp4"
-    else:
-        label = names[0]
+    label = ext if ext in names else "mp4" if "mp4" in names else names[0]
     return f"{label.upper()}/{codec}"
 
 
@@ -420,15 +383,12 @@ class _RawSource(_Source):
             with self.info.path.open("rb") as f:
                 f.seek(start * self.frame_bytes)
                 while stop is None or done < stop:
-                    n = block if stop is None else min(block, stop - done)
-                    buf = f.read(n * self.frame_bytes)
-                    usable = len(buf) - len(buf) % self.frame_bytes
+                    buf = f.read((block if stop is None else min(block, stop - done)) * self.frame_bytes)
+                    usable = len(buf) - len(buf) % self.frame_bytes  # a torn last frame is dropped
                     if usable == 0:
                         return
                     done += usable // self.frame_bytes
                     yield _raw_to_float(buf[:usable], self.raw.sample_format).reshape(-1, self.raw.channels)
-        except (GeneratorExit, AudioError):
-            raise
         except Exception as e:
             raise self._fail(done, e) from None
 
@@ -437,11 +397,9 @@ def _raw_to_float(buf: bytes, fmt: str) -> np.ndarray:
     if fmt == "s24le":
         b = np.frombuffer(buf, np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        v = np.where(v >= 1 << 23, v - (1 << 24), v)
-        return (v * np.float32(1 / 2**23)).astype(np.float32)
+        return (np.where(v >= 1 << 23, v - (1 << 24), v) * np.float32(1 / 2**23)).astype(np.float32)
     if fmt == "u8":
         return (np.frombuffer(buf, np.uint8).astype(np.float32) - 128.0) / 128.0
     dtype, scale = {"s16le": ("<i2", 1 / 32768), "s16be": (">i2", 1 / 32768),
                     "s32le": ("<i4", 1 / 2**31), "f32le": ("<f4", 1.0)}[fmt]
-    return (np.frombuffer(buf, dtype).astype(np.float32) * np.float32(scale)).astype(np.float32)
-
+    return np.frombuffer(buf, dtype).astype(np.float32) * np.float32(scale)

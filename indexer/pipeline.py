@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -34,7 +34,7 @@ class IndexOptions:
     """Drop recordings under the given folders whose files are gone."""
     retry_failed: bool = False
     """Try files that failed before even when they have not changed."""
-    queue_windows: int = 32
+    queue_windows: int = 16
     """Decoded windows allowed to wait for the model; bounds memory."""
 
 
@@ -102,6 +102,7 @@ class _Pending:
 
 
 _END = object()
+_RELEASED = np.empty(0, np.float32)
 
 
 class _Decoder(threading.Thread):
@@ -273,6 +274,7 @@ class _Runner:
         self.model_seconds += time.perf_counter() - t0
         for (item, i), vector in zip(live, vectors):
             item.vectors[i] = vector
+            item.windows[i] = replace(item.windows[i], samples=_RELEASED)  # keep memory flat on long files
         if self.progress:
             self.progress.windows_embedded(len(live))
 

@@ -25,10 +25,11 @@ SILENCE_DB = -60.0
 """A frame whose RMS is below -60 dBFS counts as silent (quieter than a quiet phone line's hiss)."""
 
 CLIP_LEVEL = 0.99
-"""|x| >= 0.99 counts as clipped. Not 1.0: resampling to 48 kHz rounds a flat clipped plateau into
-ripples and overshoots around full scale, so the count undercounts true clipping (about half of it
-for 8 kHz telephone audio) but never misses a plateau. A 0 dBFS sine also reaches it: by sample
-values alone a tone at full scale cannot be told from a clipped one."""
+"""|x| >= 0.99 counts as clipped. Not 1.0: resampling to 48 kHz turns a flat clipped plateau into
+ripples around full scale and only about half of its samples stay >= 1.0; from 0.99 about 90 % or
+more of the true clipped fraction is counted for sources at 16 kHz and up (55-95 % for 8 kHz
+telephone audio). A 0 dBFS sine reaches it too: by sample values alone a tone at full scale
+cannot be told from a clipped one."""
 
 CLIPPED_RECORDING_FRACTION = 0.005
 """A recording is_clipped when more than 0.5 % of its samples are clipped: isolated peaks touching
@@ -88,39 +89,47 @@ def cut_windows(
     blocks: Iterable[np.ndarray], cfg: WindowConfig, sample_rate: int = SAMPLE_RATE
 ) -> Iterator[Window]:
     """Windows ordered by start then channel; a short tail is kept (repeat-padded) when it holds at
-    least ``cfg.min_tail_s`` of content not already covered, or when it is the only window."""
+    least ``cfg.min_tail_s`` of content not already covered, or when it is the only window.
+
+    Holds at most one window plus one block; windows own their samples, but a block may be kept
+    (not copied) until its samples are used, so producers must not refill a block in place."""
     length = int(round(cfg.length_s * sample_rate))
     hop = int(round(cfg.hop_s * sample_rate))
     min_tail = int(round(cfg.min_tail_s * sample_rate))
-    buf: np.ndarray | None = None
-    origin = 0  # absolute sample index of buf[:, 0]; always equals the next window's start
+    streams: int | None = None
+    parts: list[np.ndarray] = []  # unconsumed samples, joined only once a whole window is there
+    have = 0
+    origin = 0  # absolute sample index of parts[0][:, 0]; always the next window's start
     covered = 0  # end of the last full window emitted
     for block in blocks:
         block = np.asarray(block, dtype=np.float32)
-        if block.ndim == 1:
-            block = block[None, :]
-        if buf is None:
-            buf = block
-        elif block.shape[0] != buf.shape[0]:
-            raise ValueError(f"block has {block.shape[0]} streams, earlier blocks had {buf.shape[0]}")
-        else:
-            buf = np.concatenate([buf, block], axis=1)
+        block = block[None, :] if block.ndim == 1 else block
+        if streams is None:
+            streams = block.shape[0]
+        elif block.shape[0] != streams:
+            raise ValueError(f"block has {block.shape[0]} streams, earlier blocks had {streams}")
+        if block.shape[1] == 0:
+            continue
+        parts.append(block)
+        have += block.shape[1]
+        if have < length:
+            continue
+        buf = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         start = 0
         while buf.shape[1] - start >= length:
-            for ch in range(buf.shape[0]):
-                content = buf[ch, start : start + length]
-                yield _window(ch, origin + start, content, length, sample_rate)
+            for ch in range(streams):
+                yield _window(ch, origin + start, buf[ch, start : start + length], length, sample_rate)
             covered = origin + start + length
             start += hop
-        buf = buf[:, start:]
+        parts = [buf[:, start:]] if buf.shape[1] > start else []
+        have -= start
         origin += start
-    if buf is None:
+    if streams is None or have == 0:
         return
-    rest = buf.shape[1]
-    only_window = covered == 0
-    if rest > 0 and (only_window or (rest >= min_tail and origin + rest > covered)):
-        for ch in range(buf.shape[0]):
-            yield _window(ch, origin, buf[ch], length, sample_rate)
+    rest = np.concatenate(parts, axis=1)
+    if covered == 0 or (have >= min_tail and origin + have > covered):
+        for ch in range(streams):
+            yield _window(ch, origin, rest[ch], length, sample_rate)
 
 
 def _window(channel: int, start: int, content: np.ndarray, length: int, rate: int) -> Window:

@@ -242,3 +242,26 @@ def test_kill_9_then_rerun_equals_clean_run(big_drop, clean_snapshot, tmp_path, 
     assert len(partial["recordings"]) < len(clean_snapshot["recordings"])
     run_worker(arch, big_drop, None)
     assert snapshot(arch) == clean_snapshot
+
+
+def test_memory_stays_flat_on_a_long_recording(tmp_path):
+    """A 30-minute file must not be held in memory: decoded windows are freed once embedded."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    path = tmp_path / "long.wav"
+    rate = 8000
+    with sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16") as fh:
+        t = np.arange(rate * 60) / rate
+        minute = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for _ in range(30):
+            fh.write(minute)
+    full_size = 30 * 60 * 48_000 * 4  # the whole recording at 48 kHz float32: 345 MB
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        tracemalloc.start()
+        report = archive.index([path])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert report.windows_added == 180
+    assert peak < full_size / 4, f"peak {peak / 1e6:.0f} MB"
