@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .catalog import CATALOG_FILE, Catalog, RecordingRow, WindowRows
+from .catalog import CATALOG_FILE, Catalog
+from .records import RecordingRow, WindowRows
 from .config import EncoderConfig, WindowConfig
 from .embedding import Encoder
 from .errors import ArchiveError, ArchiveNotFoundError

@@ -183,6 +183,14 @@ def _prepend(src: _Source, start_s: float, end_s: float | None, opts: DecodeOpti
 # --- resampling ---------------------------------------------------------------------------------
 
 
+def _downmix(chunk: np.ndarray) -> np.ndarray:
+    """(n, channels) -> (n, 1) mean; a matrix-vector product, several times faster than a strided mean."""
+    if chunk.shape[1] == 1:
+        return np.ascontiguousarray(chunk, dtype=np.float32)
+    weights = np.full((chunk.shape[1], 1), 1.0 / chunk.shape[1], dtype=np.float32)
+    return np.ascontiguousarray(chunk.astype(np.float32, copy=False) @ weights)
+
+
 def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOptions) -> Iterator[np.ndarray]:
     """(n, ch) chunks at the original rate -> (streams, n) float32 blocks at 48 kHz."""
     mix = opts.channels == "mix"
@@ -198,7 +206,7 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
             if seen > limit:
                 limit_s = opts.max_duration_s
                 raise AudioTooLongError(f"{info.path}: decoding passed the {limit_s:,.0f} s limit; stopped.")
-            x = np.ascontiguousarray(chunk.mean(axis=1, keepdims=True, dtype=np.float32) if mix else chunk)
+            x = _downmix(chunk) if mix else np.ascontiguousarray(chunk)
             y = resampler.resample_chunk(x) if resampler is not None else x
             if y.shape[0]:
                 produced += y.shape[0]

@@ -8,7 +8,6 @@ index can always be rebuilt from here after a crash.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -18,61 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ArchiveBusyError, ArchiveError, MetadataError
+from .records import KnownFile, RecordingRow, WindowRows
 
 CATALOG_FILE = "catalog.duckdb"
 RECORDING_VIEW = "recordings_view"
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
 """Metadata CSV columns that can name a recording, in order of preference."""
-
-
-@dataclass(frozen=True)
-class RecordingRow:
-    """What the pipeline writes for one file, indexed or failed."""
-
-    path: str
-    content_hash: str | None
-    size_bytes: int
-    mtime: float
-    status: str
-    duration_s: float | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-    format: str | None = None
-    decoder: str | None = None
-    error_kind: str | None = None
-    error: str | None = None
-    peak: float | None = None
-    rms_db: float | None = None
-    clipped_fraction: float | None = None
-    silent_fraction: float | None = None
-    is_silent: bool | None = None
-    is_clipped: bool | None = None
-
-
-@dataclass(frozen=True)
-class WindowRows:
-    """Columnar window data for one recording; ``vectors`` is (n, dim) float32."""
-
-    channel: np.ndarray
-    start_s: np.ndarray
-    end_s: np.ndarray
-    rms_db: np.ndarray
-    peak: np.ndarray
-    clipped_fraction: np.ndarray
-    silent_fraction: np.ndarray
-    vectors: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.start_s)
-
-
-@dataclass(frozen=True)
-class KnownFile:
-    recording_id: int
-    size_bytes: int
-    mtime: float
-    content_hash: str | None
-    status: str
 
 
 def _migrations() -> list[tuple[int, str]]:

@@ -1,15 +1,13 @@
 """Indexing: files -> windows -> vectors -> archive, incremental and safe to kill at any moment.
 
-A background thread hashes and decodes files and cuts windows while the main thread runs the
-model on full batches (batches span files, so short clips still fill them). Recordings are
+A low-priority child process (``decoding``) hashes and decodes files and cuts windows while this
+process runs the model on full batches (batches span files, so short clips still fill them). Recordings are
 committed strictly in file order, each in one catalog transaction, so a run that is killed and
 started again ends with exactly the archive an uninterrupted run would have produced.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -18,13 +16,12 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from . import audio
 from .archive import Archive, FailedFile
-from .catalog import RecordingRow, WindowRows
+from .records import WindowRows
 from .config import DecodeOptions
-from .errors import AudioError, SilentAudioError
-from .sources import SourceFile, content_hash, discover
-from .windows import QualityAccumulator, Window, cut_windows
+from .decoding import WINDOW, DecodeJob, DecoderProcess, Outcome
+from .sources import SourceFile, discover
+from .windows import Window
 
 
 @dataclass(frozen=True)
@@ -68,27 +65,15 @@ class ProgressSink(Protocol):
     def finish(self) -> None: ...
 
 
-# --- events from the decoding thread ----------------------------------------------------------
-
-
-@dataclass
-class _Outcome:
-    """How a file ended in the decoding thread; applied by the main thread only."""
-
-    kind: str  # "indexed" | "failed" | "touched" | "reused"
-    row: RecordingRow | None = None
-    recording_id: int | None = None  # the row to touch, or the recording whose windows are reused
+# --- files in flight ----------------------------------------------------------------------------
 
 
 @dataclass
 class _Pending:
-    """One file on its way through; committed when its outcome is known and its windows embedded.
-
-    The decoding thread only appends to ``windows``; everything else is the main thread's.
-    """
+    """One file on its way through; committed when its outcome is known and its windows embedded."""
 
     source: SourceFile
-    outcome: _Outcome | None = None
+    outcome: Outcome | None = None
     windows: list[Window] = field(default_factory=list)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
 
@@ -101,89 +86,7 @@ class _Pending:
         return self.outcome is not None and (self.failed or len(self.vectors) == len(self.windows))
 
 
-_END = object()
 _RELEASED = np.empty(0, np.float32)
-
-
-class _Decoder(threading.Thread):
-    """Hashes, decodes and windows files in order, feeding (pending, window) pairs to a queue."""
-
-    def __init__(self, archive: Archive, todo: list[_Pending], options: IndexOptions, out: queue.Queue):
-        super().__init__(name="soundtrace-decoder", daemon=True)
-        self.todo = todo
-        self.options = options
-        self.out = out
-        self.windows_cfg = archive.manifest.windows
-        self.known = archive.catalog.known_files()
-        self.hashes = archive.catalog.indexed_hashes()
-        self.stop_requested = threading.Event()
-
-    def run(self) -> None:
-        try:
-            for item in self.todo:
-                if self.stop_requested.is_set():
-                    return
-                self._process(item)
-        finally:
-            self.out.put(_END)
-
-    def _process(self, item: _Pending) -> None:
-        src = item.source
-        try:
-            digest = content_hash(src.path)
-        except OSError as exc:
-            self._fail(item, None, "unreadable", f"{src.path.name} cannot be read: {exc.strerror or exc}.")
-            return
-        known = self.known.get(str(src.path))
-        if known is not None and known.content_hash == digest and known.status == "indexed":
-            self.out.put((item, _Outcome("touched", recording_id=known.recording_id)))
-            return
-        source_id = self.hashes.get(digest)
-        if source_id is not None:
-            self.out.put((item, _Outcome("reused", recording_id=source_id)))
-            return
-        try:
-            info, blocks = audio.stream(src.path, self.options.decode)
-            quality = QualityAccumulator()
-            for window in cut_windows(blocks, self.windows_cfg):
-                if self.stop_requested.is_set():
-                    return
-                quality.add_window(window)
-                item.windows.append(window)
-                self.out.put((item, len(item.windows) - 1))
-            result = quality.result()
-            if not item.windows:
-                raise SilentAudioError(f"{src.path.name} holds no audio long enough to embed.")
-            if result.is_silent:
-                raise SilentAudioError(f"{src.path.name} is silent (flat line): nothing to index.")
-        except AudioError as exc:
-            self._fail(item, digest, _kind(exc), str(exc))
-            return
-        except Exception as exc:  # a decoder bug must not stop the run: record it and go on
-            self._fail(item, digest, "internal", f"{src.path.name} could not be decoded ({type(exc).__name__}: {exc}).")
-            return
-        duration = max((w.end_s for w in item.windows), default=0.0)
-        row = RecordingRow(
-            path=str(src.path), content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
-            status="indexed", duration_s=max(duration, info.duration_s if info.duration_s else 0.0),
-            sample_rate=info.sample_rate, channels=info.channels, format=info.format, decoder=info.decoder,
-            peak=result.peak, rms_db=result.rms_db, clipped_fraction=result.clipped_fraction,
-            silent_fraction=result.silent_fraction, is_silent=result.is_silent, is_clipped=result.is_clipped,
-        )
-        self.out.put((item, _Outcome("indexed", row=row)))
-
-    def _fail(self, item: _Pending, digest: str | None, kind: str, message: str) -> None:
-        src = item.source
-        row = RecordingRow(
-            path=str(src.path), content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
-            status="failed", error_kind=kind, error=message,
-        )
-        self.out.put((item, _Outcome("failed", row=row)))
-
-
-def _kind(exc: AudioError) -> str:
-    name = type(exc).__name__.removesuffix("Error")
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -207,28 +110,26 @@ def run_indexing(
             todo.append(_Pending(src))
     if progress:
         progress.start(len(todo), sum(p.source.size_bytes for p in todo))
-    events: queue.Queue = queue.Queue(maxsize=max(2, options.queue_windows))
-    decoder = _Decoder(archive, todo, options, events)
     runner = _Runner(archive, report, progress)
-    decoder.start()
+    decoder = DecoderProcess(
+        DecodeJob([p.source for p in todo], known, archive.catalog.indexed_hashes(), archive.manifest.windows, options.decode),
+        options.queue_windows,
+    )
     try:
-        while True:
-            event = events.get()
-            if event is _END:
-                break
-            item, what = event
-            if isinstance(what, int):
-                runner.add_window(item, what)
+        for kind, index, payload in decoder.messages() if todo else ():
+            item = todo[index]
+            if kind == WINDOW:
+                item.windows.append(payload)
+                runner.add_window(item, len(item.windows) - 1)
             else:
-                runner.settle(item, what)
+                runner.settle(item, payload)
             runner.commit_ready()
         runner.embed_pending()
         runner.commit_ready()
         if options.prune:
             report.pruned = _prune(archive, paths)
     finally:
-        decoder.stop_requested.set()
-        _drain(events, decoder)
+        decoder.stop()
         archive.flush()
         if progress:
             progress.finish()
@@ -258,7 +159,7 @@ class _Runner:
         if len(self.batch) >= self.batch_size:
             self.embed_pending()
 
-    def settle(self, item: _Pending, outcome: _Outcome) -> None:
+    def settle(self, item: _Pending, outcome: Outcome) -> None:
         item.outcome = outcome
         if item.failed:
             item.windows, item.vectors = [], {}
@@ -336,12 +237,3 @@ def _prune(archive: Archive, roots: Sequence[Path]) -> int:
             gone.append(known.recording_id)
     archive.delete_recordings(gone)
     return len(gone)
-
-
-def _drain(events: queue.Queue, decoder: threading.Thread) -> None:
-    """Unblock a decoder stuck on a full queue so it can see the stop flag and exit."""
-    while decoder.is_alive():
-        try:
-            events.get(timeout=0.05)
-        except queue.Empty:
-            pass

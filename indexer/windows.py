@@ -170,22 +170,25 @@ class _Stats:
 
 
 def _measure(x: np.ndarray, rate: int) -> _Stats:
-    """Figures for one channel's real content (padding never enters them)."""
+    """Figures for one channel's real content (padding never enters them).
+
+    float32 throughout and no temporary for |x|: this runs on every decoded sample, beside the model.
+    """
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     n = x.shape[0]
     if n == 0:
         return _Stats()
-    sq = np.square(x, dtype=np.float64)
-    absx = np.abs(x)
+    sq = x * x
     frame = max(1, int(round(SILENCE_FRAME_S * rate)))
     full = n // frame
-    silent = 0
-    if full:
-        powers = sq[: full * frame].reshape(full, frame).mean(axis=1)
-        silent = int(np.count_nonzero(powers < _SILENT_POWER)) * frame
-    if n > full * frame and sq[full * frame :].mean() < _SILENT_POWER:
+    frame_energy = sq[: full * frame].reshape(full, frame).sum(axis=1, dtype=np.float64)
+    silent = int(np.count_nonzero(frame_energy < _SILENT_POWER * frame)) * frame
+    tail = float(sq[full * frame :].sum(dtype=np.float64))
+    if n > full * frame and tail < _SILENT_POWER * (n - full * frame):
         silent += n - full * frame
-    return _Stats(n, float(sq.sum()), float(absx.max()), int(np.count_nonzero(absx >= CLIP_LEVEL)), silent)
+    peak = float(max(x.max(), -x.min()))
+    clipped = int(np.count_nonzero(x >= CLIP_LEVEL)) + int(np.count_nonzero(x <= -CLIP_LEVEL))
+    return _Stats(n, float(frame_energy.sum()) + tail, peak, clipped, silent)
 
 
 class QualityAccumulator:

@@ -208,7 +208,8 @@ def run_worker(arch: Path, drop: Path, kill_after_batches: int | None) -> None:
         return
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if marker.exists() and marker.read_text().strip() and int(marker.read_text()) >= kill_after_batches:
+        done = marker.read_text().strip() if marker.exists() else ""
+        if done.isdigit() and int(done) >= kill_after_batches:
             break
         time.sleep(0.002)
     assert proc.poll() is None, "the run finished before it could be killed"
@@ -265,3 +266,29 @@ def test_memory_stays_flat_on_a_long_recording(tmp_path):
         tracemalloc.stop()
     assert report.windows_added == 180
     assert peak < full_size / 4, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_a_decoder_crash_fails_that_file_and_the_run_goes_on(tmp_path):
+    """If the decoding process dies mid-file (a library crash), only that file is lost."""
+    from indexer.config import DecodeOptions, WindowConfig
+    from indexer.decoding import OUTCOME, WINDOW, DecodeJob, DecoderProcess
+    from indexer.sources import discover
+
+    for i in range(3):
+        write_sequence(tmp_path / f"f{i}.wav", [(440, 10)] * 4)
+    files = discover([tmp_path])
+    decoder = DecoderProcess(DecodeJob(files, {}, {}, WindowConfig(), DecodeOptions()), queue_size=2)
+    outcomes, killed = {}, False
+    try:
+        for kind, index, payload in decoder.messages():
+            if kind == WINDOW and index == 1 and not killed:
+                os.kill(decoder.process.pid, signal.SIGKILL)
+                killed = True
+            if kind == OUTCOME:
+                outcomes[index] = payload
+    finally:
+        decoder.stop()
+    assert killed
+    assert outcomes[0].kind == "indexed" and outcomes[2].kind == "indexed"
+    assert outcomes[1].kind == "failed" and outcomes[1].row.error_kind == "decoder_crash"
+    assert "f1.wav crashed the audio decoder" in outcomes[1].row.error
