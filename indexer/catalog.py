@@ -8,6 +8,7 @@ index can always be rebuilt from here after a crash.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -64,6 +65,16 @@ class Catalog:
     def close(self) -> None:
         self.con.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
     def one(self, sql: str, params: list | None = None) -> tuple | None:
         """The first row, reading the result to its end (DuckDB 2 refuses new work on a half-read result)."""
         rows = self.con.execute(sql, params).fetchall()
@@ -86,15 +97,10 @@ class Catalog:
         for version, sql in _migrations():
             if version <= current:
                 continue
-            self.con.execute("BEGIN")
-            try:
+            with self._transaction():
                 self.con.execute(sql)
                 self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
                 self._refresh_view()
-                self.con.execute("COMMIT")
-            except Exception:
-                self.con.execute("ROLLBACK")
-                raise
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -175,8 +181,7 @@ class Catalog:
         Returns (recording id, removed window ids, added window ids) so the caller can mirror the
         change in the vector index. ``copy_from`` reuses another recording's windows (same content).
         """
-        self.con.execute("BEGIN")
-        try:
+        with self._transaction():
             existing = self.one("SELECT id FROM recordings WHERE path = ?", [row.path])
             if existing is None:
                 rec_id = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
@@ -201,10 +206,6 @@ class Catalog:
             else:
                 count = 0
             self._bump()
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
         return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
 
     def touch(self, recording_id: int, size_bytes: int, mtime: float) -> None:
@@ -217,18 +218,13 @@ class Catalog:
         ids = [int(i) for i in recording_ids]
         if not ids:
             return np.empty(0, dtype=np.int64)
-        self.con.execute("BEGIN")
-        try:
+        with self._transaction():
             removed = self.con.execute(
                 "SELECT id FROM windows WHERE list_contains(?, recording_id) ORDER BY id", [ids]
             ).fetchnumpy()["id"].astype(np.int64)
             self.con.execute("DELETE FROM windows WHERE list_contains(?, recording_id)", [ids])
             self.con.execute("DELETE FROM recordings WHERE list_contains(?, id)", [ids])
             self._bump()
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
         return removed
 
     def _insert_recording(self, rec_id: int, row: RecordingRow) -> None:
@@ -291,33 +287,31 @@ class Catalog:
         select = "".join(f', {_quote(c)} AS {_quote(renames[c])}' for c in columns if c != key)
         base = str(csv_path.parent)
         key_q = _quote(key)
-        self.con.execute("BEGIN")
         try:
-            self.con.register("_csv", rel)
-            self.con.execute(
-                f"CREATE TEMP TABLE _incoming AS SELECT "
-                f"CASE WHEN contains({key_q}::VARCHAR, '/') THEN "
-                f"  CASE WHEN starts_with({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR "
-                f"  ELSE ? || '/' || {key_q}::VARCHAR END END AS _path, "
-                f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name{select} "
-                f"FROM _csv WHERE {key_q} IS NOT NULL",
-                [base],
-            )
-            self._normalise_incoming_paths()
-            self.con.execute(
-                "CREATE OR REPLACE TABLE metadata AS "
-                "SELECT * FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM _incoming i WHERE "
-                "i._path IS NOT DISTINCT FROM m._path AND i._name IS NOT DISTINCT FROM m._name) "
-                "UNION ALL BY NAME SELECT * FROM _incoming"
-            )
-            count = int(self.one("SELECT count(*) FROM _incoming")[0])
-            self.con.execute("DROP TABLE _incoming")
-            self.con.unregister("_csv")
-            self._refresh_view()
-            self._bump()
-            self.con.execute("COMMIT")
+            with self._transaction():
+                self.con.register("_csv", rel)
+                self.con.execute(
+                    f"CREATE TEMP TABLE _incoming AS SELECT "
+                    f"CASE WHEN contains({key_q}::VARCHAR, '/') THEN "
+                    f"  CASE WHEN starts_with({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR "
+                    f"  ELSE ? || '/' || {key_q}::VARCHAR END END AS _path, "
+                    f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name{select} "
+                    f"FROM _csv WHERE {key_q} IS NOT NULL",
+                    [base],
+                )
+                self._normalise_incoming_paths()
+                self.con.execute(
+                    "CREATE OR REPLACE TABLE metadata AS "
+                    "SELECT * FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM _incoming i WHERE "
+                    "i._path IS NOT DISTINCT FROM m._path AND i._name IS NOT DISTINCT FROM m._name) "
+                    "UNION ALL BY NAME SELECT * FROM _incoming"
+                )
+                count = int(self.one("SELECT count(*) FROM _incoming")[0])
+                self.con.execute("DROP TABLE _incoming")
+                self.con.unregister("_csv")
+                self._refresh_view()
+                self._bump()
         except duckdb.Error as exc:
-            self.con.execute("ROLLBACK")
             raise MetadataError(f"Cannot import metadata from {csv_path.name}: {str(exc).splitlines()[0]}") from None
         return count
 

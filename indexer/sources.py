@@ -11,7 +11,7 @@ from typing import Iterable
 from .errors import InputPathError
 
 AUDIO_EXTENSIONS = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .mp2 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .wv"
+    ".wav .wave .flac .ogg .oga .opus .mp3 .mp2 .aif .aiff .aifc .afc .au .snd .caf .w64 .rf64 .wv"
     " .m4a .mp4 .m4b .aac .alac .amr .3gp .3ga .webm .mka .mkv .wma .asf .spx .raw .pcm .ac3".split()
 )
 """Extensions picked up when a folder is named; a file named explicitly is always tried."""

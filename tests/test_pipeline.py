@@ -292,3 +292,30 @@ def test_a_decoder_crash_fails_that_file_and_the_run_goes_on(tmp_path):
     assert outcomes[0].kind == "indexed" and outcomes[2].kind == "indexed"
     assert outcomes[1].kind == "failed" and outcomes[1].row.error_kind == "decoder_crash"
     assert "f1.wav crashed the audio decoder" in outcomes[1].row.error
+
+
+ZOO = ROOT / ".." / "shared" / "audio" / "formats"
+
+
+@pytest.mark.skipif(not ZOO.is_dir(), reason="../shared/audio/formats is not present")
+def test_format_zoo_is_indexed_or_failed_with_reasons(tmp_path):
+    """Every file of the real-world format zoo ends indexed or failed with a reason; the run never stops."""
+    from tests.test_audio import ZOO_ROWS, _expectation
+
+    expectations = {Path(r["path"]).name: _expectation(r) for r in ZOO_ROWS}
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        report = archive.index(sorted(ZOO.iterdir()))  # named files are tried whatever their extension
+        rows = archive.catalog.con.execute("SELECT file_name, status, error_kind, error FROM recordings").fetchall()
+    by_name = {name: (status, kind, error) for name, status, kind, error in rows}
+    assert set(by_name) == set(expectations)
+    for name, expected in expectations.items():
+        status, kind, error = by_name[name]
+        if expected in ("broken", "raw"):
+            assert status == "failed" and kind in {"decode", "unsupported_format"}, (name, kind, error)
+        if status == "failed":
+            assert error and name in error, (name, error)
+        else:
+            assert expected == "decodes", name
+        if expected == "decodes" and status == "failed":  # tag-test files holding near-silence
+            assert kind == "silent_audio", (name, kind, error)
+    assert report.indexed >= 25 and report.indexed + len(report.failed) == len(expectations)
