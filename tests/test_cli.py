@@ -70,6 +70,10 @@ def test_search_json_csv_and_table(indexed):
 def test_search_where_and_dates(indexed):
     hits = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--where", "site = 'leeds'", "--json").output)
     assert hits and all(h["site"] == "leeds" for h in hits)
+    clipped = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--where", "is_clipped", "--json").output)
+    assert [Path(h["path"]).name for h in clipped] == ["clipped_speech.flac"]
+    dated = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--since", "2024-05-03", "--until", "2024-05-03", "--json").output)
+    assert dated and {h["date"] for h in dated} == {"2024-05-03"}
     bad = run("search", "speech", "--archive", indexed, "--where", "read_csv('/etc/passwd') is not null")
     assert bad.exit_code == 1 and "not allowed" in bad.output
 
