@@ -1,9 +1,10 @@
 """The decoding process: hashes, decodes and windows files ahead of the model.
 
-It is a separate process at low CPU priority, not a thread: on a small machine a decoder that
-competes with torch at equal priority stalls the model's parallel regions (measured on 2 cores:
-6.2 windows/s alone, 2.5 beside a busy decoder at nice 0, 6.0 beside one at nice 19), and a
-thread would also hold the GIL while the scheduler has parked it. A process also isolates the
+It is a separate process at the lowest CPU priority, not a thread: on a small machine a decoder
+that competes with torch at equal priority stalls the model's parallel regions (measured on 2
+cores: 6.2 windows/s alone, 2.5 beside a busy decoder at nice 0, 6.0 beside one at nice 19), and
+a thread would also hold the GIL while the scheduler has parked it. (SCHED_IDLE measured no
+better than nice 19 here and is Linux-only.) A process also isolates the
 model from a decoder library that crashes on a hostile file: that file is recorded as failed
 and decoding resumes with the next one.
 """
@@ -152,14 +153,11 @@ def _child_main() -> None:
 
 
 def _yield_cpu_to_the_model() -> None:
-    """Run only on cycles the model leaves idle (SCHED_IDLE on Linux, else the lowest nice)."""
+    """The lowest priority: the model keeps its cores; we decode on what it leaves over."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        try:
-            os.nice(NICENESS)
-        except OSError:
-            pass
+        os.nice(NICENESS)
+    except OSError:
+        pass
 
 
 def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]:
