@@ -93,3 +93,11 @@ class LabelError(QueryError):
 
 class InputPathError(SoundtraceError):
     """A path given to index or query does not exist or cannot be read."""
+
+
+class LabelSetError(QueryError):
+    """A label set (YAML or inline) is invalid; the message names the line and the problem."""
+
+
+class AuditError(SoundtraceError):
+    """An audit run cannot be found, compared or exported as asked."""
