@@ -212,7 +212,12 @@ class Archive:
     ) -> "IndexReport":
         from .pipeline import IndexOptions, run_indexing
 
-        return run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
+        report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
+        if report.recording_ids or report.pruned:
+            from .audit import extend_standing_audits
+
+            report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+        return report
 
     def search(self, text: str, k: int = 10, where: str | None = None, **filters) -> "list[RecordingHit]":
         from .search import SearchFilters, search_text

@@ -66,7 +66,7 @@ class Catalog:
         self.con.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
         self.con.execute("BEGIN")
         try:
             yield
@@ -97,7 +97,7 @@ class Catalog:
         for version, sql in _migrations():
             if version <= current:
                 continue
-            with self._transaction():
+            with self.transaction():
                 self.con.execute(sql)
                 self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
                 self._refresh_view()
@@ -181,7 +181,7 @@ class Catalog:
         Returns (recording id, removed window ids, added window ids) so the caller can mirror the
         change in the vector index. ``copy_from`` reuses another recording's windows (same content).
         """
-        with self._transaction():
+        with self.transaction():
             existing = self.one("SELECT id FROM recordings WHERE path = ?", [row.path])
             if existing is None:
                 rec_id = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
@@ -218,7 +218,7 @@ class Catalog:
         ids = [int(i) for i in recording_ids]
         if not ids:
             return np.empty(0, dtype=np.int64)
-        with self._transaction():
+        with self.transaction():
             removed = self.con.execute(
                 "SELECT id FROM windows WHERE list_contains(?, recording_id) ORDER BY id", [ids]
             ).fetchnumpy()["id"].astype(np.int64)
@@ -284,11 +284,11 @@ class Catalog:
             )
         taken = set(self._recording_columns()) | {"_path", "_name"}
         renames = {c: (f"meta_{c}" if c.lower() in taken else c) for c in columns}
-        select = "".join(f', {_quote(c)} AS {_quote(renames[c])}' for c in columns if c != key)
+        select = "".join(f', {quote_identifier(c)} AS {quote_identifier(renames[c])}' for c in columns if c != key)
         base = str(csv_path.parent)
-        key_q = _quote(key)
+        key_q = quote_identifier(key)
         try:
-            with self._transaction():
+            with self.transaction():
                 self.con.register("_csv", rel)
                 self.con.execute(
                     f"CREATE TEMP TABLE _incoming AS SELECT "
@@ -331,7 +331,7 @@ class Catalog:
     def _refresh_view(self) -> None:
         """``recordings_view``: recordings with their metadata, the one surface filters run against."""
         meta_cols = [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
-        meta_select = "".join(f", m.{_quote(c)}" for c in meta_cols)
+        meta_select = "".join(f", m.{quote_identifier(c)}" for c in meta_cols)
         self.con.execute(
             f"CREATE OR REPLACE VIEW {RECORDING_VIEW} AS "
             f"SELECT r.*, to_timestamp(r.mtime)::TIMESTAMP AS modified_at{meta_select} "
@@ -348,6 +348,6 @@ class Catalog:
         return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
 
 
-def _quote(identifier: str) -> str:
+def quote_identifier(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 

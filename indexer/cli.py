@@ -17,6 +17,7 @@ from typing import Callable
 import click
 
 from .config import DecodeOptions, EncoderConfig, RawPcmFormat, WindowConfig, default_archive_dir
+from .cli_audit import audit
 from .errors import SoundtraceError
 from .output import (
     Console,
@@ -118,13 +119,17 @@ def _open_archive(archive_dir: Path | None, encoder_config: EncoderConfig, **kwa
 @click.option("--hop", "hop_s", type=float, default=None, help="Hop between windows in seconds [default: the window length].")
 @click.option("--prune", is_flag=True, help="Drop recordings under PATHS whose files are gone.")
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before, even if unchanged.")
+@click.option("--audit", "audit_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Label set YAML to keep standing: run now if new, then extended by every indexing run; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_raw_options
 @_model_options
-def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, retry_failed, quiet, raw, encoder_config):
+def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, retry_failed, audit_files, quiet, raw, encoder_config):
     """Embed every recording under PATHS once (unchanged files are skipped)."""
     from .archive import Archive
+    from .audit import start_standing_audit
     from .encoder import load_encoder
+    from .labelset import load_labelset
     from .pipeline import IndexOptions
 
     directory = (archive_dir or default_archive_dir()).expanduser()
@@ -143,8 +148,11 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
             rows = archive.catalog.import_metadata(csv_path)
             console.err(f"metadata: {rows} rows from {csv_path}")
         options = IndexOptions(decode=DecodeOptions(channels=channels, raw=raw), prune=prune, retry_failed=retry_failed)
+        labelsets = [load_labelset(f) for f in audit_files]  # invalid label sets fail before any work
         with IndexProgress(disabled=quiet) as progress:
             report = archive.index(paths, options, progress)
+        started = (start_standing_audit(archive, labelset) for labelset in labelsets)
+        report.audits += [update for update in started if update is not None]
     print_index_report(console, report)
 
 
@@ -261,6 +269,9 @@ def info(archive_dir, as_json):
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
         print_info(Console(), details)
+
+
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -114,6 +114,13 @@ def print_index_report(console: Console, report) -> None:
         f"{report.audio_seconds / 3600:.2f} h audio in {report.elapsed_s:.1f} s "
         f"({report.windows_per_second:.1f} windows/s, {speed:.0f}x real time)"
     )
+    for update in report.audits:
+        console.err(
+            f"audit {update.run_id} ({update.name}): {update.recordings_scored} recordings scored, "
+            f"{len(update.new_flags)} new flags"
+        )
+        for path, label, score, start in update.new_flags[:20]:
+            console.err(f"  {label}: {Path(path).name} at {format_seconds(start)} (score {score:.3f})")
     if report.failed:
         table = Table(title="failed files", title_justify="left", show_lines=False)
         table.add_column("file", overflow="fold")
@@ -218,3 +225,57 @@ def print_info(console: Console, info) -> None:
         console.out.print(failures)
         if len(info.failures) > 50:
             console.out.print(f"... and {len(info.failures) - 50} more (soundtrace info --json lists all)")
+
+
+# --- audits --------------------------------------------------------------------------------------
+
+
+def print_runs(console: Console, runs) -> None:
+    if not runs:
+        console.err("No audit runs yet: soundtrace audit run LABELS.yaml")
+        return
+    table = Table(title="audit runs", title_justify="left")
+    for column in ("id", "name", "mode", "labels", "windows", "standing", "when"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(str(run.id), run.name, run.mode, ", ".join(run.labels), str(run.windows_scored),
+                      "yes" if run.standing else "", f"{run.created_at:%Y-%m-%d %H:%M}")
+    console.out.print(table)
+
+
+def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
+    console.out.print(
+        f"[bold]audit {run.id}: {run.name}[/bold] ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, "
+        f"model {run.model_id}){' — standing' if run.standing else ''}"
+    )
+    table = Table(title_justify="left")
+    for column in ("label", "flagged recordings", "flagged time", "best score"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for c in counts:
+        table.add_row(c.label, str(c.flagged_recordings), format_seconds(c.flagged_seconds), f"{c.best_score:.3f}")
+    console.out.print(table)
+    if not flagged:
+        console.out.print("nothing flagged")
+        return
+    hits = Table(title="top flagged", title_justify="left")
+    for column in ("score", "label", "recording", "best time", "confidence", "percentile"):
+        hits.add_column(column, overflow="fold")
+    for row in flagged:
+        hits.add_row(f"{row['score']:.3f}", row["label"], Path(row["file"]).name,
+                     f"{format_seconds(row['best_start_s'])}–{format_seconds(row['best_end_s'])}",
+                     f"{row['confidence']:.2f}", f"{row['percentile']:.1f}")
+    console.out.print(hits)
+
+
+def print_diff(console: Console, change) -> None:
+    console.out.print(f"[bold]audit {change.a.id} → {change.b.id}[/bold]")
+    table = Table(title_justify="left")
+    for column in ("label", f"flagged in {change.a.id}", f"flagged in {change.b.id}"):
+        table.add_column(column)
+    for label, a, b in change.counts:
+        table.add_row(label, str(a), str(b))
+    console.out.print(table)
+    for title, rows in (("newly flagged", change.newly_flagged), ("cleared", change.cleared)):
+        console.out.print(f"{title}: {len(rows)}")
+        for path, label, score in rows[:20]:
+            console.out.print(f"  {label}: {Path(path).name} ({score:.3f})")

@@ -47,6 +47,10 @@ class IndexReport:
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
     model_seconds: float = 0.0
+    recording_ids: list[int] = field(default_factory=list)
+    """Recordings this run wrote (indexed, reused or failed): what standing audits look at."""
+    audits: list = field(default_factory=list)
+    """``audit.StandingUpdate`` per standing audit extended after the run."""
 
     @property
     def windows_per_second(self) -> float:
@@ -195,15 +199,15 @@ class _Runner:
             report.unchanged += 1
         elif outcome.kind == "reused":
             row = self.archive.catalog.clone_row(outcome.recording_id, str(src.path), src.size_bytes, src.mtime)
-            self.archive.save_recording(row, copy_from=outcome.recording_id)
+            report.recording_ids.append(self.archive.save_recording(row, copy_from=outcome.recording_id))
             report.reused += 1
             audio_s = row.duration_s or 0.0
         elif outcome.kind == "failed":
-            self.archive.save_recording(outcome.row)
+            report.recording_ids.append(self.archive.save_recording(outcome.row))
             report.failed.append(FailedFile(str(src.path), outcome.row.error_kind, outcome.row.error))
         else:
             rows = _window_rows(item.windows, np.stack([item.vectors[i] for i in range(len(item.windows))]))
-            self.archive.save_recording(outcome.row, rows)
+            report.recording_ids.append(self.archive.save_recording(outcome.row, rows))
             report.indexed += 1
             report.windows_added += len(rows)
             audio_s = outcome.row.duration_s or 0.0

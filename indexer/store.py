@@ -66,6 +66,19 @@ class VectorStore:
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of everything stored, in storage order; for a flat index a zero-copy view.
+
+        Full-archive audits scan this with one matrix product instead of asking for top-k.
+        """
+        inner = faiss.downcast_index(self.index.index)
+        n, d = int(inner.ntotal), int(inner.d)
+        if isinstance(inner, faiss.IndexFlat):
+            vectors = faiss.rev_swig_ptr(inner.get_xb(), n * d).reshape(n, d) if n else np.empty((0, d), np.float32)
+        else:
+            vectors = inner.reconstruct_n(0, n) if n else np.empty((0, d), np.float32)
+        return self.ids(), vectors
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return

@@ -1,0 +1,524 @@
+"""Label sets: the named list of labels an audit scores against every window of an archive.
+
+A label set is written once, kept in a file next to the archive, reviewed like code and saved
+with every audit run, so it is strict: an unknown key (``treshold``) is an error naming its line,
+never silently ignored. The YAML format::
+
+    name: call-centre QA            # required
+    mode: exclusive                  # or multi-label (default exclusive)
+    threshold: 0.25                  # default per-label threshold: a cosine score or "top 1%"
+    min_score: 0.2                   # optional: nothing scoring below is reported
+    min_confidence: 0.6              # optional, 0..1: the confidence a flag needs
+    labels:                          # required, non-empty
+      - complaint                    # short form: just the name
+      - humming but not alarm        # short form with an exclusion
+      - name: abuse
+        prompts: [customer swearing at the agent, insults]   # or one string; alias: synonyms
+        not: [music]                 # or one string; alias: exclude
+        threshold: top 0.5%
+
+Each label becomes one query vector, the average of its prompts: the name first, then its extra
+prompts (normalised and de-duplicated with :mod:`indexer.labels`' rules). ``not`` lists concepts
+whose similarity lowers the label's score (the engine applies the rule, see ``indexer.scoring``).
+A threshold is a cosine score in [-1, 1] (``0.3``) or a share of the archive (``top 0.5%``: the
+recording is among the 0.5% highest-scoring for that label).
+
+The inline form (``--labels``) is the origin tool's comma-separated list; a label containing
+" but not " (or 但不是) is split into the label and its exclusions, several exclusions joined by
+"and", "or", "/", 或, or by commas inside a quoted label. The same splitting applies to label
+names in YAML; values listed under ``not`` are taken as written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .errors import LabelError, LabelSetError
+from .labels import NO_LABELS_MESSAGE, label_key, normalise_label, parse_labels, split_labels
+
+Mode = Literal["exclusive", "multi-label"]
+MODES: tuple[str, ...] = ("exclusive", "multi-label")
+
+SET_KEYS = ("name", "mode", "threshold", "min_score", "min_confidence", "labels")
+LABEL_KEYS = ("name", "prompts", "synonyms", "not", "exclude", "threshold")
+_ALIASES = {"synonyms": "prompts", "exclude": "not"}
+
+THRESHOLD_FORMS = 'a cosine score between -1 and 1 (e.g. 0.3) or a share of the archive such as "top 0.5%"'
+
+# " but not " / "，但不是" between a label and what it excludes (also at the very start, to catch
+# a label that has nothing before it).
+_BUT_NOT = re.compile(r"(?:^|\s+)but\s+not(?=\s|$)\s*|\s*[，,]?\s*但不是\s*", re.IGNORECASE)
+# What joins several exclusions after "but not".
+_EXCLUSION_JOINERS = re.compile(r"\s+(?:and|or)\s+|\s*/\s*|[,，、;；]|或者|或", re.IGNORECASE)
+_PERCENT = re.compile(r"(?:top\s*)?(?P<value>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)\s*[%％]", re.IGNORECASE)
+_TOP_WITHOUT_PERCENT = re.compile(r"top\s*(?P<value>[+-]?(?:\d+(?:\.\d*)?|\.\d+))", re.IGNORECASE)
+
+_TAG_NULL = "tag:yaml.org,2002:null"
+_TAG_INT = "tag:yaml.org,2002:int"
+_TAG_FLOAT = "tag:yaml.org,2002:float"
+
+
+# --- the parsed form ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """When a label counts as present: a cosine score, or a share of the archive a person can pick
+    without knowing what cosine values CLAP gives."""
+
+    kind: Literal["score", "top_percent"]
+    value: float  # cosine in [-1, 1] for "score"; percent in (0, 100] for "top_percent"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("score", "top_percent"):
+            raise ValueError(f'A threshold kind is "score" or "top_percent", not {self.kind!r}.')
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+            raise ValueError(f"A threshold value must be a number, not {self.value!r}.")
+        value = float(self.value)
+        if self.kind == "score" and not -1.0 <= value <= 1.0:
+            shown = _number(value)
+            hint = f' (for the top {shown}% of the archive write "top {shown}%")' if 0 < value <= 100 else ""
+            raise ValueError(
+                f"A score threshold is a cosine similarity between -1 and 1, and {shown} is outside that range{hint}."
+            )
+        if self.kind == "top_percent" and not 0.0 < value <= 100.0:
+            raise ValueError(f"A top-percent threshold must be above 0% and at most 100%, not {_number(value)}%.")
+        object.__setattr__(self, "value", value)
+
+    @classmethod
+    def parse(cls, value: object) -> Threshold:
+        """0.3 or "0.3" -> a score; "top 0.5%", "top 1 %", "0.5%" -> a share of the archive."""
+        if isinstance(value, Threshold):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return cls("score", float(value))
+        if isinstance(value, str):
+            text = " ".join(value.split())
+            if match := _PERCENT.fullmatch(text):
+                return cls("top_percent", float(match["value"]))
+            if match := _TOP_WITHOUT_PERCENT.fullmatch(text):
+                raise ValueError(f'Threshold "{text}" needs a percent sign: write "top {match["value"]}%".')
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
+            if number is not None and math.isfinite(number):
+                return cls("score", number)
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ValueError(f"Threshold {shown} is not understood; write {THRESHOLD_FORMS}.")
+
+    def __str__(self) -> str:
+        return _number(self.value) if self.kind == "score" else f"top {_number(self.value)}%"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "value": self.value}
+
+
+DEFAULT_THRESHOLD = Threshold("score", 0.3)
+
+
+@dataclass(frozen=True)
+class Label:
+    """One class of the set: its prompt ensemble and the concepts it must not be confused with."""
+
+    name: str
+    prompts: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    threshold: Threshold | None = None  # overrides the set's default
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "prompts": list(self.prompts),
+            "exclude": list(self.exclude),
+            "threshold": self.threshold.to_dict() if self.threshold else None,
+        }
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Everything an audit needs to know about what to look for, plus the text it came from."""
+
+    name: str
+    labels: tuple[Label, ...]
+    mode: Mode = "exclusive"
+    threshold: Threshold = DEFAULT_THRESHOLD
+    min_score: float | None = None
+    min_confidence: float | None = None
+    source: str = field(default="", compare=False)
+
+    def threshold_for(self, label: Label) -> Threshold:
+        return label.threshold or self.threshold
+
+    def to_dict(self) -> dict:
+        """Canonical plain data (no source text): what the digest covers and audit runs store."""
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "threshold": self.threshold.to_dict(),
+            "min_score": self.min_score,
+            "min_confidence": self.min_confidence,
+            "labels": [label.to_dict() for label in self.labels],
+        }
+
+    def digest(self) -> str:
+        """Same content, same digest: comments, layout, key order and defaults spelled out don't count."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "") -> LabelSet:
+        """Rebuild a set saved with ``to_dict`` (e.g. from an audit run), trusting it was valid."""
+
+        def threshold(item: dict | None) -> Threshold | None:
+            return Threshold(item["kind"], item["value"]) if item else None
+
+        labels = tuple(
+            Label(item["name"], tuple(item["prompts"]), tuple(item["exclude"]), threshold(item["threshold"]))
+            for item in data["labels"]
+        )
+        return cls(
+            name=data["name"], labels=labels, mode=data["mode"],
+            threshold=threshold(data["threshold"]) or DEFAULT_THRESHOLD,
+            min_score=data["min_score"], min_confidence=data["min_confidence"], source=source,
+        )  # fmt: skip
+
+
+# --- YAML --------------------------------------------------------------------------------------
+
+
+def load_labelset(path: str | Path) -> LabelSet:
+    """Read and parse a label set file; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LabelSetError(f"Label set file {str(path)!r} does not exist.") from None
+    except UnicodeDecodeError:
+        raise LabelSetError(f"Label set file {str(path)!r} is not UTF-8 text.") from None
+    except OSError as err:
+        raise LabelSetError(f"Label set file {str(path)!r} cannot be read: {err.strerror or err}.") from None
+    return parse_labelset(text, origin=path.name)
+
+
+def parse_labelset(text: str, origin: str = "<label set>") -> LabelSet:
+    """Parse YAML text; every problem is a LabelSetError starting with ``origin:line:``."""
+    return _YamlReader(origin).read(text)
+
+
+class _YamlReader:
+    """Walks yaml's composed node tree (not constructed data) so every error can name its line."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, where: Node | int, message: str) -> LabelSetError:
+        line = where if isinstance(where, int) else where.start_mark.line + 1
+        return LabelSetError(f"{self.origin}:{line}: {message}")
+
+    def read(self, text: str) -> LabelSet:
+        root = self.compose(text)
+        if root is None:
+            raise self.fail(1, "The label set is empty; it needs at least a name and a list of labels.")
+        if not isinstance(root, MappingNode):
+            raise self.fail(
+                root, f"The label set must be a mapping with keys such as name: and labels:, not {_kind(root)}."
+            )
+        keys = self.mapping(root, SET_KEYS, "the label set")
+        if "name" not in keys:
+            raise self.fail(root, "The label set has no name; add a line such as name: call-centre QA.")
+        if "labels" not in keys:
+            raise self.fail(root, "The label set has no labels; add labels: followed by one - label per line.")
+        name = " ".join(self.text(keys["name"], "The label set's name").split())
+        mode = self.mode(keys["mode"]) if "mode" in keys else "exclusive"
+        threshold = self.threshold(keys["threshold"]) if "threshold" in keys else DEFAULT_THRESHOLD
+        min_score = min_confidence = None
+        if "min_score" in keys:
+            min_score = self.number(keys["min_score"], "min_score", -1.0, 1.0, "a cosine score")
+        if "min_confidence" in keys:
+            min_confidence = self.number(keys["min_confidence"], "min_confidence", 0.0, 1.0, "a confidence")
+        labels = self.labels(keys["labels"])
+        return LabelSet(name, labels, mode, threshold, min_score, min_confidence, source=text)
+
+    def compose(self, text: str) -> Node | None:
+        if not isinstance(text, str):
+            raise self.fail(1, f"A label set must be text, not {type(text).__name__}.")
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            problem = (err.problem or err.context or "unreadable").rstrip(".")
+            raise self.fail(mark.line + 1 if mark else 1, f"Not valid YAML: {problem}.") from None
+        except yaml.reader.ReaderError as err:
+            line = text.count("\n", 0, max(err.position, 0)) + 1
+            code = err.character if isinstance(err.character, int) else ord(err.character)
+            raise self.fail(line, f"Not valid YAML: the control character U+{code:04X} is not allowed.") from None
+        except yaml.YAMLError as err:
+            raise self.fail(1, f"Not valid YAML: {err}.") from None
+
+    def mapping(self, node: MappingNode, allowed: Sequence[str], what: str) -> dict[str, Node]:
+        """Keys (aliases resolved) -> value nodes, refusing unknown, repeated and non-text keys."""
+        found: dict[str, Node] = {}
+        spelled: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise self.fail(key_node, f"A key in {what} must be a plain word, not {_kind(key_node)}.")
+            key = key_node.value
+            if key not in allowed:
+                close = difflib.get_close_matches(key.lower(), allowed, n=1, cutoff=0.6)
+                guess = f" (did you mean {close[0]}?)" if close else ""
+                raise self.fail(
+                    key_node, f"Unknown key {key!r} in {what}{guess}; the allowed keys are {', '.join(allowed)}."
+                )
+            canonical = _ALIASES.get(key, key)
+            if canonical in found:
+                first = spelled[canonical]
+                if first == key:
+                    raise self.fail(key_node, f"In {what}, {key!r} appears twice; give it once.")
+                both = f"In {what}, {key!r} and {first!r} mean the same thing, so give only one of them."
+                raise self.fail(key_node, both)
+            found[canonical] = value_node
+            spelled[canonical] = key
+        return found
+
+    def text(self, node: Node, what: str) -> str:
+        """A scalar as written, so ``yes`` or ``404`` stay the text a person typed; never empty."""
+        if not isinstance(node, ScalarNode):
+            raise self.fail(node, f"{what} must be text, not {_kind(node)}.")
+        if node.tag == _TAG_NULL or not node.value.strip():
+            raise self.fail(node, f"{what} is empty.")
+        return node.value
+
+    def mode(self, node: Node) -> Mode:
+        value = " ".join(self.text(node, "mode").split()).lower()
+        if value not in MODES:
+            raise self.fail(node, _unknown_mode(node.value))
+        return value  # type: ignore[return-value]
+
+    def threshold(self, node: Node) -> Threshold:
+        if not isinstance(node, ScalarNode) or node.tag == _TAG_NULL:
+            raise self.fail(node, f"A threshold must be {THRESHOLD_FORMS}.")
+        try:
+            return Threshold.parse(node.value)
+        except ValueError as err:
+            message = str(err)
+            if THRESHOLD_FORMS not in message:
+                message = f"{message.rstrip('.')}; a threshold is {THRESHOLD_FORMS}."
+            raise self.fail(node, message) from None
+
+    def number(self, node: Node, key: str, low: float, high: float, what: str) -> float:
+        bounds = f"between {_number(low)} and {_number(high)}"
+        if not isinstance(node, ScalarNode) or node.tag not in (_TAG_INT, _TAG_FLOAT):
+            shown = repr(node.value) if isinstance(node, ScalarNode) and node.tag != _TAG_NULL else _kind(node)
+            raise self.fail(node, f"{key} must be {what} {bounds}, not {shown}.")
+        value = float(yaml.constructor.SafeConstructor().construct_object(node))
+        if not low <= value <= high:
+            raise self.fail(node, f"{key} must be {what} {bounds}, and {node.value} is outside that range.")
+        return value
+
+    def labels(self, node: Node) -> tuple[Label, ...]:
+        if isinstance(node, ScalarNode) and (node.tag == _TAG_NULL or not node.value.strip()):
+            raise self.fail(node, "labels is empty; list at least one label, one - label per line.")
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, f"labels must be a list (one - label per line), not {_kind(node)}.")
+        if not node.value:
+            raise self.fail(node, "labels is empty; list at least one label, one - label per line.")
+        labels: list[Label] = []
+        first_line: dict[str, int] = {}
+        for position, entry in enumerate(node.value, start=1):
+            label, name_node = self.label(entry, position)
+            key = label_key(label.name)
+            if key in first_line:
+                again = f"Label {label.name!r} appears twice (first on line {first_line[key]}); give each label once."
+                raise self.fail(name_node, again)
+            first_line[key] = name_node.start_mark.line + 1
+            labels.append(label)
+        return tuple(labels)
+
+    def label(self, entry: Node, position: int) -> tuple[Label, Node]:
+        """One entry of ``labels``: a bare name, or a mapping with name, prompts, not, threshold."""
+        if isinstance(entry, ScalarNode):
+            name_node, keys = entry, {}
+        elif isinstance(entry, MappingNode):
+            keys = self.mapping(entry, LABEL_KEYS, f"label {position}")
+            if "name" not in keys:
+                raise self.fail(entry, f"Label {position} has no name; add name: followed by the label.")
+            name_node = keys["name"]
+        else:
+            raise self.fail(entry, f"Label {position} must be a name or a mapping with name:, not {_kind(entry)}.")
+        written = self.text(name_node, f"Label {position}")
+        try:
+            name, from_name = _label_text(written, f"Label {position}")
+        except LabelSetError as err:
+            raise self.fail(name_node, str(err)) from None
+        prompts = [(name_node, name)]
+        if "prompts" in keys:
+            items = self.texts(keys["prompts"], f"The prompts of {name!r}")
+            prompts += [(item, self.clean(item, item.value, f"A prompt of {name!r}")) for item in items]
+        excluded = [(name_node, text) for text in from_name]
+        if "not" in keys:
+            items = self.texts(keys["not"], f"The exclusions (not:) of {name!r}")
+            excluded += [(item, self.clean(item, item.value, f"An exclusion of {name!r}")) for item in items]
+        own = {label_key(text) for _, text in prompts}
+        for where, text in excluded:
+            if label_key(text) in own:
+                own_text = f"Label {name!r} excludes {text!r}, which is its own name or prompt; remove one of them."
+                raise self.fail(where, own_text)
+        threshold = self.threshold(keys["threshold"]) if "threshold" in keys else None
+        label = Label(name, _unique(text for _, text in prompts), _unique(text for _, text in excluded), threshold)
+        return label, name_node
+
+    def texts(self, node: Node, what: str) -> list[ScalarNode]:
+        """A single string or a list of strings, as scalar nodes; never empty."""
+        items = node.value if isinstance(node, SequenceNode) else [node]
+        if not items:
+            raise self.fail(node, f"{what} is an empty list; remove the key or list at least one.")
+        for item in items:
+            self.text(item, what)
+        return items  # type: ignore[return-value]
+
+    def clean(self, node: Node, text: str, what: str) -> str:
+        try:
+            return _clean(text, what)
+        except LabelSetError as err:
+            raise self.fail(node, str(err)) from None
+
+
+# --- inline ------------------------------------------------------------------------------------
+
+
+def inline_labelset(
+    labels: str | Sequence[str],
+    *,
+    name: str = "inline",
+    mode: str = "exclusive",
+    threshold: object = None,
+    min_score: float | None = None,
+    min_confidence: float | None = None,
+) -> LabelSet:
+    """The command line's ``--labels "complaint, abuse, humming but not alarm"`` as a label set.
+
+    Labels are split and normalised like the origin tool's (``indexer.labels``); repeating a label
+    with the same exclusions is harmless, repeating it with different ones is an error.
+    """
+    if isinstance(labels, str):
+        parts, source = _join_leading_but_not(split_labels(labels)), labels
+    else:
+        parts = list(labels)
+        for item in parts:
+            if not isinstance(item, str):
+                raise LabelSetError(f"Labels must be text, but one was {type(item).__name__}.")
+        source = json.dumps(parts, ensure_ascii=False)
+    found: dict[str, Label] = {}
+    for part in parts:
+        if not normalise_label(part):
+            continue
+        label_name, excluded = _label_text(part, "A label")
+        label = Label(label_name, (label_name,), excluded)
+        earlier = found.setdefault(label_key(label_name), label)
+        if earlier.exclude != label.exclude:
+            raise LabelSetError(f"Label {label_name!r} is given twice with different exclusions; give it once.")
+    if not found:
+        raise LabelSetError(NO_LABELS_MESSAGE)
+    if mode not in MODES:
+        raise LabelSetError(_unknown_mode(mode))
+    try:
+        default = DEFAULT_THRESHOLD if threshold is None else Threshold.parse(threshold)
+    except ValueError as err:
+        raise LabelSetError(str(err)) from None
+    return LabelSet(
+        name=name, labels=tuple(found.values()), mode=mode,  # type: ignore[arg-type]
+        threshold=default, min_score=_bounded(min_score, "min_score", -1.0, 1.0),
+        min_confidence=_bounded(min_confidence, "min_confidence", 0.0, 1.0), source=source,
+    )  # fmt: skip
+
+
+# --- shared helpers ----------------------------------------------------------------------------
+
+
+def _label_text(text: str, what: str) -> tuple[str, tuple[str, ...]]:
+    """"humming but not alarm or siren" -> ("humming", ("alarm", "siren")), each part cleaned."""
+    name, *rest = _BUT_NOT.split(text)
+    if rest and not normalise_label(name):
+        raise LabelSetError(
+            f'{what} ("{normalise_label(text)}") has nothing before "but not"; '
+            'write the label first, as in "humming but not alarm".'
+        )
+    name = _clean(name, what)
+    pieces = [piece for chunk in rest for piece in _EXCLUSION_JOINERS.split(chunk) if normalise_label(piece)]
+    if rest and not pieces:
+        raise LabelSetError(f'Label {name!r} says "but not" with nothing after it; name what to exclude.')
+    excluded = _unique(_clean(piece, f"An exclusion of {name!r}") for piece in pieces)
+    if label_key(name) in map(label_key, excluded):
+        raise LabelSetError(f'Label {name!r} excludes itself; remove the "but not" part or rename the label.')
+    return name, excluded
+
+
+def _join_leading_but_not(parts: list[str]) -> list[str]:
+    """Reattach "…, but not x" / "…，但不是x" that the comma split cut off its label."""
+    joined: list[str] = []
+    for part in parts:
+        text = normalise_label(part)
+        if text and joined and _BUT_NOT.match(text) and normalise_label(joined[-1]):
+            joined[-1] = f"{joined[-1]} {text}"
+        else:
+            joined.append(part)
+    return joined
+
+
+def _clean(text: str, what: str) -> str:
+    """One label, prompt or exclusion under the origin tool's rules (edges, spaces, length)."""
+    if not normalise_label(text):
+        raise LabelSetError(f"{what} is empty.")
+    try:
+        return parse_labels([text])[0]
+    except LabelError as err:
+        raise LabelSetError(str(err)) from None
+
+
+def _unique(texts) -> tuple[str, ...]:
+    """First spelling of each text, in order, by the origin tool's sameness rule."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        seen.setdefault(label_key(text), text)
+    return tuple(seen.values())
+
+
+def _bounded(value: Any, key: str, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise LabelSetError(f"{key} must be a number between {_number(low)} and {_number(high)}, not {value!r}.")
+    return float(value)
+
+
+def _unknown_mode(mode: object) -> str:
+    return (
+        f"Unknown mode {mode!r}; use exclusive (one winner per window) "
+        "or multi-label (every label above its threshold)."
+    )
+
+
+def _number(value: float) -> str:
+    """0.3 -> "0.3", 1.0 -> "1": the shortest text that reads back as the same float."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return "empty" if node.tag == _TAG_NULL else f"the single value {node.value!r}"
