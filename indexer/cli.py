@@ -170,34 +170,48 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
 @click.option("--until", default=None, help="Only recordings dated on or before YYYY-MM-DD.")
 @click.option("--date-column", default=None, help="Column --since/--until compare [default: metadata 'date', else file time].")
 @click.option("--windows", "per_recording", default=3, show_default=True, type=click.IntRange(1, 100), help="Hit windows listed per recording.")
+@click.option("--refine", "refine_top", type=int, default=0, show_default=True,
+              help="Refine the N best hits to the 1–3 s that matter most (runs the audio model on them).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
 @_raw_options
 @_model_options
-def search(text, archive_dir, k, like, like_window, where, since, until, date_column, per_recording, as_json, as_csv, raw, encoder_config):
+def search(text, archive_dir, k, like, like_window, where, since, until, date_column, per_recording, refine_top, as_json, as_csv, raw, encoder_config):
     """Find where TEXT happens across the archive (or what sounds like a clip)."""
-    from .search import SearchFilters, parse_clip_spec, search_like, search_text, search_window
+    from .search import SearchFilters, clip_query, parse_clip_spec, search_vector, text_query, window_query
 
     if sum(x is not None for x in (text, like, like_window)) != 1:
         raise click.UsageError("Give exactly one of TEXT, --like or --like-window.")
     filters = SearchFilters(where=where, since=since, until=until, date_column=date_column)
     with _open_archive(archive_dir, encoder_config, read_only=True) as archive:
+        exclude = frozenset()
         if text is not None:
-            hits = search_text(archive, text, k, filters, windows_per_recording=per_recording)
+            query = text_query(archive, text)
         elif like is not None:
-            hits = search_like(archive, parse_clip_spec(like), k, filters, DecodeOptions(raw=raw), per_recording)
+            query, exclude = clip_query(archive, parse_clip_spec(like), DecodeOptions(raw=raw))
         else:
-            hits = search_window(archive, like_window, k, filters, per_recording)
+            query, exclude = window_query(archive, like_window)
+        hits = search_vector(archive, query, k, filters, per_recording, exclude=exclude)
+        highlights = {}
+        if refine_top:
+            from .highlight import refine_hits
+
+            highlights = refine_hits(archive, hits, query, top=refine_top, skip_unreadable=True)
     if as_json:
-        click.echo(json.dumps([h.to_dict() for h in hits], indent=2, default=str))
+        click.echo(json.dumps([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits], indent=2, default=str))
     elif as_csv:
-        _write_hits_csv(hits)
+        _write_hits_csv([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits])
     else:
-        print_hits(Console(), hits, text or like or f"window {like_window}")
+        print_hits(Console(), hits, text or like or f"window {like_window}", highlights)
 
 
-def _write_hits_csv(hits) -> None:
-    rows = [h.to_dict() for h in hits]
+def _with_highlight(row: dict, spot) -> dict:
+    if spot is not None:
+        row.update(highlight_start_s=spot.start_s, highlight_end_s=spot.end_s, highlight_score=spot.score)
+    return row
+
+
+def _write_hits_csv(rows: list[dict]) -> None:
     for row in rows:
         row["windows"] = ";".join(f"{w['start_s']:g}-{w['end_s']:g}" for w in row["windows"])
     fields = list(dict.fromkeys(key for row in rows for key in row)) or ["rank", "score", "path", "start_s", "end_s"]

@@ -149,7 +149,11 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def print_hits(console: Console, hits, query: str) -> None:
+def _span(spot) -> str:
+    return "" if spot is None else f"{format_seconds(spot.start_s)}–{format_seconds(spot.end_s)}"
+
+
+def print_hits(console: Console, hits, query: str, highlights: dict | None = None) -> None:
     if not hits:
         console.err(f"No recordings match {query!r} with these filters.")
         return
@@ -161,6 +165,8 @@ def print_hits(console: Console, hits, query: str) -> None:
     table.add_column("best time", no_wrap=True)
     for name in meta:
         table.add_column(name, overflow="fold", ratio=1)
+    if highlights:
+        table.add_column("highlight", no_wrap=True)
     table.add_column("also at", overflow="fold", ratio=1)
     for hit in hits:
         best = hit.best
@@ -169,7 +175,8 @@ def print_hits(console: Console, hits, query: str) -> None:
         table.add_row(
             str(hit.rank), f"{hit.score:.3f}", Path(hit.path).name,
             f"{format_seconds(best.start_s)}–{format_seconds(best.end_s)}{channel}",
-            *[_cell(hit.metadata.get(name)) for name in meta], others,
+            *[_cell(hit.metadata.get(name)) for name in meta],
+            *([_span(highlights.get(hit.recording_id))] if highlights else []), others,
         )
     console.out.print(table)
 

@@ -88,21 +88,14 @@ def parse_clip_spec(text: str) -> ClipSpec:
 # --- entry points ------------------------------------------------------------------------------
 
 
-def search_text(
-    archive: Archive, text: str, k: int = 10, filters: SearchFilters = SearchFilters(),
-    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3,
-) -> list[RecordingHit]:
+def text_query(archive: Archive, text: str, prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
     if not text or not text.strip():
         raise QueryError("The search text is empty.")
-    query = archive.encoder.embed_text([text.strip()], prompts)[0]
-    return search_vector(archive, query, k, filters, windows_per_recording)
+    return archive.encoder.embed_text([text.strip()], prompts)[0]
 
 
-def search_like(
-    archive: Archive, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
-    decode: DecodeOptions = DecodeOptions(), windows_per_recording: int = 3,
-) -> list[RecordingHit]:
-    """Query by example: the clip's windows are embedded and averaged; the clip itself is left out."""
+def clip_query(archive: Archive, clip: ClipSpec, decode: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, frozenset[int]]:
+    """Query by example: the clip's windows embedded and averaged; the clip's own windows to leave out."""
     if not clip.path.is_file():
         raise InputPathError(f"{clip.path} does not exist.")
     _, samples = audio.load(clip.path, DecodeOptions(channels="mix", raw=decode.raw), clip.start_s or 0.0, clip.end_s)
@@ -110,10 +103,31 @@ def search_like(
     if not windows:
         raise QueryError(f"The clip {clip.path.name} holds no audio to search with.")
     vectors = archive.encoder.embed_audio([w.samples for w in windows])
-    query = l2_normalise(vectors.mean(axis=0))
     offset = clip.start_s or 0.0
     end = offset + max(w.end_s for w in windows)
-    exclude = _overlapping_windows(archive, clip.path.resolve(), offset, end)
+    return l2_normalise(vectors.mean(axis=0)), _overlapping_windows(archive, clip.path.resolve(), offset, end)
+
+
+def window_query(archive: Archive, window_id: int) -> tuple[np.ndarray, frozenset[int]]:
+    """"More like this": an indexed window as the query (no model work); it and its overlaps left out."""
+    row = archive.catalog.one("SELECT recording_id, start_s, end_s FROM windows WHERE id = ?", [int(window_id)])
+    if row is None:
+        raise QueryError(f"There is no window {window_id} in this archive.")
+    return archive.window_vectors([int(window_id)])[0], _recording_windows_overlapping(archive, *row)
+
+
+def search_text(
+    archive: Archive, text: str, k: int = 10, filters: SearchFilters = SearchFilters(),
+    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    return search_vector(archive, text_query(archive, text, prompts), k, filters, windows_per_recording)
+
+
+def search_like(
+    archive: Archive, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
+    decode: DecodeOptions = DecodeOptions(), windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    query, exclude = clip_query(archive, clip, decode)
     return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
 
 
@@ -121,14 +135,7 @@ def search_window(
     archive: Archive, window_id: int, k: int = 10, filters: SearchFilters = SearchFilters(),
     windows_per_recording: int = 3,
 ) -> list[RecordingHit]:
-    """"More like this": an indexed window as the query; no model work at all."""
-    row = archive.catalog.one(
-        "SELECT recording_id, start_s, end_s FROM windows WHERE id = ?", [int(window_id)]
-    )
-    if row is None:
-        raise QueryError(f"There is no window {window_id} in this archive.")
-    query = archive.window_vectors([int(window_id)])[0]
-    exclude = _recording_windows_overlapping(archive, row[0], row[1], row[2])
+    query, exclude = window_query(archive, window_id)
     return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
 
 

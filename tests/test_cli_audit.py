@@ -1,0 +1,95 @@
+"""`soundtrace audit ...` end to end on the tiny CLAP: run, list, show, export (with refined
+highlights), diff, standing audits through `index --audit`, and label-set errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from indexer.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+LABELSETS = ROOT / "data" / "labelsets"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def archive(tiny_clap_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("drop")
+    for sample in SAMPLES.iterdir():
+        if sample.name != "tone_1khz_25s.opus":  # kept back for the standing-audit test
+            shutil.copy(sample, folder / sample.name)
+    arch = folder.parent / "arch"
+    result = run("index", folder, "--archive", arch, "--model", tiny_clap_dir, "--metadata", ROOT / "data" / "metadata.csv", "-q")
+    assert result.exit_code == 0, result.output
+    return arch, folder
+
+
+def test_audit_run_list_show(archive):
+    arch, _ = archive
+    result = run("audit", "run", LABELSETS / "call_centre.yaml", "--archive", arch, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["name"] and payload["mode"] == "multi-label" and payload["windows_scored"] > 0
+    assert {c["label"] for c in payload["counts"]} == set(payload["labels"])
+    runs = json.loads(run("audit", "list", "--archive", arch, "--json").output)
+    assert payload["id"] in [r["id"] for r in runs]
+    shown = run("audit", "show", str(payload["id"]), "--archive", arch)
+    assert shown.exit_code == 0 and payload["name"] in shown.output and "flagged recordings" in shown.output
+
+
+def test_audit_inline_and_export_with_refined_highlights(archive, tmp_path):
+    arch, _ = archive
+    made = json.loads(run("audit", "run", "--labels", "speech, music, noise", "--mode", "exclusive", "--threshold", "-1",
+                          "--archive", arch, "--json").output)
+    out = tmp_path / "audit.csv"
+    result = run("audit", "export", str(made["id"]), "--archive", arch, "--csv", out, "--refine", "3")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert rows and list(rows[0])[:6] == ["file", "best_label", "score", "confidence", "highlight_start_s", "highlight_end_s"]
+    assert {"agent", "site", "date"} <= set(rows[0])
+    refined = [r for r in rows[:3] if float(r["highlight_end_s"]) - float(r["highlight_start_s"]) <= 3.0 + 1e-6]
+    assert len(refined) == 3  # the three best were refined to at most 3 s
+    parquet = tmp_path / "audit.parquet"
+    assert run("audit", "export", str(made["id"]), "--archive", arch, "--parquet", parquet, "--all-labels").exit_code == 0
+    assert pq.read_table(parquet).num_rows == 3 * len(rows)
+
+
+def test_audit_diff(archive):
+    arch, _ = archive
+    low = json.loads(run("audit", "run", "--labels", "speech, music", "--mode", "multi-label", "--threshold", "-1", "--archive", arch, "--json").output)
+    high = json.loads(run("audit", "run", "--labels", "speech, music", "--mode", "multi-label", "--threshold", "1", "--archive", arch, "--json").output)
+    change = json.loads(run("audit", "diff", str(low["id"]), str(high["id"]), "--archive", arch, "--json").output)
+    assert change["newly_flagged"] == [] and len(change["cleared"]) == 2 * low["counts"][0]["flagged_recordings"]
+
+
+def test_index_with_standing_audit_reports_new_flags(archive):
+    arch, folder = archive
+    labelset = folder.parent / "standing.yaml"
+    labelset.write_text("name: everything\nmode: multi-label\nthreshold: -1\nlabels:\n  - a tone\n")
+    first = run("index", folder, "--archive", arch, "--audit", labelset, "-q")
+    assert first.exit_code == 0, first.output
+    assert "audit" in first.output and "(everything)" in first.output
+    shutil.copy(SAMPLES / "tone_1khz_25s.opus", folder / "tone_1khz_25s.opus")
+    second = run("index", folder, "--archive", arch, "--audit", labelset, "-q")
+    assert second.exit_code == 0, second.output
+    assert "1 recordings scored, 1 new flags" in second.output and "tone_1khz_25s.opus" in second.output
+
+
+def test_invalid_label_set_names_the_line(archive, tmp_path):
+    arch, _ = archive
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlabels:\n  - a\ntreshold: 0.3\n")
+    result = run("audit", "run", bad, "--archive", arch)
+    assert result.exit_code == 1 and "bad.yaml:4:" in result.output and "threshold" in result.output
+    assert run("audit", "show", "999", "--archive", arch).exit_code == 1
