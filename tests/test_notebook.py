@@ -26,3 +26,6 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert "indexed 10, failed 2" in text
     assert "leeds" in text and "tone_1khz_25s.opus" in text
     assert "angry complaint" in text
+    assert "audit 1: " in text and "windows in" in text
+    assert "highlight_start_s" in text  # the export's columns
+    assert "run 1" in text and "run 2" in text  # the diff table
