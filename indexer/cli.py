@@ -288,6 +288,25 @@ def info(archive_dir, as_json):
 cli.add_command(audit)
 
 
+@cli.command()
+@_archive_option
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the default keeps it on this machine.")
+def app(archive_dir, port, host):
+    """Start the Streamlit app (search, audits, dashboards, classify, library) in the browser."""
+    import importlib.util
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise click.ClickException("The app needs Streamlit: pip install 'soundtrace[app]'.")
+    from search_app.launch import command
+
+    directory = (archive_dir or default_archive_dir()).expanduser().resolve()
+    click.echo(f"soundtrace app on http://{host}:{port} (archive {directory}); Ctrl-C stops it", err=True)
+    raise SystemExit(subprocess.call(command(directory, port, host), env={**os.environ, "SOUNDTRACE_ARCHIVE": str(directory)}))
+
+
 def main() -> None:
     cli(prog_name="soundtrace")
 
