@@ -8,6 +8,7 @@ index can always be rebuilt from here after a crash.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -36,34 +37,51 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-class Catalog:
-    """One DuckDB connection to ``catalog.duckdb``; every mutating method is one transaction."""
+LOCK_WAIT_S = 30.0
+"""How long opening waits for another process to let go of the catalog before giving up."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None):
-        self.con = con
+
+class Catalog:
+    """The DuckDB catalog; every mutating method is one transaction.
+
+    DuckDB lets one process write a file, and nobody read it meanwhile. So that searches and the
+    app keep answering while ``index`` runs, long-lived users call ``yield_lock`` between units
+    of work: the connection closes and reopens on next use, waiting (up to ``LOCK_WAIT_S``)
+    while another process holds the file.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path | None, read_only: bool = False):
+        self._con: duckdb.DuckDBPyConnection | None = con
         self.path = path
+        self.read_only = read_only
 
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path | None, read_only: bool = False) -> "Catalog":
+    def open(cls, directory: Path | None, read_only: bool = False, wait_s: float = LOCK_WAIT_S) -> "Catalog":
         """Open (and migrate) the catalog in ``directory``; ``None`` gives an in-memory catalog."""
         path = None if directory is None else Path(directory) / CATALOG_FILE
-        try:
-            con = duckdb.connect(":memory:" if path is None else str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise ArchiveBusyError(
-                    f"The archive at {directory} is in use by another soundtrace process; wait for it to finish."
-                ) from None
-            raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
-        catalog = cls(con, path)
+        catalog = cls(_connect(path, read_only, wait_s), path, read_only)
         if not read_only:
             catalog.migrate()
         return catalog
 
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            self._con = _connect(self.path, self.read_only, LOCK_WAIT_S)
+        return self._con
+
+    def yield_lock(self) -> None:
+        """Let other processes in until this catalog is used again (a no-op in memory)."""
+        if self._con is not None and self.path is not None:
+            self._con.close()
+            self._con = None
+
     def close(self) -> None:
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -346,6 +364,24 @@ class Catalog:
 
     def metadata_columns(self) -> list[str]:
         return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
+
+
+def _connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    """Connect, retrying while another process holds the file (it yields between units of work)."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.02
+    while True:
+        try:
+            return duckdb.connect(":memory:" if path is None else str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
+            if time.monotonic() >= deadline:
+                raise ArchiveBusyError(
+                    f"The archive at {path.parent} is in use by another soundtrace process; wait for it to finish."
+                ) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def quote_identifier(identifier: str) -> str:

@@ -91,6 +91,8 @@ class _Pending:
 
 
 _RELEASED = np.empty(0, np.float32)
+LOCK_SLICE_S = 2.0
+"""Longest the indexer holds the catalog's write lock before letting readers (search, the app) in."""
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class _Runner:
         self.batch: list[tuple[_Pending, int]] = []
         self.order: OrderedDict[int, _Pending] = OrderedDict()
         self.model_seconds = 0.0
+        self.lock_taken = time.monotonic()
 
     @property
     def batch_size(self) -> int:
@@ -213,6 +216,9 @@ class _Runner:
             audio_s = outcome.row.duration_s or 0.0
         report.audio_seconds += audio_s
         item.windows, item.vectors = [], {}
+        if time.monotonic() - self.lock_taken >= LOCK_SLICE_S:
+            self.archive.catalog.yield_lock()
+            self.lock_taken = time.monotonic()
         if self.progress:
             self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
 

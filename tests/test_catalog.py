@@ -85,7 +85,7 @@ def test_opening_a_missing_archive_says_how_to_make_one(tmp_path):
 
 
 def test_second_writer_is_told_the_archive_is_busy(indexed, tmp_path):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from indexer.catalog import Catalog; Catalog.open({str(tmp_path / 'arch')!r})"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from indexer.catalog import Catalog; Catalog.open({str(tmp_path / 'arch')!r}, wait_s=0.5)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert ArchiveBusyError.__name__ in result.stderr and "in use by another soundtrace process" in result.stderr

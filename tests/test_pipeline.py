@@ -319,3 +319,29 @@ def test_format_zoo_is_indexed_or_failed_with_reasons(tmp_path):
         if expected == "decodes" and status == "failed":  # tag-test files holding near-silence
             assert kind == "silent_audio", (name, kind, error)
     assert report.indexed >= 25 and report.indexed + len(report.failed) == len(expectations)
+
+
+def test_searches_keep_answering_while_an_index_run_writes(big_drop, tmp_path):
+    """The indexer lets go of the catalog between commits, so readers get in during a long run."""
+    from indexer.pipeline import LOCK_SLICE_S
+
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([big_drop / "rec00.wav"])
+    marker = tmp_path / "batches-done"
+    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(big_drop), marker=str(marker)).replace("0.02", "0.15")
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    answered = []
+    try:
+        while writer.poll() is None and len(answered) < 3:
+            if not marker.exists():
+                time.sleep(0.05)
+                continue
+            started = time.monotonic()
+            with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as reader:
+                hits = reader.search("tone 440", k=3)
+            answered.append((time.monotonic() - started, len(hits)))
+    finally:
+        assert writer.wait(timeout=300) == 0  # the writer got its lock back after each reader
+    assert len(answered) == 3, "the run ended before three searches got in"
+    assert all(seconds < LOCK_SLICE_S + 5 and n > 0 for seconds, n in answered)
