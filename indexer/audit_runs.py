@@ -17,6 +17,7 @@ from .catalog import RECORDING_VIEW, Catalog, quote_identifier
 from .errors import AuditError
 from .labelset import LabelSet
 from .scoring import AuditScores
+from .search import date_column
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
@@ -58,6 +59,28 @@ class RunDiff:
     newly_flagged: list[tuple[str, str, float]]  # (path, label, score in b)
     cleared: list[tuple[str, str, float]]  # (path, label, score in a)
     counts: list[tuple[str, int, int]]  # (label, flagged in a, flagged in b)
+
+
+@dataclass(frozen=True)
+class ScoreSpread:
+    """Every recording's best score for one label of a run (ascending): what a threshold cuts."""
+
+    label: str
+    scores: np.ndarray
+    threshold: float  # the label's threshold as a cosine score ("top x%" resolved over these scores)
+
+    def percentile(self, value: float) -> float:
+        """Percent of recordings scoring at or below ``value`` (the rule audit runs store)."""
+        if not len(self.scores):
+            return 0.0
+        return 100.0 * int(np.searchsorted(self.scores, value, side="right")) / len(self.scores)
+
+    def at_or_above(self, value: float) -> int:
+        """How many recordings a threshold of ``value`` would keep."""
+        return len(self.scores) - int(np.searchsorted(self.scores, value, side="left"))
+
+
+PERIODS = ("day", "week", "month")
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -241,3 +264,52 @@ def diff(catalog: Catalog, ref_a: int | str, ref_b: int | str) -> RunDiff:
     counts_b = {c.label: c.flagged_recordings for c in label_counts(catalog, b.id)}
     labels = list(dict.fromkeys(a.labels + b.labels))
     return RunDiff(a, b, newly, cleared, [(label, counts_a.get(label, 0), counts_b.get(label, 0)) for label in labels])
+
+
+# --- summaries for charts ------------------------------------------------------------------------
+
+
+def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
+    """One label's scores over all recordings of a run, with its threshold as a score (for a histogram)."""
+    run = get_run(catalog, run_id)
+    if label not in run.labels:
+        raise AuditError(f"Run {run.id} has no label '{label}'; its labels: {', '.join(run.labels)}.")
+    scores = np.sort(catalog.con.execute(
+        "SELECT score FROM audit_results WHERE run_id = ? AND label = ?", [run.id, label]
+    ).fetchnumpy()["score"].astype(np.float64))
+    labelset = labelset_of(catalog, run)
+    threshold = labelset.threshold_for(next(x for x in labelset.labels if x.name == label))
+    cutoff = threshold.value
+    if threshold.kind == "top_percent":  # the rule of scoring's cutoffs: the k-th best, k = ceil(n · x%)
+        keep = max(1, int(np.ceil(len(scores) * threshold.value / 100)))
+        cutoff = float(scores[len(scores) - keep]) if len(scores) else 1.0
+    if labelset.min_score is not None:
+        cutoff = max(cutoff, labelset.min_score)
+    return ScoreSpread(label, scores, float(cutoff))
+
+
+def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column: str | None = None) -> pa.Table:
+    """(period, label, flagged, scored) per day/week/month of the metadata date (else the file's mtime)."""
+    if period not in PERIODS:
+        raise AuditError(f"A period is one of {', '.join(PERIODS)}, not '{period}'.")
+    dated = date_column(catalog.view_columns(), catalog.metadata_columns(), column)
+    day = f"CAST(r.{quote_identifier(dated)} AS DATE)"
+    return _flag_counts(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
+
+
+def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
+    """(value, label, flagged, scored) per value of one catalog or metadata column; NULL is '(none)'."""
+    match = {c.lower(): c for c in catalog.view_columns()}.get(str(column).lower())
+    if match is None:
+        raise AuditError(f"Unknown column '{column}'; known columns: {', '.join(sorted(catalog.view_columns()))}.")
+    value = f"coalesce(CAST(r.{quote_identifier(match)} AS VARCHAR), '(none)')"
+    return _flag_counts(catalog, run_id, value, "value", "TRUE")
+
+
+def _flag_counts(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> pa.Table:
+    run = get_run(catalog, run_id)
+    return catalog.con.sql(
+        f"SELECT {key_sql} AS {key}, a.label, count(*) FILTER (WHERE a.flagged) AS flagged, count(*) AS scored"
+        f" FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
+        f" WHERE a.run_id = {int(run.id)} AND {where} GROUP BY ALL ORDER BY 1, 2"
+    ).to_arrow_table()

@@ -165,8 +165,12 @@ def check_query(archive: "Archive", query: np.ndarray) -> np.ndarray:
 # --- decoding and cutting ----------------------------------------------------------------------
 
 
-def _plan(archive: "Archive", recording_id: int, start_s: float, end_s: float, channel: int,
-          config: HighlightConfig) -> _Plan:
+def decode_span(archive: "Archive", recording_id: int, start_s: float, end_s: float, channel: int = 0) -> np.ndarray:
+    """Mono 48 kHz samples of ``[start_s, end_s)`` of an indexed recording, decoded as it was indexed.
+
+    The file is found only through the catalog, so callers (the app's player) never pass a path;
+    a recording the catalog does not know, or one that failed to index, is a ``QueryError``.
+    """
     if start_s < 0 or end_s <= start_s:
         raise QueryError(f"The range {start_s:g}–{end_s:g} s is not a forward range within a recording.")
     row = archive.catalog.one(
@@ -176,7 +180,8 @@ def _plan(archive: "Archive", recording_id: int, start_s: float, end_s: float, c
         raise QueryError(f"There is no recording {recording_id} in this archive.")
     path, status, fmt, rate, channels = row
     if status != "indexed":
-        raise QueryError(f"Recording {recording_id} ({Path(path).name}) was not indexed, so it has no hits to refine.")
+        name = Path(path).name
+        raise QueryError(f"Recording {recording_id} ({name}) was not indexed, so it has no audio to play or refine.")
     top_channel = archive.catalog.one("SELECT max(channel) FROM windows WHERE recording_id = ?", [recording_id])[0]
     split = bool(top_channel)
     if channel < 0 or channel > (int(top_channel) if split else 0):
@@ -189,7 +194,12 @@ def _plan(archive: "Archive", recording_id: int, start_s: float, end_s: float, c
     _, samples = audio.load(path, opts, start_s, end_s)
     if channel >= samples.shape[0]:
         raise AudioError(f"{path} now has {samples.shape[0]} channel(s); it changed after indexing.")
-    stream = samples[channel]
+    return samples[channel]
+
+
+def _plan(archive: "Archive", recording_id: int, start_s: float, end_s: float, channel: int,
+          config: HighlightConfig) -> _Plan:
+    stream = decode_span(archive, recording_id, start_s, end_s, channel)
     subs = [
         Window(w.channel, start_s + w.start_s, start_s + w.end_s, w.samples, w.quality)
         for w in cut_windows([stream], config.windows)

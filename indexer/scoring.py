@@ -81,7 +81,7 @@ def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+    z = logits - _row_max(logits)[:, None]
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z
@@ -91,9 +91,23 @@ def rival_confidence(p: np.ndarray) -> np.ndarray:
     """p / (p + strongest other label's p), per row and label."""
     if p.shape[1] == 1:
         return np.ones_like(p)
-    top2 = -np.partition(-p, 1, axis=1)[:, :2]
-    rival = np.where(p >= top2[:, :1], top2[:, 1:2], top2[:, :1])
-    return p / np.maximum(p + rival, 1e-12)
+    by_label = np.ascontiguousarray(p.T)  # (L, rows): reductions over the labels run along whole rows
+    top = by_label.max(axis=0)
+    at_top = by_label == top
+    below_top = np.where(at_top, -np.inf, by_label).max(axis=0)
+    second = np.where(at_top.sum(axis=0) > 1, top, below_top)  # a top shared by two labels is its own rival
+    rival = np.where(by_label >= top, second, top)
+    return (by_label / np.maximum(by_label + rival, 1e-12)).T
+
+
+def _row_max(x: np.ndarray) -> np.ndarray:
+    """``x.max(axis=1)`` for a few columns, several times faster: a maximum is exact in any order."""
+    return np.ascontiguousarray(x.T).max(axis=0)
+
+
+CHUNK_ROWS = 8192
+"""Windows per block of the per-window arithmetic (whole recordings, so a long one makes a longer
+block): its (rows, labels) temporaries stay in cache instead of making full-size passes over memory."""
 
 
 def score_archive(
@@ -102,43 +116,80 @@ def score_archive(
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
-    scores = adjusted_scores(matrix @ queries.T, n_labels, labels.excluded_by)
-    probs = softmax_rows(logit_scale * scores)
-    confidence = rival_confidence(probs)
-
+    similarity = matrix @ queries.T  # one BLAS call over the whole matrix, so each row's result never depends on blocking
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
-    best = np.maximum.reduceat(scores, starts, axis=0) if len(starts) else np.empty((0, n_labels), np.float32)
-    best_pos = _first_argmax_per_run(scores, best, starts)
+    seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
+    min_confidence = labelset.min_confidence or 0.0
+
+    # Pass 1, block by block: scores, each recording's best and where, and which windows could be
+    # flagged once the cutoffs are known (confidence, and in exclusive mode the window's winner).
+    blocks = _blocks(starts, len(similarity))
+    scores = np.empty((len(similarity), n_labels), np.float32)
+    eligible = np.empty(scores.shape, bool)
+    none = np.empty((0, n_labels), np.float32)  # each list starts empty-shaped, for an archive without windows
+    best, best_pos, probability, confidence = [none], [none.astype(np.int64)], [none], [none]
+    for lo, hi, run_lo, run_hi in blocks:
+        local = starts[run_lo:run_hi] - lo
+        block = adjusted_scores(similarity[lo:hi], n_labels, labels.excluded_by)
+        scores[lo:hi] = block
+        probs = softmax_rows(logit_scale * block)
+        conf = rival_confidence(probs)
+        block_best = np.maximum.reduceat(block, local, axis=0)
+        if np.isnan(block_best).any():
+            raise ValueError("some window vectors contain NaN, so they cannot be scored")
+        pos = _first_argmax_per_run(block, block_best, local)
+        best.append(block_best)
+        best_pos.append(pos + lo)
+        probability.append(np.take_along_axis(probs, pos, axis=0))
+        confidence.append(np.take_along_axis(conf, pos, axis=0))
+        np.greater_equal(conf, min_confidence, out=eligible[lo:hi])
+        if labelset.mode == "exclusive":  # one winner per window (ties: the label listed first)
+            winner = np.zeros(block.shape, bool)
+            winner[np.arange(len(block)), block.argmax(axis=1)] = True
+            eligible[lo:hi] &= winner
+
+    best, best_pos = np.concatenate(best), np.concatenate(best_pos)
     cutoffs = _cutoffs(best, labelset)
 
-    flags = (scores >= cutoffs) & (confidence >= (labelset.min_confidence or 0.0))
-    if labelset.mode == "exclusive":  # one winner per window (ties: the label listed first)
-        flags &= np.arange(n_labels) == scores.argmax(axis=1)[:, None]
-    seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
-    flagged_windows = np.add.reduceat(flags.astype(np.int32), starts, axis=0) if len(starts) else np.zeros_like(best, np.int32)
-    flagged_seconds = (
-        np.add.reduceat(flags * seconds[:, None], starts, axis=0) if len(starts) else np.zeros_like(best, np.float64)
-    )
+    # Pass 2: flags against the cutoffs (a "top x%" cutoff needs every recording's best first).
+    flagged_windows, flagged_seconds = [none.astype(np.int32)], [none.astype(np.float64)]
+    for lo, hi, run_lo, run_hi in blocks:
+        local = starts[run_lo:run_hi] - lo
+        flags = (scores[lo:hi] >= cutoffs) & eligible[lo:hi]
+        flagged_windows.append(np.add.reduceat(flags.astype(np.int32), local, axis=0))
+        flagged_seconds.append(np.add.reduceat(flags * seconds[lo:hi, None], local, axis=0))
+    flagged_windows = np.concatenate(flagged_windows)
+
     take = lambda column: column[best_pos]  # noqa: E731 — (R, L) gather of a per-window column
     return AuditScores(
         labels=names,
         recording_ids=recording_ids,
         score=best,
-        probability=np.take_along_axis(probs, best_pos, axis=0) if len(starts) else best.copy(),
-        confidence=np.take_along_axis(confidence, best_pos, axis=0) if len(starts) else best.copy(),
+        probability=np.concatenate(probability),
+        confidence=np.concatenate(confidence),
         percentile=_percentiles(best),
         best_window=take(windows.ids),
         best_start_s=take(windows.start_s),
         best_end_s=take(windows.end_s),
         channel=take(windows.channel),
         flagged_windows=flagged_windows,
-        flagged_seconds=flagged_seconds,
+        flagged_seconds=np.concatenate(flagged_seconds),
         flagged=flagged_windows > 0,
-        is_best=best == best.max(axis=1, keepdims=True) if len(starts) else np.zeros_like(best, bool),
+        is_best=best == best.max(axis=1, keepdims=True),
         cutoffs=cutoffs,
         windows_scored=int(matrix.shape[0]),
     )
+
+
+def _blocks(starts: np.ndarray, n_rows: int) -> list[tuple[int, int, int, int]]:
+    """(first row, end row, first run, end run) of blocks of about CHUNK_ROWS rows made of whole runs."""
+    if len(starts) == 0:
+        return []
+    firsts = np.unique(np.searchsorted(starts, np.arange(0, n_rows, CHUNK_ROWS)))
+    firsts = firsts[firsts < len(starts)].tolist() + [len(starts)]
+    bounds = starts.tolist() + [n_rows]
+    return [(bounds[a], bounds[b], a, b) for a, b in zip(firsts, firsts[1:])]
 
 
 def _runs(recording: np.ndarray) -> np.ndarray:
@@ -146,8 +197,11 @@ def _runs(recording: np.ndarray) -> np.ndarray:
     if len(recording) == 0:
         return np.empty(0, np.int64)
     starts = np.concatenate([[0], np.flatnonzero(np.diff(recording) != 0) + 1])
-    if len(starts) != len(np.unique(recording)):
-        raise ValueError("each recording's windows must be contiguous in the scanned matrix")
+    ids = recording[starts]
+    if not (ids[1:] > ids[:-1]).all():  # rising ids cannot repeat; others are sorted to look for a repeat
+        ids = np.sort(ids)
+        if (ids[1:] == ids[:-1]).any():
+            raise ValueError("each recording's windows must be contiguous in the scanned matrix")
     return starts
 
 
@@ -155,13 +209,10 @@ def _first_argmax_per_run(scores: np.ndarray, best: np.ndarray, starts: np.ndarr
     """Row of the first window reaching each run's maximum, per label: (R, L) row indices."""
     if len(starts) == 0:
         return np.empty((0, scores.shape[1]), np.int64)
-    run_of_row = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(scores))))
-    positions = np.empty(best.shape, np.int64)
-    for label in range(scores.shape[1]):
-        rows = np.flatnonzero(scores[:, label] == best[run_of_row, label])
-        _, first = np.unique(run_of_row[rows], return_index=True)
-        positions[:, label] = rows[first]
-    return positions
+    n = len(scores)
+    at_best = np.ascontiguousarray(scores.T) == np.repeat(best.T, np.diff(np.append(starts, n)), axis=1)  # (L, n)
+    rows_left = np.where(at_best, np.arange(n, 0, -1), 0)  # the run's first row at its best has the most rows left
+    return (n - np.maximum.reduceat(rows_left, starts, axis=1)).T
 
 
 def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
@@ -183,7 +234,8 @@ def _percentiles(best: np.ndarray) -> np.ndarray:
     """Share (0–100) of recordings whose best score for the label is at or below this one."""
     out = np.empty(best.shape, np.float64)
     n = best.shape[0]
-    for label in range(best.shape[1]):
-        column = np.sort(best[:, label])
-        out[:, label] = 100.0 * np.searchsorted(column, best[:, label], side="right") / max(n, 1)
+    for label, values in enumerate(np.ascontiguousarray(best.T)):
+        order = np.argsort(values)  # searching the sorted values in order is cache-friendly; at random it is not
+        column = values[order]
+        out[order, label] = 100.0 * np.searchsorted(column, column, side="right") / max(n, 1)
     return out

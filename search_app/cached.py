@@ -1,0 +1,103 @@
+"""Engine calls whose results are kept between reruns: Streamlit reruns a page on every click.
+
+Each wrapper takes the archive (or model) unhashed (leading underscore) plus a key that names
+what the result depends on, so a new archive, run or query never reads a stale entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from indexer import audio
+from indexer.archive import Archive
+from indexer.classify import Classification, classify_file
+from indexer.config import DecodeOptions
+from indexer.highlight import Highlight, refine_hits
+from indexer.search import ClipSpec, RecordingHit, clip_query, text_query, window_query
+
+from . import tempfiles
+
+PREVIEW_S = 600.0
+"""The classify page draws at most the first ten minutes of an upload."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A search query ready for ``search_vector``: the vector, windows to leave out, and words for it."""
+
+    vector: np.ndarray
+    exclude: frozenset[int]
+    described: str
+
+
+def archive_key(archive: Archive) -> tuple[str, int]:
+    return str(archive.directory), archive.manifest.index_generation
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _text_vector(_archive: Archive, key: tuple, text: str) -> np.ndarray:
+    return text_query(_archive, text)
+
+
+@st.cache_data(max_entries=16, show_spinner="Listening to the example clip…")
+def _clip_vector(_archive: Archive, key: tuple, data: bytes, name: str) -> tuple[np.ndarray, frozenset[int]]:
+    with tempfiles.upload_as_file(data, name) as path:
+        return clip_query(_archive, ClipSpec(path))
+
+
+def query(archive: Archive, text: str = "", example: tuple[bytes, str] | None = None, window_id: int | None = None) -> Query | None:
+    """The query a person asked for: "more like this" window, else an example clip, else words."""
+    key = archive_key(archive)
+    if window_id is not None:
+        vector, exclude = window_query(archive, window_id)
+        return Query(vector, exclude, f"sounding like window {window_id}")
+    if example is not None:
+        vector, exclude = _clip_vector(archive, key, *example)
+        return Query(vector, exclude, f"sounding like {Path(example[1]).name}")
+    if text.strip():
+        return Query(_text_vector(archive, key, text.strip()), frozenset(), f"matching “{text.strip()}”")
+    return None
+
+
+@st.cache_data(max_entries=256, show_spinner="Finding the 1–3 s that match best…")
+def _highlight(_archive: Archive, _hit: RecordingHit, key: tuple, query_bytes: bytes) -> Highlight | None:
+    found = refine_hits(_archive, [_hit], np.frombuffer(query_bytes, np.float32), skip_unreadable=True)
+    return found.get(_hit.recording_id)
+
+
+def highlight(archive: Archive, hit: RecordingHit, query_vector: np.ndarray) -> Highlight | None:
+    """The refined 1–3 s of a hit's best window; None when its file cannot be read any more."""
+    vector = np.ascontiguousarray(query_vector, np.float32)
+    key = (*archive_key(archive), hit.recording_id, hit.best.window_id)
+    return _highlight(archive, hit, key, vector.tobytes())
+
+
+@st.cache_data(max_entries=8, show_spinner="Classifying…")
+def _classify(_encoder, model_key: str, data: bytes, name: str, labels: str, multi_label: bool,
+              threshold: float) -> tuple[Classification, np.ndarray]:
+    with tempfiles.upload_as_file(data, name) as path:
+        result = classify_file(path, labels, _encoder, multi_label=multi_label, threshold=threshold)
+        end = PREVIEW_S if result.info.duration_s > PREVIEW_S else None
+        _, samples = audio.load(path, DecodeOptions(), 0.0, end)
+    return result, samples[0]
+
+
+def classify_upload(encoder, data: bytes, name: str, labels: str, multi_label: bool = False,
+                    threshold: float = 0.3) -> tuple[Classification, np.ndarray]:
+    """``classify_file`` on uploaded bytes (a temp file deleted after use), plus mono samples to draw."""
+    model_key = f"{encoder.identity.model_id}@{encoder.identity.revision}"
+    return _classify(encoder, model_key, data, Path(name).name, labels, multi_label, float(threshold))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _export(_archive: Archive, key: tuple, run_id: int, updated_at: str) -> bytes:
+    return tempfiles.export_bytes(_archive.catalog, run_id, "csv")
+
+
+def export_csv(archive: Archive, run_id: int, updated_at) -> bytes:
+    """The run's CSV export (best label per recording, with metadata) as bytes."""
+    return _export(archive, archive_key(archive), int(run_id), str(updated_at))

@@ -1,0 +1,175 @@
+"""The archive and the model, opened once per app process and shared by every page and session.
+
+Where the archive is: ``--archive DIR`` after ``--`` on the streamlit command line, else the
+SOUNDTRACE_ARCHIVE variable, else ``./soundtrace-archive``. The model: SOUNDTRACE_MODEL, else the
+archive's own; the device: SOUNDTRACE_DEVICE (default auto).
+
+DuckDB lets a writer in only while nobody reads, so the shared read-only archive lets go of its
+catalog connection whenever no page is running (:func:`page_run`); it reconnects on next use,
+and `soundtrace index` (which yields between commits too) keeps going while the app is open.
+Failures are not cached: the next rerun simply tries again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import streamlit as st
+
+from indexer.archive import Archive
+from indexer.catalog import Catalog
+from indexer.config import DEFAULT_MODEL, EncoderConfig, default_archive_dir
+from indexer.embedding import Encoder
+from indexer.errors import ArchiveBusyError, SoundtraceError
+from indexer.manifest import MANIFEST_FILE, Manifest
+
+PROJECT_LABELSETS = Path(__file__).resolve().parents[1] / "data" / "labelsets"
+
+RELOAD_AFTER_S = 60.0
+"""A copy of the archive older than this is reopened once the catalog has changed (new recordings)."""
+
+_opened: dict[int, tuple[Archive, int, float]] = {}  # id -> (archive, catalog generation, opened at)
+_running = 0
+_guard = threading.Lock()
+_writing = threading.Lock()
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def archive_dir() -> Path:
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--archive")
+    given, _ = parser.parse_known_args(sys.argv[1:])
+    return Path(given.archive or default_archive_dir()).expanduser().resolve()
+
+
+def model_name(directory: Path | None = None) -> str:
+    """SOUNDTRACE_MODEL, else the model the archive was built with, else the default CLAP."""
+    if os.environ.get("SOUNDTRACE_MODEL"):
+        return os.environ["SOUNDTRACE_MODEL"]
+    directory = directory or archive_dir()
+    if (directory / MANIFEST_FILE).is_file():
+        return Manifest.load(directory).model_id
+    return DEFAULT_MODEL
+
+
+def device() -> str:
+    return os.environ.get("SOUNDTRACE_DEVICE") or "auto"
+
+
+def labelset_files() -> list[Path]:
+    """Saved label sets: the project's ``data/labelsets/*.yaml`` and any ``*.yaml`` in the archive dir."""
+    found = sorted(PROJECT_LABELSETS.glob("*.yaml")) if PROJECT_LABELSETS.is_dir() else []
+    directory = archive_dir()
+    return found + (sorted(directory.glob("*.yaml")) if directory.is_dir() else [])
+
+
+# --- the shared model and archive ----------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the CLAP model…")
+def _encoder(model: str, device: str) -> Encoder:
+    from indexer.encoder import load_encoder
+
+    return load_encoder(EncoderConfig(model=model, device=device))
+
+
+def _forget(archive: Archive) -> None:
+    _opened.pop(id(archive), None)
+    archive.close()
+
+
+def _still_current(archive: Archive) -> bool:
+    """False (and closed) once the catalog has moved on from the copy, unless the copy is recent."""
+    _, generation, opened_at = _opened.get(id(archive), (None, None, 0.0))
+    if time.monotonic() - opened_at < RELOAD_AFTER_S:
+        return True
+    try:
+        current = archive.catalog.generation() == generation
+    except SoundtraceError:
+        return True  # busy: keep answering from what we have
+    if not current:
+        _forget(archive)
+    return current
+
+
+@st.cache_resource(show_spinner="Opening the archive…", validate=_still_current)
+def _archive(directory: str, model: str, device: str) -> Archive:
+    archive = Archive.open(directory, encoder=_encoder(model, device), read_only=True)
+    _opened[id(archive)] = (archive, archive.catalog.generation(), time.monotonic())
+    return archive
+
+
+def encoder() -> Encoder:
+    """The one CLAP model of this process (the classify page needs no archive)."""
+    return _encoder(model_name(), device())
+
+
+def archive() -> Archive:
+    """The shared read-only archive; ArchiveBusyError when a writer kept it for too long."""
+    directory = archive_dir()
+    return _archive(str(directory), model_name(directory), device())
+
+
+def release_archive() -> None:
+    """Close the shared archive; the next ``archive()`` opens it afresh (new recordings included)."""
+    for opened, _, _ in list(_opened.values()):
+        _forget(opened)
+    _archive.clear()
+
+
+def _yield_locks() -> None:
+    for opened, _, _ in list(_opened.values()):
+        opened.catalog.yield_lock()
+
+
+@contextmanager
+def page_run() -> Iterator[None]:
+    """Wraps one script run; when the last running page ends, the archive lets go of its lock."""
+    global _running
+    with _guard:
+        _running += 1
+    try:
+        yield
+    finally:
+        with _guard:
+            _running -= 1
+            if _running == 0:
+                _yield_locks()
+
+
+@contextmanager
+def writable_archive() -> Iterator[Archive]:
+    """The archive opened for writing (an audit run saves itself), one writer at a time.
+
+    DuckDB will not open a file read-write in a process that reads it, so the shared archive's
+    connection is closed first; it reconnects on its next use.
+    """
+    with _writing:
+        _yield_locks()
+        try:
+            opened = Archive.open(archive_dir(), encoder=encoder())
+        except duckdb.ConnectionException:
+            raise ArchiveBusyError("Another tab of the app is reading the archive; run the audit again in a moment.") from None
+        with opened:
+            yield opened
+
+
+def writer_active() -> bool:
+    """Whether another process holds the archive for writing right now (an index or audit run)."""
+    try:
+        Catalog.open(archive_dir(), read_only=True, wait_s=0.0).close()
+    except ArchiveBusyError:
+        return True
+    except SoundtraceError:
+        return False
+    return False

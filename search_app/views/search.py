@@ -1,0 +1,85 @@
+"""Search: words or an example clip in, recordings out, ten at a time, each playable at its hit."""
+
+import streamlit as st
+
+from indexer.facets import filter_facets, where_from_choices
+from indexer.search import SearchFilters, search_vector
+from search_app import cached, widgets
+
+PAGE_SIZE = 10
+FLAG_FILTERS = {"is_silent": "Leave out silent recordings", "is_clipped": "Leave out clipped recordings"}
+
+
+def more_like(window_id: int, described: str) -> None:
+    st.session_state.like_window, st.session_state.like_described = window_id, described
+
+
+def forget_like() -> None:
+    st.session_state.like_window = None
+
+
+def turn_page(step: int) -> None:
+    st.session_state.page = max(0, st.session_state.get("page", 0) + step)
+
+
+st.title("Search")
+archive = widgets.require_archive()
+
+text = st.text_input("What are you listening for?", key="text", placeholder="a customer yelling at the agent",
+                     on_change=forget_like)
+example = st.file_uploader("…or find recordings that sound like an example clip", type=widgets.AUDIO_TYPES,
+                           key="example", on_change=forget_like)
+
+with st.sidebar:
+    st.header("Filters")
+    with widgets.shown_errors():
+        facets = filter_facets(archive.catalog)
+    choices, dates = {}, {}
+    for facet in facets:
+        if facet.kind == "choice":
+            choices[facet.column] = st.multiselect(facet.column, facet.choices, key=f"choice_{facet.column}")
+        else:
+            picked = st.date_input(facet.column, (facet.low, facet.high), facet.low, facet.high, key=f"date_{facet.column}")
+            if len(picked) == 2 and tuple(picked) != (facet.low, facet.high):
+                dates[facet.column] = tuple(picked)
+    leave_out = [column for column, label in FLAG_FILTERS.items() if st.checkbox(label, key=f"flag_{column}")]
+
+with widgets.shown_errors():
+    where = where_from_choices(archive.catalog.view_columns(), choices, dates, leave_out)
+    like = st.session_state.get("like_window")
+    query = cached.query(archive, text, (example.getvalue(), example.name) if example else None, like)
+
+if like is not None:
+    st.info(f"Showing recordings that sound like {st.session_state.get('like_described', f'window {like}')}.")
+    st.button("Back to my search", on_click=forget_like)
+if query is None:
+    st.info("Type what you are listening for, or upload an example clip.")
+    st.stop()
+
+asked = (query.described, where)
+if st.session_state.get("asked") != asked:
+    st.session_state.asked, st.session_state.page = asked, 0
+page = st.session_state.get("page", 0)
+
+with widgets.shown_errors():
+    hits = search_vector(archive, query.vector, (page + 1) * PAGE_SIZE + 1, SearchFilters(where=where), exclude=query.exclude)
+shown = hits[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+
+st.subheader(f"Recordings {query.described}")
+if where:
+    st.caption(f"Filtered by: `{where}`")
+if not shown:
+    st.warning("No recordings match. Loosen the filters or try other words.")
+    st.stop()
+st.dataframe(widgets.hit_rows(shown, archive.catalog.metadata_columns()), hide_index=True)
+
+previous, position, following = st.columns([1, 2, 1])
+previous.button("◀ Previous", on_click=turn_page, args=(-1,), disabled=page == 0, key="previous")
+position.caption(f"Page {page + 1}: results {page * PAGE_SIZE + 1}–{page * PAGE_SIZE + len(shown)}")
+following.button("Next ▶", on_click=turn_page, args=(1,), disabled=len(hits) <= (page + 1) * PAGE_SIZE, key="next")
+
+st.subheader("Listen")
+chosen = st.selectbox("Hit", range(len(shown)), format_func=lambda i: widgets.hit_label(shown[i]), key="hit")
+hit = shown[chosen]
+widgets.hit_detail(archive, hit, query.vector)
+st.button("More like this", on_click=more_like, args=(hit.best.window_id, widgets.hit_label(hit)), key="more_like")

@@ -1,0 +1,265 @@
+"""The Streamlit app, page by page, through AppTest against a tiny archive indexed with the tiny CLAP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from indexer import Archive, EncoderConfig  # noqa: E402
+from indexer.audit import run_audit  # noqa: E402
+from indexer.encoder import load_encoder  # noqa: E402
+from indexer.labelset import inline_labelset  # noqa: E402
+from search_app import launch, state  # noqa: E402
+from tests.audio_factory import write_sequence  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = ROOT / "search_app" / "main.py"
+SAMPLES = ROOT / "data" / "samples"
+
+
+@pytest.fixture(scope="module")
+def app_archive(tiny_clap_dir, tmp_path_factory) -> Path:
+    """Generated tones plus the project's samples, with metadata and one audit run already saved."""
+    root = tmp_path_factory.mktemp("app")
+    audio = root / "audio"
+    write_sequence(audio / "tones_a.wav", [(440, 12), (0, 3), (1000, 10)])
+    write_sequence(audio / "tones_b.wav", [(2000, 5)])
+    write_sequence(audio / "tones_c.wav", [(300, 4), (5000, 4)])
+    encoder = load_encoder(EncoderConfig(model=str(tiny_clap_dir), device="cpu"))
+    with Archive.open(root / "archive", encoder=encoder, create=True) as archive:
+        archive.index([audio, SAMPLES])
+        archive.catalog.import_metadata(ROOT / "data" / "metadata.csv")
+        run_audit(archive, inline_labelset("tone, noise, speech", mode="multi-label", threshold="top 30%"))
+    yield root / "archive"
+    state.release_archive()
+
+
+@pytest.fixture
+def app(app_archive, tiny_clap_dir, monkeypatch) -> AppTest:
+    monkeypatch.setenv("SOUNDTRACE_ARCHIVE", str(app_archive))
+    monkeypatch.setenv("SOUNDTRACE_MODEL", str(tiny_clap_dir))
+    monkeypatch.setenv("SOUNDTRACE_DEVICE", "cpu")
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def on_page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def table(at: AppTest, *columns: str):
+    """The first table showing all of ``columns`` (st.dataframe keys are not visible to AppTest)."""
+    for frame in at.dataframe:
+        value = frame.value
+        if set(columns) <= set(value.columns) | {value.index.name}:
+            return value
+    raise AssertionError(f"no table with columns {columns}")
+
+
+def results(at: AppTest):
+    return table(at, "file", "from (s)")
+
+
+def search(at: AppTest, text: str = "a steady tone") -> AppTest:
+    at.text_input(key="text").input(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+# --- search ------------------------------------------------------------------------------------
+
+
+def test_search_starts_empty_and_a_query_fills_the_results(app):
+    assert not app.dataframe and "Type what you are listening for" in app.info[0].value
+    table = results(search(app))
+    assert len(table) == 10  # one page of the 13 indexed recordings
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+    assert {"file", "from (s)", "to (s)", "site", "date"} <= set(table.columns)
+
+
+def test_a_filter_narrows_the_results(app):
+    search(app)
+    app.multiselect(key="choice_site").set_value(["porto"]).run()
+    table = results(app)
+    assert set(table["site"]) == {"porto"} and len(table) == 2
+    app.checkbox(key="flag_is_clipped").check().run()
+    assert "clipped_speech.flac" not in set(results(app)["file"])
+    assert "is_clipped" in app.caption[0].value and not app.exception
+
+
+def test_a_date_range_narrows_the_results(app):
+    search(app)
+    app.date_input(key="date_date").set_value((date(2024, 5, 7), date(2024, 5, 8))).run()
+    assert set(results(app)["date"].astype(str)) <= {"2024-05-07", "2024-05-08"}
+    assert len(results(app)) == 3 and not app.exception
+
+
+def test_paging_moves_through_the_results(app):
+    first = set(results(search(app))["file"])
+    app.button(key="next").click().run()
+    second = results(app)
+    assert len(second) == 3 and not first & set(second["file"])
+    assert app.button(key="next").disabled
+    app.button(key="previous").click().run()
+    assert set(results(app)["file"]) == first
+
+
+def test_selecting_a_hit_plays_its_window_and_draws_it(app):
+    search(app)
+    assert len(app.get("audio")) == 1 and len(app.get("image")) >= 1
+    app.selectbox(key="hit").set_value(3).run()
+    assert not app.exception and len(app.get("audio")) == 1
+    row = results(app).iloc[3]
+    assert any(c.value.startswith(f"{row['from (s)']:.1f}–{row['to (s)']:.1f} s") for c in app.caption)
+    assert any(c.value.startswith("Highlight:") for c in app.caption)
+
+
+def test_more_like_this_searches_by_the_chosen_window(app):
+    search(app)
+    app.button(key="more_like").click().run()
+    assert not app.exception
+    assert any("sound like #" in m.value for m in app.info)
+    assert len(results(app)) == 10
+    app.button[[b.label for b in app.button].index("Back to my search")].click().run()
+    assert not any("sound like #" in m.value for m in app.info)
+
+
+def test_query_by_an_uploaded_example(app):
+    if not hasattr(app, "file_uploader"):
+        pytest.skip("this Streamlit's AppTest cannot upload files")
+    app.file_uploader(key="example").upload("clip.flac", (SAMPLES / "tone_440hz_3s.flac").read_bytes(), "audio/flac").run()
+    assert not app.exception and len(results(app)) == 10
+
+
+# --- audit and dashboard -------------------------------------------------------------------------
+
+
+def test_running_an_audit_shows_counts_flagged_calls_and_a_diff(app):
+    on_page(app, "audit")
+    app.radio(key="source").set_value("Quick list").run()
+    app.text_input(key="quick").input("tone, noise, music").run()
+    app.text_input(key="quick_threshold").input("top 20%").run()
+    app.button(key="run").click().run()
+    assert not app.exception, app.exception
+    counts = table(app, "flagged recordings")
+    assert list(counts["label"]) == ["tone", "noise", "music"] and counts["flagged recordings"].sum() > 0
+    assert len(table(app, "best_start_s", "flagged_seconds")) > 0
+    assert len(app.get("audio")) == 1  # the flagged span, cut on the server
+    assert app.get("download_button")
+    assert "percentile" in app.caption[1].value
+    app.slider(key=f"threshold_{app.selectbox(key='run_choice').value}_tone").set_value(0.0).run()
+    assert not app.exception
+    assert {"before", "after"} <= set(table(app, "before", "after").columns)
+
+
+def test_a_broken_label_set_is_a_message_not_a_traceback(app):
+    on_page(app, "audit")
+    app.radio(key="source").set_value("Write YAML").run()
+    app.text_area(key="yaml").input("name: broken\nlabels:\n  - a\n  treshold: 1\n").run()
+    app.button(key="run").click().run()
+    assert not app.exception and app.error and "label set" in app.error[0].value.lower()
+
+
+def test_a_saved_label_set_can_be_run(app):
+    on_page(app, "audit")
+    assert app.selectbox(key="saved").value.name == "call_centre.yaml"
+    app.button(key="run").click().run()
+    assert not app.exception
+    assert "complaint" in set(table(app, "flagged recordings")["label"])
+
+
+def test_dashboard_charts_flagged_counts_over_time_and_by_column(app):
+    on_page(app, "dashboard")
+    assert len(app.get("vega_lite_chart") or app.get("arrow_vega_lite_chart")) == 2
+    app.radio(key="period").set_value("week").run()
+    app.selectbox(key="column").set_value("agent").run()
+    assert not app.exception
+    assert "(none)" in set(table(app, "value").index)
+
+
+# --- classify and library --------------------------------------------------------------------------
+
+
+def test_classify_shows_info_and_a_sorted_table(app):
+    on_page(app, "classify")
+    if not hasattr(app, "file_uploader"):
+        pytest.skip("this Streamlit's AppTest cannot upload files; tests/test_app_media.py covers the function")
+    app.file_uploader(key="upload").upload("clipped.flac", (SAMPLES / "clipped_speech.flac").read_bytes(), "audio/flac")
+    app.text_input(key="labels").input("speech, dog barking, 音乐").run()
+    assert not app.exception, app.exception
+    scores = table(app, "probability", "highlight")
+    assert set(scores["label"]) == {"speech", "dog barking", "音乐"}
+    assert list(scores["score"]) == sorted(scores["score"], reverse=True)
+    assert [m.label for m in app.metric] == ["Sample rate", "Channels", "Duration", "Format"]
+    assert any("clipped" in w.value for w in app.warning)
+
+
+def test_library_shows_status_and_failed_files(app):
+    on_page(app, "library")
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Recordings"] == "13" and metrics["Windows"] != "0"
+    failures = table(app, "reason")
+    assert {"silence_10s.flac", "tone_440hz_2s_16k_s16le_mono.raw"} == {Path(p).name for p in failures["file"]}
+
+
+def test_a_writer_holding_the_archive_is_reported_not_a_traceback(app, app_archive, monkeypatch):
+    """An indexing run yields its lock every few seconds; one that keeps it (here a bare DuckDB
+    writer) makes pages say so instead of failing. Readers' 30 s patience is cut to keep this fast."""
+    import indexer.catalog
+
+    connect = indexer.catalog._connect
+    monkeypatch.setattr(indexer.catalog, "_connect", lambda path, read_only, wait_s: connect(path, read_only, min(wait_s, 0.3)))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
+         " time.sleep(120)", str(app_archive / "catalog.duckdb")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # the app let go of its own lock after its run
+        for page in ("library", "search", "audit", "dashboard"):
+            on_page(app, page)
+            assert any("Indexing in progress" in m.value for m in app.info), page
+        state.release_archive()  # opening afresh while the writer holds on: the same message
+        on_page(app, "library")
+        assert sum("Indexing in progress" in m.value for m in app.info) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    app.button[0].click().run()  # "Try again"
+    assert not app.exception and not any("Indexing in progress" in m.value for m in app.info)
+    assert "No indexing run" in app.success[0].value
+
+
+def test_the_app_lets_an_indexer_in_between_page_runs(app, app_archive):
+    search(app)
+    writer = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(app_archive / "catalog.duckdb")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert writer.returncode == 0, writer.stderr
+
+
+# --- launching ---------------------------------------------------------------------------------------
+
+
+def test_launch_command_binds_localhost_headless_without_telemetry(tmp_path):
+    argv = launch.command(tmp_path, 8765)
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(MAIN)
+    settings = dict(zip(argv[5:-3:2], argv[6:-3:2]))
+    assert settings == {
+        "--server.address": "127.0.0.1", "--server.port": "8765", "--server.headless": "true",
+        "--server.fileWatcherType": "none", "--browser.gatherUsageStats": "false",
+    }  # fmt: skip
+    assert argv[-3:] == ["--", "--archive", str(tmp_path.resolve())]
+    assert "--" not in launch.command(None, 1, "0.0.0.0") and "0.0.0.0" in launch.command(None, 1, "0.0.0.0")
