@@ -136,8 +136,8 @@ def merge_results(archive: Archive, run: AuditRun, labelset: LabelSet, scores: A
             [scores.windows_scored, catalog.window_count(), catalog.generation(), run.id],
         )
     after = catalog.con.execute(
-        f"SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"
-        f" JOIN recordings r ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC",
+        "SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"
+        " JOIN recordings r ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC",
         [run.id],
     ).fetchall()
     return [(path, label, score, start) for rec, label, path, score, start in after if (rec, label) not in before]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from .catalog import RECORDING_VIEW, Catalog, quote_identifier
 from .errors import FilterError
 from .filters import validate_where
+from .search import as_date
 
 MAX_CHOICES = 50
 """A text column with more distinct values than this is not offered as a pick list."""
@@ -71,9 +72,9 @@ def where_from_choices(
     for column, (first, last) in (dates or {}).items():
         col = f"CAST({quote_identifier(_column(columns, column))} AS DATE)"
         if first is not None:
-            clauses.append(f"{col} >= DATE '{_as_date(first).isoformat()}'")
+            clauses.append(f"{col} >= DATE '{as_date(first).isoformat()}'")
         if last is not None:
-            clauses.append(f"{col} <= DATE '{_as_date(last).isoformat()}'")
+            clauses.append(f"{col} <= DATE '{as_date(last).isoformat()}'")
     for column in exclude_true:
         name = _column(columns, column)
         if columns[name].upper() != "BOOLEAN":
@@ -95,13 +96,3 @@ def _column(columns: Mapping[str, str], wanted: str) -> str:
 def _text_literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
-
-def _as_date(value: date | str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise FilterError(f"'{value}' is not a date; use YYYY-MM-DD.") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -173,7 +173,7 @@ def allowed_window_ids(archive: Archive, filters: SearchFilters) -> np.ndarray |
     )
     params = [v for v in (filters.since, filters.until) if v is not None]
     try:
-        return archive.catalog.con.execute(sql, [_as_date(p) for p in params]).fetchnumpy()["id"].astype(np.int64)
+        return archive.catalog.con.execute(sql, [as_date(p) for p in params]).fetchnumpy()["id"].astype(np.int64)
     except Exception as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
         raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
 
@@ -208,7 +208,10 @@ def date_column(columns: dict[str, str], metadata_columns: Sequence[str], wanted
     return "modified_at"
 
 
-def _as_date(value: date | str) -> date:
+def as_date(value: date | str) -> date:
+    """A date from a date, a datetime or 'YYYY-MM-DD'; FilterError otherwise."""
+    if isinstance(value, datetime):
+        return value.date()
     if isinstance(value, date):
         return value
     try:
