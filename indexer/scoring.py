@@ -116,7 +116,7 @@ def score_archive(
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
-    similarity = matrix @ queries.T  # one BLAS call over the whole matrix, so each row's result never depends on blocking
+    similarity = matrix @ queries.T  # one BLAS call for the whole matrix: blocked calls can round rows differently
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
     seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
