@@ -139,8 +139,9 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, app_url) -> Page:
-    """A fresh tab (a fresh Streamlit session) on the app's first page; nothing leaves 127.0.0.1."""
+def page(browser, app_url, request) -> Page:
+    """A fresh tab (a fresh Streamlit session) on the app's first page; nothing leaves 127.0.0.1.
+    When the test fails, what the tab showed is saved as ``failed-<test>.png`` beside the others."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, service_workers="block")
     elsewhere: list[str] = []
 
@@ -157,7 +158,11 @@ def page(browser, app_url) -> Page:
     tab.set_default_timeout(LOAD_MS)
     tab.goto(app_url)
     expect(tab.get_by_test_id("stSidebarNav")).to_be_visible(timeout=LOAD_MS)
+    failures = request.session.testsfailed
     yield tab
+    if request.session.testsfailed > failures:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(SCREENSHOTS / f"failed-{request.node.name}.png"), full_page=True)
     context.close()
     assert not elsewhere, f"the app asked for something beyond 127.0.0.1: {elsewhere}"
 
