@@ -80,7 +80,18 @@ def score(archive: Archive, labelset: LabelSet, filters: SearchFilters = SearchF
           recording_ids: np.ndarray | None = None) -> AuditScores:
     matrix, windows = collect_windows(archive, filters, recording_ids)
     vectors = label_vectors(archive.encoder, labelset)
-    return score_archive(matrix, windows, vectors, labelset, archive.encoder.logit_scale, archive.manifest.hop_s)
+    return score_archive(matrix, windows, vectors, labelset, archive.encoder.logit_scale, archive.manifest.hop_s,
+                         product=_device_product(archive.encoder))
+
+
+def _device_product(encoder):
+    """The GPU matrix product when the model runs on CUDA (torch is already loaded then); else numpy."""
+    device = getattr(encoder, "device", None)
+    if getattr(device, "type", None) != "cuda":
+        return None
+    from .encoder import gpu_matmul
+
+    return gpu_matmul(device)
 
 
 def run_audit(archive: Archive, labelset: LabelSet, filters: SearchFilters = SearchFilters(), standing: bool = False) -> audit_runs.AuditRun:

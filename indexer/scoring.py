@@ -21,7 +21,7 @@ Rules (documented for users in data/labelsets/README.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -111,12 +111,15 @@ block): its (rows, labels) temporaries stay in cache instead of making full-size
 
 
 def score_archive(
-    matrix: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float
+    matrix: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
+    product: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> AuditScores:
+    """``product(matrix, queries)`` computes ``matrix @ queries.T`` elsewhere (a GPU); numpy by default."""
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
-    similarity = matrix @ queries.T  # one BLAS call for the whole matrix: blocked calls can round rows differently
+    # one BLAS call for the whole matrix: blocked calls can round rows differently
+    similarity = product(matrix, queries) if product is not None else matrix @ queries.T
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
     seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)

@@ -151,3 +151,24 @@ def test_standing_audit_scores_only_new_recordings(archive, tmp_path):
     assert result(archive, after, "f.wav", f"tone {MID}")["best_start_s"] == 10
     again = archive.index([tmp_path / "recs"])  # nothing new: nothing scored
     assert again.audits == [] and audit_runs.get_run(archive.catalog, run.id).windows_scored == before + 2
+
+
+def test_scan_accepts_another_matrix_product(archive):
+    """The GPU path hands score_archive its own product; the numbers must not change."""
+    from indexer.audit import collect_windows, label_vectors
+    from indexer.scoring import score_archive
+
+    labelset = inline_labelset([f"tone {MID}", f"tone {HIGH} but not tone {LOW}"], mode="exclusive", threshold=0.5)
+    matrix, windows = collect_windows(archive)
+    vectors = label_vectors(archive.encoder, labelset)
+    calls = []
+
+    def product(m, q):
+        calls.append(m.shape)
+        return (m.astype(np.float64) @ q.T.astype(np.float64)).astype(np.float32)
+
+    plain = score_archive(matrix, windows, vectors, labelset, 10.0, 10.0)
+    routed = score_archive(matrix, windows, vectors, labelset, 10.0, 10.0, product=product)
+    assert calls == [matrix.shape]
+    np.testing.assert_allclose(routed.score, plain.score, atol=1e-6)
+    assert (routed.flagged == plain.flagged).all()
