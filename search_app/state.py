@@ -139,12 +139,16 @@ def page_run() -> Iterator[None]:
     with _guard:
         _running += 1
     try:
-        yield
+        with _one_page_at_a_time:  # the archive's single DuckDB connection is not shared between runs
+            yield
     finally:
         with _guard:
             _running -= 1
             if _running == 0:
                 _yield_locks()
+
+
+_one_page_at_a_time = threading.RLock()
 
 
 @contextmanager

@@ -157,12 +157,16 @@ def page(browser, app_url, request) -> Page:
     tab = context.new_page()
     tab.set_default_timeout(LOAD_MS)
     tab.goto(app_url)
-    expect(tab.get_by_test_id("stSidebarNav")).to_be_visible(timeout=LOAD_MS)
+    # The Search page's first run ends with this hint; nothing is clicked while it still runs.
+    expect(tab.get_by_test_id("stAlertContentInfo").first).to_contain_text("Type what you are listening for")
+    settle(tab)
+    failed_shot = SCREENSHOTS / f"failed-{request.node.name}.png"
+    failed_shot.unlink(missing_ok=True)  # never a stale one from an earlier run
     failures = request.session.testsfailed
     yield tab
     if request.session.testsfailed > failures:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        tab.screenshot(path=str(SCREENSHOTS / f"failed-{request.node.name}.png"), full_page=True)
+        tab.screenshot(path=str(failed_shot), full_page=True)
     context.close()
     assert not elsewhere, f"the app asked for something beyond 127.0.0.1: {elsewhere}"
 
@@ -287,6 +291,7 @@ def playable(page: Page, audio) -> dict:
 
 def test_search_finds_plays_and_draws_a_hit(page: Page):
     expect(page.get_by_test_id("stAlertContentInfo").first).to_contain_text("Type what you are listening for")
+    assert page.get_by_test_id("stDataFrame").count() == 0  # no results before a query
     box = page.get_by_label("What are you listening for?")
     box.fill("a steady tone")
     box.press("Enter")
@@ -430,3 +435,26 @@ def test_the_browser_sees_no_exception_on_any_page(page: Page):
         expect(page.get_by_test_id("stHeading").first).to_be_visible(timeout=LOAD_MS)
         settle(page)
         assert_no_errors(page)
+
+
+@pytest.mark.xfail(
+    reason="known app bug: every session shares one DuckDB connection, so pages running at the same time fail with "
+    "duckdb ResourceInUseException ('connection is busy with another call') shown as a traceback",
+    strict=False,
+)
+def test_several_tabs_at_once_see_no_exception(page: Page):
+    """Three tabs opened together, as a team sharing one app would: their page runs overlap."""
+    base = page.url.rstrip("/")
+    context = page.context
+    seen: list[str] = []
+    for _ in range(3):
+        tabs = [context.new_page() for _ in range(3)]
+        for tab, path in zip(tabs, ("audit", "dashboard", "library")):
+            tab.goto(f"{base}/{path}", wait_until="commit")  # start all three before any has finished
+        for tab in tabs:
+            expect(tab.get_by_test_id("stHeading").first).to_be_visible()
+            settle(tab)
+            exceptions = tab.get_by_test_id("stException")
+            seen += [f"{tab.url}: {text.splitlines()[0]}" for text in exceptions.all_inner_texts()]
+            tab.close()
+    assert not seen, "\n".join(seen)
