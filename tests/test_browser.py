@@ -437,11 +437,6 @@ def test_the_browser_sees_no_exception_on_any_page(page: Page):
         assert_no_errors(page)
 
 
-@pytest.mark.xfail(
-    reason="known app bug: every session shares one DuckDB connection, so pages running at the same time fail with "
-    "duckdb ResourceInUseException ('connection is busy with another call') shown as a traceback",
-    strict=False,
-)
 def test_several_tabs_at_once_see_no_exception(page: Page):
     """Three tabs opened together, as a team sharing one app would: their page runs overlap."""
     base = page.url.rstrip("/")
