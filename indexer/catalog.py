@@ -39,6 +39,7 @@ def _migrations() -> list[tuple[int, str]]:
 
 LOCK_WAIT_S = 30.0
 """How long opening waits for another process to let go of the catalog before giving up."""
+TURNSTILE_SUFFIX = ".queue"
 
 
 class Catalog:
@@ -367,21 +368,55 @@ class Catalog:
 
 
 def _connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
-    """Connect, retrying while another process holds the file (it yields between units of work)."""
+    """Connect, waiting while another process holds the file (it yields between units of work).
+
+    Waiters queue on a turnstile beside the catalog, so whoever has waited longest is the one
+    polling when the holder lets go: an index run that yields every few seconds cannot take the
+    file straight back from a search that was waiting for it.
+    """
+    if path is None:
+        return duckdb.connect(":memory:")
     deadline = time.monotonic() + wait_s
-    pause = 0.02
-    while True:
-        try:
-            return duckdb.connect(":memory:" if path is None else str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
-            if time.monotonic() >= deadline:
-                raise ArchiveBusyError(
-                    f"The archive at {path.parent} is in use by another soundtrace process; wait for it to finish."
-                ) from None
-        time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+    with _turnstile(path, deadline):
+        while True:
+            try:
+                return duckdb.connect(str(path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise _busy(path) from None
+            time.sleep(0.01)
+
+
+@contextmanager
+def _turnstile(path: Path, deadline: float) -> Iterator[None]:
+    """Hold the queue lock beside ``path`` (a plain pass where the folder is not writable)."""
+    try:
+        import fcntl
+
+        fd = os.open(path.with_name(path.name + TURNSTILE_SUFFIX), os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _busy(path) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _busy(path: Path) -> ArchiveBusyError:
+    return ArchiveBusyError(
+        f"The archive at {path.parent} is in use by another soundtrace process; wait for it to finish."
+    )
 
 
 def quote_identifier(identifier: str) -> str:

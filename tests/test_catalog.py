@@ -91,6 +91,39 @@ def test_second_writer_is_told_the_archive_is_busy(indexed, tmp_path):
     assert ArchiveBusyError.__name__ in result.stderr and "in use by another soundtrace process" in result.stderr
 
 
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from indexer.catalog import Catalog
+catalog = Catalog.open({arch!r})
+print("holding", flush=True)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    catalog.con.execute("SELECT count(*) FROM windows").fetchall()
+    time.sleep(0.2)
+    catalog.yield_lock()  # and straight back in on the next loop: no gap for a polling reader
+"""
+
+
+def test_a_waiting_reader_gets_the_catalog_from_a_writer_that_yields_and_retakes_it(indexed, tmp_path):
+    archive, _ = indexed
+    archive.close()
+    arch = tmp_path / "arch"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.format(root=str(ROOT), arch=str(arch))], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        for _ in range(3):
+            reader = Catalog.open(arch, read_only=True, wait_s=5)
+            assert reader.one("SELECT count(*) FROM windows")[0] > 0
+            reader.close()
+        assert holder.poll() is None, "the holder must still be running: each handoff went both ways"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_engine_imports_without_torch():
     """Only the encoder modules may import torch; search and indexing logic stay light."""
     code = (
