@@ -21,6 +21,7 @@ from .config import DEFAULT_MODEL, DecodeOptions, EncoderConfig, WindowConfig
 from .embedding import Encoder
 from .errors import AudioError
 from .labels import parse_labels
+from .scoring import Rivals, softmax_columns
 from .windows import QualityAccumulator, RecordingQuality, cut_windows
 
 HIGH_CONFIDENCE = 0.7
@@ -87,8 +88,9 @@ def classify_file(
     similarity = audio_vectors @ text_vectors.T  # (windows, labels)
     best_window = similarity.argmax(axis=0)
     scores = similarity.max(axis=0)
-    probabilities = _softmax(encoder.logit_scale * scores)
-    confidences = _rival_confidence(probabilities)
+    probabilities = softmax_columns(encoder.logit_scale * scores[:, None])
+    confidences = Rivals.of(probabilities).confidence(probabilities)[:, 0]
+    probabilities = probabilities[:, 0]
     top = int(np.argmax(scores))
     results = []
     for i, name in enumerate(names):
@@ -101,19 +103,6 @@ def classify_file(
         )
     results.sort(key=lambda s: s.score, reverse=True)
     return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max())
-    return z / z.sum()
-
-
-def _rival_confidence(p: np.ndarray) -> np.ndarray:
-    if len(p) == 1:
-        return np.ones(1)
-    order = np.argsort(p)[::-1]
-    rival = np.where(np.arange(len(p)) == order[0], p[order[1]], p[order[0]])
-    return p / np.maximum(p + rival, 1e-12)
 
 
 def _warnings(quality: RecordingQuality) -> list[str]:

@@ -20,6 +20,7 @@ Rules (documented for users in data/labelsets/README.md):
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -71,118 +72,147 @@ class AuditScores:
 
 
 def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence[Sequence[int]]) -> np.ndarray:
-    """Label columns of ``similarity`` after the exclusion rule; exclusion columns follow the labels."""
-    scores = np.array(similarity[:, :n_labels], dtype=np.float32, copy=True)
+    """Label rows of label-major ``similarity`` (columns are windows) after the exclusion rule;
+    exclusion rows follow the labels."""
+    scores = np.array(similarity[:n_labels], dtype=np.float32, copy=True)
     for label, rows in enumerate(excluded_by):
         if rows:
-            excluded = similarity[:, [n_labels + r for r in rows]].max(axis=1)
-            scores[:, label] -= np.maximum(0.0, excluded - scores[:, label])
+            excluded = similarity[[n_labels + r for r in rows]].max(axis=0)
+            scores[label] -= np.maximum(0.0, excluded - scores[label])
     return scores
 
 
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    z = logits - _row_max(logits)[:, None]
+def softmax_columns(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the labels (rows) of each window (column)."""
+    z = logits - logits.max(axis=0)
     np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    z /= z.sum(axis=0)
     return z
 
 
-def rival_confidence(p: np.ndarray) -> np.ndarray:
-    """p / (p + strongest other label's p), per row and label."""
-    if p.shape[1] == 1:
-        return np.ones_like(p)
-    by_label = np.ascontiguousarray(p.T)  # (L, rows): reductions over the labels run along whole rows
-    top = by_label.max(axis=0)
-    at_top = by_label == top
-    below_top = np.where(at_top, -np.inf, by_label).max(axis=0)
-    second = np.where(at_top.sum(axis=0) > 1, top, below_top)  # a top shared by two labels is its own rival
-    rival = np.where(by_label >= top, second, top)
-    return (by_label / np.maximum(by_label + rival, 1e-12)).T
+@dataclass(frozen=True)
+class Rivals:
+    """Per window, the largest probability and the strongest rival of whichever label holds it."""
+
+    top: np.ndarray
+    second: np.ndarray  # equals ``top`` when two labels share the top
+
+    @classmethod
+    def of(cls, p: np.ndarray) -> Rivals:
+        top = p.max(axis=0)
+        at_top = p == top
+        below_top = np.where(at_top, -np.inf, p).max(axis=0)
+        return cls(top, np.where(at_top.sum(axis=0) > 1, top, below_top))
+
+    def confidence(self, p: np.ndarray, cols: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """p / (p + strongest other label's p) for label-major ``p`` over windows ``cols``; 1 for a lone label."""
+        if len(p) == 1:
+            return np.ones_like(p)
+        top, second = self.top[cols], self.second[cols]
+        rival = np.where(p >= top, second, top)
+        return p / np.maximum(p + rival, 1e-12)
 
 
-def _row_max(x: np.ndarray) -> np.ndarray:
-    """``x.max(axis=1)`` for a few columns, several times faster: a maximum is exact in any order."""
-    return np.ascontiguousarray(x.T).max(axis=0)
-
-
-CHUNK_ROWS = 8192
+CHUNK_ROWS = 16384
 """Windows per block of the per-window arithmetic (whole recordings, so a long one makes a longer
-block): its (rows, labels) temporaries stay in cache instead of making full-size passes over memory."""
+block): its (labels, windows) temporaries stay in cache instead of making full-size passes over memory."""
 
 
 def score_archive(
     matrix: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
     product: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> AuditScores:
-    """``product(matrix, queries)`` computes ``matrix @ queries.T`` elsewhere (a GPU); numpy by default."""
+    """``product(matrix, queries)`` computes ``matrix @ queries.T`` elsewhere (a GPU); numpy by default.
+
+    The per-window arithmetic is label-major (labels x windows), so every per-label step runs
+    along contiguous memory and every step across labels is an elementwise pass over a few rows.
+    """
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
     # one BLAS call for the whole matrix: blocked calls can round rows differently
     similarity = product(matrix, queries) if product is not None else matrix @ queries.T
+    n = len(similarity)
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
     seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
     min_confidence = labelset.min_confidence or 0.0
+    exclusive = labelset.mode == "exclusive"
 
     # Pass 1, block by block: scores, each recording's best and where, and which windows could be
     # flagged once the cutoffs are known (confidence, and in exclusive mode the window's winner).
-    blocks = _blocks(starts, len(similarity))
-    scores = np.empty((len(similarity), n_labels), np.float32)
-    eligible = np.empty(scores.shape, bool)
-    none = np.empty((0, n_labels), np.float32)  # each list starts empty-shaped, for an archive without windows
+    blocks = _blocks(starts, n)
+    scores = np.empty((n_labels, n), np.float32)
+    eligible = np.ones((n_labels, n), bool) if (exclusive or min_confidence > 0) else None
+    none = np.empty((n_labels, 0), np.float32)  # each list starts empty-shaped, for an archive without windows
     best, best_pos, probability, confidence = [none], [none.astype(np.int64)], [none], [none]
     for lo, hi, run_lo, run_hi in blocks:
         local = starts[run_lo:run_hi] - lo
-        block = adjusted_scores(similarity[lo:hi], n_labels, labels.excluded_by)
-        scores[lo:hi] = block
-        probs = softmax_rows(logit_scale * block)
-        conf = rival_confidence(probs)
-        block_best = np.maximum.reduceat(block, local, axis=0)
+        block = adjusted_scores(np.ascontiguousarray(similarity[lo:hi].T), n_labels, labels.excluded_by)
+        scores[:, lo:hi] = block
+        block_best = np.maximum.reduceat(block, local, axis=1)
         if np.isnan(block_best).any():
             raise ValueError("some window vectors contain NaN, so they cannot be scored")
         pos = _first_argmax_per_run(block, block_best, local)
+        probs = softmax_columns(logit_scale * block)
+        rivals = Rivals.of(probs)
+        at_best = np.take_along_axis(probs, pos, axis=1)
         best.append(block_best)
         best_pos.append(pos + lo)
-        probability.append(np.take_along_axis(probs, pos, axis=0))
-        confidence.append(np.take_along_axis(conf, pos, axis=0))
-        np.greater_equal(conf, min_confidence, out=eligible[lo:hi])
-        if labelset.mode == "exclusive":  # one winner per window (ties: the label listed first)
-            winner = np.zeros(block.shape, bool)
-            winner[np.arange(len(block)), block.argmax(axis=1)] = True
-            eligible[lo:hi] &= winner
+        probability.append(at_best)
+        confidence.append(rivals.confidence(at_best, pos))
+        if min_confidence > 0:
+            np.greater_equal(rivals.confidence(probs), min_confidence, out=eligible[:, lo:hi])
+        if exclusive:  # one winner per window (ties: the label listed first)
+            eligible[:, lo:hi] &= _first_winner(block)
 
-    best, best_pos = np.concatenate(best), np.concatenate(best_pos)
+    best, best_pos = np.concatenate(best, axis=1), np.concatenate(best_pos, axis=1)
     cutoffs = _cutoffs(best, labelset)
 
     # Pass 2: flags against the cutoffs (a "top x%" cutoff needs every recording's best first).
     flagged_windows, flagged_seconds = [none.astype(np.int32)], [none.astype(np.float64)]
     for lo, hi, run_lo, run_hi in blocks:
         local = starts[run_lo:run_hi] - lo
-        flags = (scores[lo:hi] >= cutoffs) & eligible[lo:hi]
-        flagged_windows.append(np.add.reduceat(flags.astype(np.int32), local, axis=0))
-        flagged_seconds.append(np.add.reduceat(flags * seconds[lo:hi, None], local, axis=0))
-    flagged_windows = np.concatenate(flagged_windows)
+        flags = scores[:, lo:hi] >= cutoffs[:, None]
+        if eligible is not None:
+            flags &= eligible[:, lo:hi]
+        flagged_windows.append(np.add.reduceat(flags, local, axis=1, dtype=np.int32))
+        flagged_seconds.append(np.add.reduceat(flags * seconds[lo:hi], local, axis=1))
+    flagged_windows = np.concatenate(flagged_windows, axis=1).T
 
-    take = lambda column: column[best_pos]  # noqa: E731 — (R, L) gather of a per-window column
+    percentile = _percentiles(best)
+    best_pos, best = best_pos.T, best.T
+    take = lambda column: column[best_pos]  # (R, L) gather of a per-window column
     return AuditScores(
         labels=names,
         recording_ids=recording_ids,
         score=best,
-        probability=np.concatenate(probability),
-        confidence=np.concatenate(confidence),
-        percentile=_percentiles(best),
+        probability=np.concatenate(probability, axis=1).T,
+        confidence=np.concatenate(confidence, axis=1).T,
+        percentile=percentile,
         best_window=take(windows.ids),
         best_start_s=take(windows.start_s),
         best_end_s=take(windows.end_s),
         channel=take(windows.channel),
         flagged_windows=flagged_windows,
-        flagged_seconds=np.concatenate(flagged_seconds),
+        flagged_seconds=np.concatenate(flagged_seconds, axis=1).T,
         flagged=flagged_windows > 0,
         is_best=best == best.max(axis=1, keepdims=True),
         cutoffs=cutoffs,
         windows_scored=int(matrix.shape[0]),
     )
+
+
+def _first_winner(scores: np.ndarray) -> np.ndarray:
+    """Label-major mask of each window's highest-scoring label, the first listed on a tie."""
+    top = scores.max(axis=0)
+    winner = np.empty(scores.shape, bool)
+    taken = np.zeros(scores.shape[1], bool)
+    for label, row in enumerate(scores):
+        np.equal(row, top, out=winner[label])
+        winner[label] &= ~taken
+        taken |= winner[label]
+    return winner
 
 
 def _blocks(starts: np.ndarray, n_rows: int) -> list[tuple[int, int, int, int]]:
@@ -209,21 +239,22 @@ def _runs(recording: np.ndarray) -> np.ndarray:
 
 
 def _first_argmax_per_run(scores: np.ndarray, best: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Row of the first window reaching each run's maximum, per label: (R, L) row indices."""
+    """Window of the first reaching each run's maximum, per label: (L, R) block-local indices."""
     if len(starts) == 0:
-        return np.empty((0, scores.shape[1]), np.int64)
-    n = len(scores)
-    at_best = np.ascontiguousarray(scores.T) == np.repeat(best.T, np.diff(np.append(starts, n)), axis=1)  # (L, n)
-    rows_left = np.where(at_best, np.arange(n, 0, -1), 0)  # the run's first row at its best has the most rows left
-    return (n - np.maximum.reduceat(rows_left, starts, axis=1)).T
+        return np.empty((scores.shape[0], 0), np.int64)
+    n = scores.shape[1]
+    at_best = scores == np.repeat(best, np.diff(np.append(starts, n)), axis=1)
+    rows_left = np.where(at_best, np.arange(n, 0, -1, dtype=np.int32), np.int32(0))  # the first at its best has the most left
+    return n - np.maximum.reduceat(rows_left, starts, axis=1).astype(np.int64)
 
 
 def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
+    """Each label's score cutoff; ``best`` is label-major (labels x recordings)."""
     cutoffs = np.empty(len(labelset.labels), np.float32)
     for i, label in enumerate(labelset.labels):
         threshold = labelset.threshold_for(label)
         if threshold.kind == "top_percent":
-            column = np.sort(best[:, i])[::-1]
+            column = np.sort(best[i])[::-1]
             keep = max(1, int(np.ceil(len(column) * threshold.value / 100))) if len(column) else 0
             cutoffs[i] = column[keep - 1] if keep else np.inf
         else:
@@ -234,11 +265,18 @@ def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
 
 
 def _percentiles(best: np.ndarray) -> np.ndarray:
-    """Share (0–100) of recordings whose best score for the label is at or below this one."""
+    """Share (0–100) of recordings whose best score for the label is at or below this one.
+
+    ``best`` is label-major; labels are ranked on two threads (numpy sorts without the GIL)."""
     out = np.empty(best.shape, np.float64)
-    n = best.shape[0]
-    for label, values in enumerate(np.ascontiguousarray(best.T)):
+    n = best.shape[1]
+
+    def rank(label: int) -> None:
+        values = best[label]
         order = np.argsort(values)  # searching the sorted values in order is cache-friendly; at random it is not
         column = values[order]
-        out[order, label] = 100.0 * np.searchsorted(column, column, side="right") / max(n, 1)
-    return out
+        out[label, order] = 100.0 * np.searchsorted(column, column, side="right") / max(n, 1)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(rank, range(best.shape[0])))
+    return out.T
