@@ -6,9 +6,10 @@ matrix once, so its floor is the time to stream that matrix once (``np.sum`` ove
 score_archive does besides the matrix product works on (windows x labels) arrays.
 
 Per archive size and label-set mode the table shows: the streaming floor, the matrix product
-alone, the text tower (``label_vectors``: every label x the 3-prompt ensemble, and the exclusions),
-score_archive (best and median), end to end (text + score_archive in one timed call), the ratio
-scan / floor, and the process's peak RSS after that size.
+alone, the text tower (``label_vectors``: every label x the 3-prompt ensemble, and the exclusions)
+cold and warm (read back from the catalog's text cache, what a label set run again or a standing
+audit costs), score_archive (best and median), end to end cold and warm (text + score_archive in
+one timed call), the ratio scan / floor, and the process's peak RSS after that size.
 
 Text comes from a full-size CLAP text tower with random weights (``ClapModel(ClapConfig())``, the
 cost of laion/clap-htsat-fused), tokenised by the tiny test model's byte-level BPE tokenizer (valid
@@ -37,8 +38,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.audit import label_vectors  # noqa: E402
+from indexer.catalog import Catalog  # noqa: E402
 from indexer.labelset import inline_labelset  # noqa: E402
 from indexer.scoring import WindowTable, score_archive  # noqa: E402
+from indexer.text_cache import TextVectorCache  # noqa: E402
 
 DIM = 512
 WINDOWS_PER_RECORDING = 6
@@ -153,8 +156,14 @@ def main() -> None:
     started_all = time.perf_counter()
     encoder = text_encoder()
     sets = labelsets()
-    vectors = {mode: label_vectors(encoder, ls) for mode, ls in sets.items()}  # also warms the text tower up
-    text_times = {mode: timed(lambda ls=ls: label_vectors(encoder, ls), repeat) for mode, ls in sets.items()}
+    remembered = Catalog.open(Path(tempfile.mkdtemp(prefix="soundtrace-bench-catalog-")))
+
+    def cached_text(texts: list[str]) -> np.ndarray:
+        """A fresh process's view: nothing in memory, the catalog remembers the texts."""
+        return TextVectorCache(remembered, encoder).embed(texts)
+
+    vectors = {mode: label_vectors(cached_text, ls) for mode, ls in sets.items()}  # warms the tower, fills the catalog
+    text_times = {mode: timed(lambda ls=ls: label_vectors(encoder.embed_text, ls), repeat) for mode, ls in sets.items()}
     texts_per_mode = {mode: len(encoder_texts(ls)) for mode, ls in sets.items()}
     plain_texts = timed(lambda: encoder.embed_text(list(LABELS), prompts=("{label}",)), repeat)
     pull = np.concatenate([vectors["excl. + but-not"].vectors, vectors["excl. + but-not"].exclusions])
@@ -171,17 +180,20 @@ def main() -> None:
             def scan(lv=lv, ls=ls):
                 return score_archive(matrix, windows, lv, ls, encoder.logit_scale, HOP_S)
 
-            def end_to_end(ls=ls):
-                return score_archive(matrix, windows, label_vectors(encoder, ls), ls, encoder.logit_scale, HOP_S)
+            def end_to_end(ls=ls, embed_text=encoder.embed_text):
+                return score_archive(matrix, windows, label_vectors(embed_text, ls), ls, encoder.logit_scale, HOP_S)
 
             scans = timed(scan, repeat)
             e2e = timed(end_to_end, repeat)
-            text_times[mode] += timed(lambda ls=ls: label_vectors(encoder, ls), repeat)  # best over the whole run
+            e2e_warm = timed(lambda ls=ls: end_to_end(ls, cached_text), repeat)
+            text_times[mode] += timed(lambda ls=ls: label_vectors(encoder.embed_text, ls), repeat)  # best over the run
+            text_warm = timed(lambda ls=ls: label_vectors(cached_text, ls), repeat)
             scan_mb, result = scan_memory_mb(scan)
             rows.append(dict(
                 n=n, mode=mode, mb=matrix.nbytes / 2**20, floor=floor, matmul=matmul,
-                text=min(text_times[mode]), texts=texts_per_mode[mode], scan=min(scans),
+                text=min(text_times[mode]), texts=texts_per_mode[mode], text_warm=min(text_warm), scan=min(scans),
                 scan_med=statistics.median(scans), e2e=min(e2e), e2e_med=statistics.median(e2e),
+                e2e_warm=min(e2e_warm), e2e_warm_med=statistics.median(e2e_warm),
                 flagged=float(result.flagged.mean()), scan_mb=scan_mb, rss=peak_rss_mb(),
             ))
         del matrix, windows
@@ -204,18 +216,22 @@ def print_table(rows, repeat, encoder, torch, plain_texts, total_s) -> None:
           f"({torch.get_num_threads()} threads); OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     print(f"text tower: full-size CLAP text model, random weights; logit scale {encoder.logit_scale:.2f}; "
           f"{len(LABELS)} labels x 1 prompt (no ensemble) = {min(plain_texts) * 1000:.0f} ms best")
-    print(f"times are best of {repeat} (median where shown); 'scan' = score_archive, 'e2e' = label_vectors + score_archive;")
+    print(f"times are best of {repeat} (median where shown); 'scan' = score_archive, 'e2e' = label_vectors + score_archive")
+    print("'text cold' = the text tower on every text; 'text warm' = the same texts read back from the catalog by a fresh "
+          "TextVectorCache (what a label set run again costs)")
     print("'flagged' = share of (recording, label) pairs flagged; 'scan +MB' = peak numpy allocations during one scan (tracemalloc); "
           "'peak RSS' = ru_maxrss of the whole process (model and matrix included)")
     print()
-    header = ("windows", "mode", "matrix MB", "floor s", "matmul s", "text s (texts)", "scan best/med s",
-              "e2e best/med s", "scan/floor", "flagged", "scan +MB", "peak RSS MB")
+    header = ("windows", "mode", "matrix MB", "floor s", "matmul s", "text cold s (texts)", "text warm s",
+              "scan best/med s", "e2e cold best/med s", "e2e warm best/med s", "scan/floor", "flagged", "scan +MB",
+              "peak RSS MB")
     table = [header]
     for r in rows:
         table.append((
             f"{r['n']:,}", r["mode"], f"{r['mb']:.0f}", f"{r['floor']:.3f}", f"{r['matmul']:.3f}",
-            f"{r['text']:.3f} ({r['texts']})", f"{r['scan']:.3f} / {r['scan_med']:.3f}",
-            f"{r['e2e']:.3f} / {r['e2e_med']:.3f}", f"{r['scan'] / r['floor']:.1f}x", f"{r['flagged']:.1%}",
+            f"{r['text']:.3f} ({r['texts']})", f"{r['text_warm']:.3f}", f"{r['scan']:.3f} / {r['scan_med']:.3f}",
+            f"{r['e2e']:.3f} / {r['e2e_med']:.3f}", f"{r['e2e_warm']:.3f} / {r['e2e_warm_med']:.3f}",
+            f"{r['scan'] / r['floor']:.1f}x", f"{r['flagged']:.1%}",
             f"{r['scan_mb']:.0f}", f"{r['rss']:.0f}",
         ))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -225,11 +241,12 @@ def print_table(rows, repeat, encoder, torch, plain_texts, total_s) -> None:
             print("  ".join("-" * w for w in widths))
     million = [r for r in rows if r["n"] == 1_000_000]
     if million:
-        worst_e2e = max(r["e2e"] for r in million)
         worst_ratio = max(r["scan"] / r["floor"] for r in million)
         print()
-        print(f"target, 10 labels x 1M windows end to end <= {TARGET_END_TO_END_S} s: "
-              f"{'met' if worst_e2e <= TARGET_END_TO_END_S else 'NOT met'} (slowest mode {worst_e2e:.3f} s)")
+        for key, what in (("e2e", "label set never seen (cold text tower)"), ("e2e_warm", "label set run before (text from the catalog)")):
+            worst = max(r[key] for r in million)
+            print(f"target, 10 labels x 1M windows end to end <= {TARGET_END_TO_END_S} s, {what}: "
+                  f"{'met' if worst <= TARGET_END_TO_END_S else 'NOT met'} (slowest mode {worst:.3f} s)")
         print(f"target, scan within {TARGET_SCAN_OVER_FLOOR:g}x of the streaming floor: "
               f"{'met' if worst_ratio <= TARGET_SCAN_OVER_FLOOR else 'NOT met'} (worst {worst_ratio:.1f}x)")
     print(f"benchmark wall time {total_s:.0f} s")

@@ -18,10 +18,11 @@ import numpy as np
 from .catalog import CATALOG_FILE, Catalog
 from .records import RecordingRow, WindowRows
 from .config import EncoderConfig, WindowConfig
-from .embedding import Encoder
+from .embedding import DEFAULT_PROMPTS, Encoder
 from .errors import ArchiveError, ArchiveNotFoundError
 from .manifest import MANIFEST_FILE, Manifest
 from .store import INDEX_FILE, StoreConfig, VectorStore
+from .text_cache import TextVectorCache
 
 if TYPE_CHECKING:
     from .pipeline import IndexOptions, IndexReport, ProgressSink
@@ -74,6 +75,7 @@ class Archive:
         self._encoder_config = encoder_config
         self.read_only = read_only
         self._dirty = False
+        self._text_cache: TextVectorCache | None = None
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -172,6 +174,12 @@ class Archive:
             self.manifest.check_model(encoder.identity)
             self._encoder = encoder
         return self._encoder
+
+    def embed_text(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
+        """Prompt-ensemble text vectors, remembered in the catalog so the same words are embedded once."""
+        if self._text_cache is None:
+            self._text_cache = TextVectorCache(self.catalog, self.encoder)
+        return self._text_cache.embed(texts, prompts)
 
     # --- writes (used by the pipeline) -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -30,11 +31,11 @@ class StandingUpdate:
     new_flags: list[tuple[str, str, float, float]]  # (path, label, score, best_start_s)
 
 
-def label_vectors(encoder, labelset: LabelSet) -> LabelVectors:
-    """One text-tower call for every prompt and exclusion of the set."""
+def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet) -> LabelVectors:
+    """One ``embed_text`` call (``Archive.embed_text``, or an encoder's) for every prompt and exclusion of the set."""
     prompts = [p for label in labelset.labels for p in label.prompts]
     excluded = sorted({e for label in labelset.labels for e in label.exclude})
-    vectors = encoder.embed_text(prompts + excluded)
+    vectors = embed_text(prompts + excluded)
     rows, at = [], 0
     for label in labelset.labels:
         rows.append(l2_normalise(vectors[at : at + len(label.prompts)].mean(axis=0)))
@@ -79,7 +80,7 @@ def collect_windows(
 def score(archive: Archive, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
           recording_ids: np.ndarray | None = None) -> AuditScores:
     matrix, windows = collect_windows(archive, filters, recording_ids)
-    vectors = label_vectors(archive.encoder, labelset)
+    vectors = label_vectors(archive.embed_text, labelset)
     return score_archive(matrix, windows, vectors, labelset, archive.encoder.logit_scale, archive.manifest.hop_s,
                          product=_device_product(archive.encoder))
 

@@ -100,12 +100,12 @@ class Catalog:
         return rows[0] if rows else None
 
     def schema_version(self) -> int:
-        exists = self.one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        )[0]
-        if not exists:
+        if not self.has_table("schema_migrations"):
             return 0
         return int(self.one("SELECT coalesce(max(version), 0) FROM schema_migrations")[0])
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])[0])
 
     def migrate(self) -> None:
         """Apply numbered migrations not yet applied, each in its own transaction."""

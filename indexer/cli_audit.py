@@ -168,7 +168,7 @@ def _refine_flagged(archive, run, top: int) -> dict:
     from .highlight import refine_hits
 
     labelset = audit_runs.labelset_of(archive.catalog, run)
-    vectors = label_vectors(archive.encoder, labelset).vectors
+    vectors = label_vectors(archive.embed_text, labelset).vectors
     rows = audit_runs.results(archive.catalog, run.id, best_only=True, limit=top).to_pylist()
     found = {}
     for i, label in enumerate(run.labels):

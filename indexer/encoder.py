@@ -419,7 +419,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def gpu_matmul(device: torch.device | str, chunk_rows: int = 1 << 18) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
-    """``matrix @ queries.T`` on a CUDA device, streamed in row chunks to bound GPU memory; None off
+    """``queries @ matrix.T`` on a CUDA device, streamed in row chunks to bound GPU memory; None off
     the GPU, where numpy's BLAS is as fast. Full-archive audits use it when the model is on a GPU."""
     device = torch.device(device)
     return _chunked_product(device, chunk_rows) if device.type == "cuda" else None
@@ -428,11 +428,11 @@ def gpu_matmul(device: torch.device | str, chunk_rows: int = 1 << 18) -> Callabl
 def _chunked_product(device: torch.device, chunk_rows: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     def product(matrix: np.ndarray, queries: np.ndarray) -> np.ndarray:
         q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device)
-        out = np.empty((matrix.shape[0], queries.shape[0]), dtype=np.float32)
+        out = np.empty((queries.shape[0], matrix.shape[0]), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, matrix.shape[0], chunk_rows):
                 block = torch.from_numpy(np.ascontiguousarray(matrix[start : start + chunk_rows])).to(device, non_blocking=True)
-                out[start : start + block.shape[0]] = (block @ q.T).cpu().numpy()
+                out[:, start : start + block.shape[0]] = (q @ block.T).cpu().numpy()
         return out
 
     return product

@@ -73,7 +73,9 @@ class AuditScores:
 
 def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence[Sequence[int]]) -> np.ndarray:
     """Label rows of label-major ``similarity`` (columns are windows) after the exclusion rule;
-    exclusion rows follow the labels."""
+    exclusion rows follow the labels. Without exclusions, the label rows themselves (no copy)."""
+    if not any(excluded_by):
+        return similarity[:n_labels]
     scores = np.array(similarity[:n_labels], dtype=np.float32, copy=True)
     for label, rows in enumerate(excluded_by):
         if rows:
@@ -122,7 +124,7 @@ def score_archive(
     matrix: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
     product: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> AuditScores:
-    """``product(matrix, queries)`` computes ``matrix @ queries.T`` elsewhere (a GPU); numpy by default.
+    """``product(matrix, queries)`` computes ``queries @ matrix.T`` elsewhere (a GPU); numpy by default.
 
     The per-window arithmetic is label-major (labels x windows), so every per-label step runs
     along contiguous memory and every step across labels is an elementwise pass over a few rows.
@@ -131,8 +133,9 @@ def score_archive(
     n_labels = len(names)
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
     # one BLAS call for the whole matrix: blocked calls can round rows differently
-    similarity = product(matrix, queries) if product is not None else matrix @ queries.T
-    n = len(similarity)
+    similarity = product(matrix, queries) if product is not None else queries @ matrix.T  # (queries, windows)
+    scores = adjusted_scores(similarity, n_labels, labels.excluded_by)
+    n = similarity.shape[1]
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
     seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
@@ -142,14 +145,12 @@ def score_archive(
     # Pass 1, block by block: scores, each recording's best and where, and which windows could be
     # flagged once the cutoffs are known (confidence, and in exclusive mode the window's winner).
     blocks = _blocks(starts, n)
-    scores = np.empty((n_labels, n), np.float32)
     eligible = np.ones((n_labels, n), bool) if (exclusive or min_confidence > 0) else None
     none = np.empty((n_labels, 0), np.float32)  # each list starts empty-shaped, for an archive without windows
     best, best_pos, probability, confidence = [none], [none.astype(np.int64)], [none], [none]
     for lo, hi, run_lo, run_hi in blocks:
         local = starts[run_lo:run_hi] - lo
-        block = adjusted_scores(np.ascontiguousarray(similarity[lo:hi].T), n_labels, labels.excluded_by)
-        scores[:, lo:hi] = block
+        block = scores[:, lo:hi]
         block_best = np.maximum.reduceat(block, local, axis=1)
         if np.isnan(block_best).any():
             raise ValueError("some window vectors contain NaN, so they cannot be scored")

@@ -91,7 +91,7 @@ def parse_clip_spec(text: str) -> ClipSpec:
 def text_query(archive: Archive, text: str, prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
     if not text or not text.strip():
         raise QueryError("The search text is empty.")
-    return archive.encoder.embed_text([text.strip()], prompts)[0]
+    return archive.embed_text([text.strip()], prompts)[0]
 
 
 def clip_query(archive: Archive, clip: ClipSpec, decode: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, frozenset[int]]:

@@ -160,12 +160,12 @@ def test_scan_accepts_another_matrix_product(archive):
 
     labelset = inline_labelset([f"tone {MID}", f"tone {HIGH} but not tone {LOW}"], mode="exclusive", threshold=0.5)
     matrix, windows = collect_windows(archive)
-    vectors = label_vectors(archive.encoder, labelset)
+    vectors = label_vectors(archive.embed_text, labelset)
     calls = []
 
     def product(m, q):
         calls.append(m.shape)
-        return (m.astype(np.float64) @ q.T.astype(np.float64)).astype(np.float32)
+        return (q.astype(np.float64) @ m.T.astype(np.float64)).astype(np.float32)
 
     plain = score_archive(matrix, windows, vectors, labelset, 10.0, 10.0)
     routed = score_archive(matrix, windows, vectors, labelset, 10.0, 10.0, product=product)

@@ -362,4 +362,4 @@ def test_gpu_matmul_is_none_off_the_gpu_and_chunks_exactly() -> None:
     matrix = rng.normal(size=(53, 16)).astype(np.float32)
     queries = rng.normal(size=(4, 16)).astype(np.float32)
     product = _chunked_product(torch.device("cpu"), chunk_rows=7)
-    np.testing.assert_allclose(product(matrix, queries), matrix @ queries.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(product(matrix, queries), queries @ matrix.T, rtol=1e-5, atol=1e-5)
