@@ -39,7 +39,7 @@ def load_labelset_from(file: Path | None, labels: str | None, name: str | None, 
             raise click.UsageError("--name, --mode and --threshold go with --labels; a YAML file says them itself.")
         return load_labelset(file)
     options = {k: v for k, v in {"mode": mode, "threshold": threshold}.items() if v is not None}
-    return inline_labelset(labels, name=name or "inline", **options)
+    return inline_labelset(labels, name=name, **options)
 
 
 def _open(archive_dir: Path | None, read_only: bool = False):

@@ -398,16 +398,26 @@ class _YamlReader:
 # --- inline ------------------------------------------------------------------------------------
 
 
+QUICK_NAME_CHARS = 60
+
+
+def _quick_name(labels) -> str:
+    """A run of a quick list is named by its labels, so run pickers tell runs apart."""
+    text = ", ".join(label.name for label in labels)
+    return text if len(text) <= QUICK_NAME_CHARS else text[: QUICK_NAME_CHARS - 1].rstrip(", ") + "…"
+
+
 def inline_labelset(
     labels: str | Sequence[str],
     *,
-    name: str = "inline",
+    name: str | None = None,
     mode: str = "exclusive",
     threshold: object = None,
     min_score: float | None = None,
     min_confidence: float | None = None,
 ) -> LabelSet:
-    """The command line's ``--labels "complaint, abuse, humming but not alarm"`` as a label set.
+    """The command line's ``--labels "complaint, abuse, humming but not alarm"`` as a label set,
+    named by its labels unless ``name`` is given.
 
     Labels are split and normalised like the origin tool's (``indexer.labels``); repeating a label
     with the same exclusions is harmless, repeating it with different ones is an error.
@@ -438,7 +448,7 @@ def inline_labelset(
     except ValueError as err:
         raise LabelSetError(str(err)) from None
     return LabelSet(
-        name=name, labels=tuple(found.values()), mode=mode,  # type: ignore[arg-type]
+        name=name or _quick_name(found.values()), labels=tuple(found.values()), mode=mode,  # type: ignore[arg-type]
         threshold=default, min_score=_bounded(min_score, "min_score", -1.0, 1.0),
         min_confidence=_bounded(min_confidence, "min_confidence", 0.0, 1.0), source=source,
     )  # fmt: skip

@@ -10,7 +10,8 @@ MAIN = Path(__file__).resolve().with_name("main.py")
 
 def command(archive: str | Path | None = None, port: int = 8501, host: str = "127.0.0.1") -> list[str]:
     """argv for ``python -m streamlit run search_app/main.py``: localhost-only unless ``host`` says
-    otherwise, headless, no usage statistics and no file watcher (nothing to reload in production)."""
+    otherwise, headless, no usage statistics, no file watcher (nothing to reload in production) and no
+    developer toolbar (no "Deploy" button for analysts)."""
     argv = [
         sys.executable, "-m", "streamlit", "run", str(MAIN),
         "--server.address", str(host),
@@ -18,6 +19,7 @@ def command(archive: str | Path | None = None, port: int = 8501, host: str = "12
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     if archive is not None:
         argv += ["--", "--archive", str(Path(archive).expanduser().resolve())]

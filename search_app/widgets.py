@@ -81,6 +81,15 @@ def hit_rows(hits: list[RecordingHit], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def name_first(table: pd.DataFrame, column: str = "file") -> pd.DataFrame:
+    """The file name where a full path was, its folder in a column after it: names read first."""
+    paths = table[column].map(Path)
+    out = table.copy()
+    out[column] = paths.map(lambda p: p.name)
+    out.insert(out.columns.get_loc(column) + 1, "folder", paths.map(lambda p: str(p.parent)))
+    return out
+
+
 def diff_rows(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     """(path, label, score) rows of an audit diff as a table."""
     return pd.DataFrame([{"file": Path(p).name, "label": label, "score": round(s, 4)} for p, label, s in rows],

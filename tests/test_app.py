@@ -154,7 +154,10 @@ def test_running_an_audit_shows_counts_flagged_calls_and_a_diff(app):
     assert not app.exception, app.exception
     counts = table(app, "flagged recordings")
     assert list(counts["label"]) == ["tone", "noise", "music"] and counts["flagged recordings"].sum() > 0
-    assert len(table(app, "best_start_s", "flagged_seconds")) > 0
+    flagged = table(app, "best_start_s", "flagged_seconds")
+    assert len(flagged) > 0 and list(flagged.columns[:3]) == ["file", "folder", "label"]
+    assert all("/" not in name and name.endswith((".wav", ".flac", ".opus")) for name in flagged["file"])
+    assert all(Path(folder).is_absolute() for folder in flagged["folder"])
     assert len(app.get("audio")) == 1  # the flagged span, cut on the server
     assert app.get("download_button")
     assert "percentile" in app.caption[1].value
@@ -210,7 +213,9 @@ def test_library_shows_status_and_failed_files(app):
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Recordings"] == "13" and metrics["Windows"] != "0"
     failures = table(app, "reason")
-    assert {"silence_10s.flac", "tone_440hz_2s_16k_s16le_mono.raw"} == {Path(p).name for p in failures["file"]}
+    assert {"silence_10s.flac", "tone_440hz_2s_16k_s16le_mono.raw"} == set(failures["file"])
+    assert set(failures["folder"]) == {str(SAMPLES)}
+    assert not any(str(SAMPLES) in reason for reason in failures["reason"])  # the folder column says where
 
 
 def test_a_writer_holding_the_archive_is_reported_not_a_traceback(app, app_archive, monkeypatch):
@@ -259,7 +264,7 @@ def test_launch_command_binds_localhost_headless_without_telemetry(tmp_path):
     settings = dict(zip(argv[5:-3:2], argv[6:-3:2]))
     assert settings == {
         "--server.address": "127.0.0.1", "--server.port": "8765", "--server.headless": "true",
-        "--server.fileWatcherType": "none", "--browser.gatherUsageStats": "false",
+        "--server.fileWatcherType": "none", "--browser.gatherUsageStats": "false", "--client.toolbarMode": "minimal",
     }  # fmt: skip
     assert argv[-3:] == ["--", "--archive", str(tmp_path.resolve())]
     assert "--" not in launch.command(None, 1, "0.0.0.0") and "0.0.0.0" in launch.command(None, 1, "0.0.0.0")

@@ -292,6 +292,7 @@ def playable(page: Page, audio) -> dict:
 def test_search_finds_plays_and_draws_a_hit(page: Page):
     expect(page.get_by_test_id("stAlertContentInfo").first).to_contain_text("Type what you are listening for")
     assert page.get_by_test_id("stDataFrame").count() == 0  # no results before a query
+    expect(page.get_by_test_id("stAppDeployButton")).to_have_count(0)  # no developer toolbar for analysts
     box = page.get_by_label("What are you listening for?")
     box.fill("a steady tone")
     box.press("Enter")

@@ -249,7 +249,14 @@ def test_inline_labels(text, expected):
     assert [(label.name, label.exclude) for label in labelset.labels] == expected
     assert all(label.prompts == (label.name,) for label in labelset.labels)
     assert labelset.source == text
-    assert labelset.name == "inline"
+    assert labelset.name == ", ".join(name for name, _ in expected)
+
+
+def test_a_quick_list_is_named_by_its_labels_within_a_line():
+    assert inline_labelset("dog, siren but not alarm").name == "dog, siren"
+    long = inline_labelset([f"label number {i}" for i in range(10)])
+    assert len(long.name) <= 60 and long.name.startswith("label number 0, label number 1") and long.name.endswith("…")
+    assert inline_labelset("dog", name="dogs").name == "dogs"
 
 
 def test_inline_sequence_is_not_split_at_commas():

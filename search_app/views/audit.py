@@ -92,7 +92,8 @@ flagged = audit_runs.results(catalog, run.id).to_pandas()
 if flagged.empty:
     st.info("Nothing was flagged in this run.")
 else:
-    st.dataframe(flagged[FLAGGED_COLUMNS + [c for c in catalog.metadata_columns() if c in flagged]], hide_index=True)
+    shown = flagged[FLAGGED_COLUMNS + [c for c in catalog.metadata_columns() if c in flagged]]
+    st.dataframe(widgets.name_first(shown), hide_index=True)
     row = flagged.iloc[st.selectbox(
         "Listen to", range(len(flagged)), key="flagged_pick",
         format_func=lambda i: f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",

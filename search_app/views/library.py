@@ -1,5 +1,6 @@
 """Library: what the archive holds, which files failed and why, and whether indexing is running."""
 
+import pandas as pd
 import streamlit as st
 
 from search_app import state, widgets
@@ -29,7 +30,11 @@ if info.metadata_columns:
 
 st.subheader(f"Failed files ({info.failed})")
 if info.failures:
-    st.dataframe([{"file": f.path, "kind": f.error_kind, "reason": f.error} for f in info.failures], hide_index=True)
+    failures = pd.DataFrame(
+        # the reason names the file first; the table already does
+        [{"file": f.path, "kind": f.error_kind, "reason": f.error.removeprefix(f"{f.path}: ")} for f in info.failures]
+    )
+    st.dataframe(widgets.name_first(failures), hide_index=True)
 else:
     st.write("None: every file was indexed.")
 
