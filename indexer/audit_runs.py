@@ -294,7 +294,18 @@ def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column
         raise AuditError(f"A period is one of {', '.join(PERIODS)}, not '{period}'.")
     dated = date_column(catalog.view_columns(), catalog.metadata_columns(), column)
     day = f"CAST(r.{quote_identifier(dated)} AS DATE)"
-    return _flag_counts(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
+    counts = _flag_counts_sql(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
+    # every period from the first to the last, empty ones as zeros, so a chart's lines do not
+    # bridge days (weeks, months) when nothing was recorded
+    return catalog.con.sql(
+        f"WITH counts AS ({counts}),"
+        " periods AS (SELECT CAST(unnest(generate_series(min(period), max(period), INTERVAL 1 " + period + ")) AS DATE)"
+        " AS period FROM counts),"
+        " labels AS (SELECT DISTINCT label FROM counts)"
+        " SELECT p.period, l.label, coalesce(c.flagged, 0) AS flagged, coalesce(c.scored, 0) AS scored"
+        " FROM periods p CROSS JOIN labels l LEFT JOIN counts c ON c.period = p.period AND c.label = l.label"
+        " ORDER BY 1, 2"
+    ).to_arrow_table()
 
 
 def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
@@ -307,9 +318,13 @@ def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
 
 
 def _flag_counts(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> pa.Table:
+    return catalog.con.sql(_flag_counts_sql(catalog, run_id, key_sql, key, where)).to_arrow_table()
+
+
+def _flag_counts_sql(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> str:
     run = get_run(catalog, run_id)
-    return catalog.con.sql(
+    return (
         f"SELECT {key_sql} AS {key}, a.label, count(*) FILTER (WHERE a.flagged) AS flagged, count(*) AS scored"
         f" FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
         f" WHERE a.run_id = {int(run.id)} AND {where} GROUP BY ALL ORDER BY 1, 2"
-    ).to_arrow_table()
+    )
