@@ -20,6 +20,7 @@ Rules (documented for users in data/labelsets/README.md):
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -115,6 +116,8 @@ class Rivals:
         return p / np.maximum(p + rival, 1e-12)
 
 
+SCAN_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+"""Threads for the per-window arithmetic: blocks are independent, numpy's steps run without the GIL."""
 CHUNK_ROWS = 16384
 """Windows per block of the per-window arithmetic (whole recordings, so a long one makes a longer
 block): its (labels, windows) temporaries stay in cache instead of making full-size passes over memory."""
@@ -134,23 +137,23 @@ def score_archive(
     queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
     # one BLAS call for the whole matrix: blocked calls can round rows differently
     similarity = product(matrix, queries) if product is not None else queries @ matrix.T  # (queries, windows)
-    scores = adjusted_scores(similarity, n_labels, labels.excluded_by)
     n = similarity.shape[1]
+    has_exclusions = any(labels.excluded_by)
+    scores = np.empty((n_labels, n), np.float32) if has_exclusions else similarity[:n_labels]
     starts = _runs(windows.recording)
     recording_ids = windows.recording[starts]
     seconds = np.minimum(windows.end_s - windows.start_s, hop_s).astype(np.float64)
     min_confidence = labelset.min_confidence or 0.0
     exclusive = labelset.mode == "exclusive"
-
-    # Pass 1, block by block: scores, each recording's best and where, and which windows could be
-    # flagged once the cutoffs are known (confidence, and in exclusive mode the window's winner).
-    blocks = _blocks(starts, n)
     eligible = np.ones((n_labels, n), bool) if (exclusive or min_confidence > 0) else None
-    none = np.empty((n_labels, 0), np.float32)  # each list starts empty-shaped, for an archive without windows
-    best, best_pos, probability, confidence = [none], [none.astype(np.int64)], [none], [none]
-    for lo, hi, run_lo, run_hi in blocks:
+
+    def first_pass(lo: int, hi: int, run_lo: int, run_hi: int) -> tuple[np.ndarray, ...]:
+        """Scores, each recording's best and where, and which windows could be flagged once the
+        cutoffs are known (confidence, and in exclusive mode the window's winner)."""
         local = starts[run_lo:run_hi] - lo
-        block = scores[:, lo:hi]
+        block = adjusted_scores(similarity[:, lo:hi], n_labels, labels.excluded_by)
+        if has_exclusions:
+            scores[:, lo:hi] = block
         block_best = np.maximum.reduceat(block, local, axis=1)
         if np.isnan(block_best).any():
             raise ValueError("some window vectors contain NaN, so they cannot be scored")
@@ -158,45 +161,45 @@ def score_archive(
         probs = softmax_columns(logit_scale * block)
         rivals = Rivals.of(probs)
         at_best = np.take_along_axis(probs, pos, axis=1)
-        best.append(block_best)
-        best_pos.append(pos + lo)
-        probability.append(at_best)
-        confidence.append(rivals.confidence(at_best, pos))
         if min_confidence > 0:
             np.greater_equal(rivals.confidence(probs), min_confidence, out=eligible[:, lo:hi])
         if exclusive:  # one winner per window (ties: the label listed first)
             eligible[:, lo:hi] &= _first_winner(block)
+        return block_best, pos + lo, at_best, rivals.confidence(at_best, pos)
 
-    best, best_pos = np.concatenate(best, axis=1), np.concatenate(best_pos, axis=1)
-    cutoffs = _cutoffs(best, labelset)
-
-    # Pass 2: flags against the cutoffs (a "top x%" cutoff needs every recording's best first).
-    flagged_windows, flagged_seconds = [none.astype(np.int32)], [none.astype(np.float64)]
-    for lo, hi, run_lo, run_hi in blocks:
+    def second_pass(lo: int, hi: int, run_lo: int, run_hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flags against the cutoffs (a "top x%" cutoff needs every recording's best first)."""
         local = starts[run_lo:run_hi] - lo
         flags = scores[:, lo:hi] >= cutoffs[:, None]
         if eligible is not None:
             flags &= eligible[:, lo:hi]
-        flagged_windows.append(np.add.reduceat(flags, local, axis=1, dtype=np.int32))
-        flagged_seconds.append(np.add.reduceat(flags * seconds[lo:hi], local, axis=1))
-    flagged_windows = np.concatenate(flagged_windows, axis=1).T
+        return np.add.reduceat(flags, local, axis=1, dtype=np.int32), np.add.reduceat(flags * seconds[lo:hi], local, axis=1)
 
-    percentile = _percentiles(best)
+    blocks = _blocks(starts, n)
+    none = np.empty((n_labels, 0), np.float32)  # each part starts empty-shaped, for an archive without windows
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:  # numpy lets go of the GIL inside each step
+        first = [(none, none.astype(np.int64), none, none), *pool.map(lambda b: first_pass(*b), blocks)]
+        best, best_pos, probability, confidence = (np.concatenate(part, axis=1) for part in zip(*first))
+        cutoffs = _cutoffs(best, labelset)
+        second = [(none.astype(np.int32), none.astype(np.float64)), *pool.map(lambda b: second_pass(*b), blocks)]
+        flagged_windows, flagged_seconds = (np.concatenate(part, axis=1).T for part in zip(*second))
+        percentile = _percentiles(best, pool)
+
     best_pos, best = best_pos.T, best.T
     take = lambda column: column[best_pos]  # (R, L) gather of a per-window column
     return AuditScores(
         labels=names,
         recording_ids=recording_ids,
         score=best,
-        probability=np.concatenate(probability, axis=1).T,
-        confidence=np.concatenate(confidence, axis=1).T,
+        probability=probability.T,
+        confidence=confidence.T,
         percentile=percentile,
         best_window=take(windows.ids),
         best_start_s=take(windows.start_s),
         best_end_s=take(windows.end_s),
         channel=take(windows.channel),
         flagged_windows=flagged_windows,
-        flagged_seconds=np.concatenate(flagged_seconds, axis=1).T,
+        flagged_seconds=flagged_seconds,
         flagged=flagged_windows > 0,
         is_best=best == best.max(axis=1, keepdims=True),
         cutoffs=cutoffs,
@@ -265,10 +268,10 @@ def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
     return cutoffs
 
 
-def _percentiles(best: np.ndarray) -> np.ndarray:
+def _percentiles(best: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
     """Share (0–100) of recordings whose best score for the label is at or below this one.
 
-    ``best`` is label-major; labels are ranked on two threads (numpy sorts without the GIL)."""
+    ``best`` is label-major; labels are ranked in parallel on ``pool``."""
     out = np.empty(best.shape, np.float64)
     n = best.shape[1]
 
@@ -278,6 +281,5 @@ def _percentiles(best: np.ndarray) -> np.ndarray:
         column = values[order]
         out[label, order] = 100.0 * np.searchsorted(column, column, side="right") / max(n, 1)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(rank, range(best.shape[0])))
+    list(pool.map(rank, range(best.shape[0])))
     return out.T
