@@ -151,7 +151,9 @@ def _insert_results(catalog: Catalog, run_id: int, s: AuditScores) -> None:
     table = pa.table({
         "run_id": pa.array(np.full(n_rec * n_lab, run_id, np.int64)),
         "recording_id": pa.array(np.repeat(s.recording_ids, n_lab).astype(np.int64)),
-        "label": pa.array(np.tile(np.array(s.labels, dtype=object), n_rec).tolist(), pa.string()),
+        "label": pa.DictionaryArray.from_arrays(  # no Python string per row
+            pa.array(np.tile(np.arange(n_lab, dtype=np.int32), n_rec)), pa.array(list(s.labels), pa.string())
+        ),
         "score": pa.array(flat(s.score).astype(np.float64)),
         "probability": pa.array(flat(s.probability).astype(np.float64)),
         "confidence": pa.array(flat(s.confidence).astype(np.float64)),
