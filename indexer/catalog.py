@@ -163,19 +163,15 @@ class Catalog:
         ).fetchnumpy()
         return rows["id"].astype(np.int64)
 
-    def iter_vectors(self, dim: int, chunk: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, vectors) in id order, chunk by chunk, for rebuilding the vector index."""
-        last = -1
-        while True:
-            table = self.con.sql(
-                f"SELECT id, embedding::FLOAT[{int(dim)}] AS e FROM windows WHERE id > {last} ORDER BY id LIMIT {chunk}"
-            ).to_arrow_table()
-            if table.num_rows == 0:
-                return
-            ids = table.column("id").to_numpy().astype(np.int64)
-            vecs = table.column("e").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-            yield ids, np.ascontiguousarray(vecs, dtype=np.float32)
-            last = int(ids[-1])
+    def iter_vectors(self, dim: int, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) in storage order (which is id order: ids only grow), streamed from one
+        scan, for rebuilding the vector index. The catalog cannot be used until the iteration ends."""
+        for batch in self.con.sql("SELECT id, embedding FROM windows").to_arrow_reader(chunk):
+            ids = batch.column(0).to_numpy().astype(np.int64)
+            flat = batch.column(1).flatten().to_numpy()
+            if len(flat) != len(ids) * dim:
+                raise ArchiveError(f"The catalog holds vectors that are not {dim}-dimensional; it was not written by this archive's model.")
+            yield ids, np.ascontiguousarray(flat.reshape(-1, dim), dtype=np.float32)
 
     def vectors_for(self, window_ids: Sequence[int], dim: int) -> np.ndarray:
         ids = pa.table({"id": pa.array(np.asarray(window_ids, dtype=np.int64))})
