@@ -110,7 +110,7 @@ class Archive:
             if catalog.window_count():
                 catalog.close()
                 raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
-            manifest = Manifest.new(encoder.identity, windows or WindowConfig(), store_config.factory)
+            manifest = Manifest.new(encoder.identity, windows or WindowConfig(), store_config.factory, encoder.logit_scale)
             manifest.save(directory)
         else:
             manifest = Manifest.load(directory)
@@ -175,10 +175,26 @@ class Archive:
             self._encoder = encoder
         return self._encoder
 
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        return self._encoder_config
+
+    @property
+    def logit_scale(self) -> float:
+        """CLAP's temperature from the manifest, so scoring remembered text loads no model."""
+        if self.manifest.logit_scale is not None:
+            return self.manifest.logit_scale
+        return float(self.encoder.logit_scale)
+
     def embed_text(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
-        """Prompt-ensemble text vectors, remembered in the catalog so the same words are embedded once."""
+        """Prompt-ensemble text vectors, remembered in the catalog so the same words are embedded once
+        (and the model is loaded only for words it has not embedded before)."""
         if self._text_cache is None:
-            self._text_cache = TextVectorCache(self.catalog, self.encoder)
+            self._text_cache = TextVectorCache(self.catalog, self.manifest.identity, lambda: self.encoder)
         return self._text_cache.embed(texts, prompts)
 
     # --- writes (used by the pipeline) -----------------------------------------------------------

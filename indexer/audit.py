@@ -81,14 +81,20 @@ def score(archive: Archive, labelset: LabelSet, filters: SearchFilters = SearchF
           recording_ids: np.ndarray | None = None) -> AuditScores:
     matrix, windows = collect_windows(archive, filters, recording_ids)
     vectors = label_vectors(archive.embed_text, labelset)
-    return score_archive(matrix, windows, vectors, labelset, archive.encoder.logit_scale, archive.manifest.hop_s,
-                         product=_device_product(archive.encoder))
+    return score_archive(matrix, windows, vectors, labelset, archive.logit_scale, archive.manifest.hop_s,
+                         product=_device_product(archive))
 
 
-def _device_product(encoder):
-    """The GPU matrix product when the model runs on CUDA (torch is already loaded then); else numpy."""
-    device = getattr(encoder, "device", None)
-    if getattr(device, "type", None) != "cuda":
+def _device_product(archive: Archive):
+    """The GPU matrix product when the model runs on CUDA, or — the model not loaded because the
+    label set's text was remembered — when the archive was opened with ``--device cuda``; else numpy."""
+    if archive.encoder_loaded:
+        device = getattr(archive.encoder, "device", None)
+        if getattr(device, "type", None) != "cuda":
+            return None
+    elif str(archive.encoder_config.device).startswith("cuda"):
+        device = archive.encoder_config.device
+    else:
         return None
     from .encoder import gpu_matmul
 

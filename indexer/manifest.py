@@ -38,12 +38,15 @@ class Manifest:
     min_tail_s: float
     index_factory: str
     index_generation: int = -1
+    logit_scale: float | None = None
+    """CLAP's learned temperature, so audits whose text the catalog remembers need no model (None:
+    an archive from before it was recorded; the model says)."""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=_versions)
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def new(cls, identity: ModelIdentity, windows: WindowConfig, index_factory: str) -> "Manifest":
+    def new(cls, identity: ModelIdentity, windows: WindowConfig, index_factory: str, logit_scale: float) -> "Manifest":
         return cls(
             model_id=identity.model_id,
             revision=identity.revision,
@@ -52,6 +55,7 @@ class Manifest:
             hop_s=windows.hop_s,
             min_tail_s=windows.min_tail_s,
             index_factory=index_factory,
+            logit_scale=float(logit_scale),
         )
 
     @property

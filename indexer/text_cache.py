@@ -9,22 +9,25 @@ the catalog remembers. A read-only archive reads the catalog and remembers new t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .catalog import Catalog
-from .embedding import DEFAULT_PROMPTS, Encoder
+from .embedding import DEFAULT_PROMPTS, Encoder, ModelIdentity
 
 MEMORY_LIMIT = 20_000
 """Vectors kept in memory per archive (2 KB each at 512 dimensions) before the oldest go."""
 
 
 class TextVectorCache:
-    def __init__(self, catalog: Catalog, encoder: Encoder):
+    """``encoder`` is called only for text not remembered, so a known label set loads no model."""
+
+    def __init__(self, catalog: Catalog, identity: ModelIdentity, encoder: Callable[[], Encoder]):
         self.catalog = catalog
+        self.identity = identity
         self.encoder = encoder
-        self.model_key = f"{encoder.identity.model_id}@{encoder.identity.revision}"
+        self.model_key = f"{identity.model_id}@{identity.revision}"
         self._memory: dict[tuple[str, str], np.ndarray] = {}
 
     def embed(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
@@ -39,11 +42,11 @@ class TextVectorCache:
             self._remember(templates, self._stored(templates, missing))
             missing = [t for t in missing if (templates, t) not in self._memory]
         if missing:
-            vectors = self.encoder.embed_text(missing, prompts)
+            vectors = self.encoder().embed_text(missing, prompts)
             fresh = dict(zip(missing, vectors))
             self._store(templates, fresh)
             self._remember(templates, fresh)
-        dim = self.encoder.identity.dim
+        dim = self.identity.dim
         if not texts:
             return np.empty((0, dim), np.float32)
         return np.stack([self._memory[(templates, t)] for t in texts]).astype(np.float32, copy=False)

@@ -9,7 +9,9 @@ import pytest
 
 from indexer import Archive
 from indexer.audit import run_audit
+from indexer.config import EncoderConfig
 from indexer.embedding import DEFAULT_PROMPTS
+from indexer.errors import ModelNotAvailableError
 from indexer.labelset import inline_labelset
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
@@ -82,3 +84,30 @@ def test_an_archive_from_before_the_cache_still_answers_read_only(arch):
         archive.catalog.con.execute("DROP TABLE text_vectors").fetchall()
     with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
         assert archive.search("tone 440", k=1)
+
+
+def test_a_remembered_label_set_is_scored_without_loading_the_model(arch, tmp_path):
+    labelset = inline_labelset(["tone 440", "tone 1200"], name="tones", mode="multi-label")
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        first = run_audit(archive, labelset)
+        expected = archive.catalog.con.execute("SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [first.id]).fetchall()
+    nowhere = EncoderConfig(model=str(tmp_path / "no-model-here"), device="cpu")
+    with Archive.open(arch, encoder_config=nowhere) as archive:
+        again = run_audit(archive, labelset)
+        assert not archive.encoder_loaded  # the manifest knows the logit scale, the catalog the text
+        got = archive.catalog.con.execute("SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [again.id]).fetchall()
+        assert got == expected
+        assert [h.path for h in archive.search("tone 440", k=2)]  # ... and a search typed before
+        with pytest.raises(ModelNotAvailableError):  # new words need the model
+            run_audit(archive, inline_labelset(["tone 3000"]))
+
+
+def test_an_archive_from_before_the_logit_scale_was_recorded_asks_the_model(arch):
+    manifest = json.loads((arch / "manifest.json").read_text())
+    assert manifest.pop("logit_scale") == FakeEncoder.logit_scale
+    (arch / "manifest.json").write_text(json.dumps(manifest))
+    with Archive.open(arch, encoder_config=EncoderConfig(model="/nonexistent", device="cpu")) as archive:
+        with pytest.raises(ModelNotAvailableError):
+            archive.logit_scale  # noqa: B018 — the property loads the model
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        assert archive.logit_scale == FakeEncoder.logit_scale
