@@ -132,14 +132,32 @@ class Archive:
         return archive
 
     def _load_store(self, config: StoreConfig) -> None:
+        """The FAISS file when current; brought up to date when an indexing run (or a crash) left it
+        behind; rebuilt from the catalog when it is missing or older than unique window ids."""
         path = self.directory / INDEX_FILE
         generation = self.catalog.generation()
-        if path.exists() and self.manifest.index_generation == generation:
+        if path.exists() and self.manifest.index_generation >= self.catalog.ids_unique_since():
             store = VectorStore.load(path, config)
-            if len(store) == self.catalog.window_count():
+            if self.manifest.index_generation == generation and len(store) == self.catalog.window_count():
                 self.store = store
                 return
+            self._catch_up(store)
+            return
         self.rebuild_index(config)
+
+    def _catch_up(self, store: VectorStore, chunk: int = 65_536) -> None:
+        """Drop the ids the catalog no longer has, add the windows written since: ids are never
+        reused, so an id both hold is the same vector."""
+        held, current = store.ids(), self.catalog.window_id_array()
+        store.remove(np.setdiff1d(held, current, assume_unique=True))
+        missing = np.setdiff1d(current, held, assume_unique=True)
+        for at in range(0, len(missing), chunk):
+            ids = missing[at : at + chunk]
+            store.add(ids, self.catalog.vectors_for(ids, self.manifest.dim))
+        self.store = store
+        self._dirty = True
+        if not self.read_only:
+            self.flush()
 
     def rebuild_index(self, config: StoreConfig | None = None) -> None:
         """Recreate the vector index from the catalog's vectors (the source of truth)."""

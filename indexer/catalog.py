@@ -127,6 +127,13 @@ class Catalog:
         """Bumped by every write; the FAISS file records which generation it reflects."""
         return int(self.one("SELECT value FROM state WHERE key = 'generation'")[0])
 
+    def ids_unique_since(self) -> int:
+        """The generation from which window ids are never reused (see migration 005)."""
+        return int(self.one("SELECT value FROM state WHERE key = 'ids_unique_since'")[0])
+
+    def window_id_array(self) -> np.ndarray:
+        return self.con.sql("SELECT id FROM windows").fetchnumpy()["id"].astype(np.int64)
+
     def _bump(self) -> None:
         self.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
 
@@ -174,15 +181,16 @@ class Catalog:
             yield ids, np.ascontiguousarray(flat.reshape(-1, dim), dtype=np.float32)
 
     def vectors_for(self, window_ids: Sequence[int], dim: int) -> np.ndarray:
-        ids = pa.table({"id": pa.array(np.asarray(window_ids, dtype=np.int64))})
-        self.con.register("_wanted", ids)
+        """The vectors of ``window_ids``, in that order (a join returns rows in no promised order)."""
+        wanted = np.asarray(window_ids, dtype=np.int64)
+        self.con.register("_wanted", pa.table({"id": pa.array(wanted), "position": pa.array(np.arange(len(wanted)))}))
         try:
             table = self.con.sql(
-                f"SELECT w.embedding::FLOAT[{int(dim)}] AS e FROM _wanted JOIN windows w USING (id)"
+                f"SELECT w.embedding::FLOAT[{int(dim)}] AS e FROM _wanted JOIN windows w USING (id) ORDER BY position"
             ).to_arrow_table()
         finally:
             self.con.unregister("_wanted")
-        if table.num_rows != len(ids):
+        if table.num_rows != len(wanted):
             raise ArchiveError("Some requested windows are not in the catalog.")
         return table.column("e").combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
 
@@ -207,7 +215,7 @@ class Catalog:
                 self.con.execute("DELETE FROM windows WHERE recording_id = ?", [rec_id])
                 self.con.execute("DELETE FROM recordings WHERE id = ?", [rec_id])
             self._insert_recording(rec_id, row)
-            first = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM windows")[0])
+            first = int(self.one("SELECT value FROM state WHERE key = 'next_window_id'")[0])
             if copy_from is not None:
                 self.con.execute(
                     "INSERT INTO windows SELECT row_number() OVER (ORDER BY id) + ? - 1, ?, channel, start_s, end_s,"
@@ -220,6 +228,7 @@ class Catalog:
                 count = len(windows)
             else:
                 count = 0
+            self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first + count])
             self._bump()
         return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
 

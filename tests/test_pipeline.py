@@ -172,6 +172,68 @@ def test_stale_index_file_is_rebuilt_from_catalog(drop, tmp_path):
     assert snapshot(tmp_path / "arch") == expected
 
 
+def test_window_ids_are_never_reused(drop, tmp_path):
+    """Replacing the newest recording once gave its new windows its old ids; a stale index file
+    could then hold a different vector under an id the catalog still has."""
+    folder = tmp_path / "grow"
+    write_sequence(folder / "a.wav", [(440, 10)])
+    write_sequence(folder / "b.wav", [(1200, 10)])
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([folder])
+        before = archive.catalog.window_ids(_rec_id(archive, "b.wav"))
+        write_sequence(folder / "b.wav", [(3700, 10)])
+        archive.index([folder])
+        after = archive.catalog.window_ids(_rec_id(archive, "b.wav"))
+    assert after.min() > before.max()
+
+
+def test_an_index_file_left_behind_is_brought_up_to_date_not_rebuilt(drop, tmp_path, monkeypatch):
+    """What a search pays while `index` writes: the FAISS file on disk, plus what the run committed."""
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop / "a.wav", drop / "b.wav"])
+    old_file, old_manifest = (arch / INDEX_FILE).read_bytes(), (arch / "manifest.json").read_text()
+    write_sequence(drop / "b.wav", [(6000, 5)])  # changed: its windows replaced
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        archive.index([drop])
+    expected = snapshot(arch)
+    (arch / INDEX_FILE).write_bytes(old_file)  # as if the run had not flushed yet
+    (arch / "manifest.json").write_text(old_manifest)
+
+    def no_rebuild(self, config=None):
+        raise AssertionError("rebuilt from scratch")
+
+    monkeypatch.setattr(Archive, "rebuild_index", no_rebuild)
+    with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
+        ids, matrix = archive.store.matrix()
+        assert np.sort(ids).tolist() == expected["store_ids"]
+        np.testing.assert_array_equal(matrix, archive.catalog.vectors_for(ids, matrix.shape[1]))
+        assert archive.search("tone 6000", k=1)[0].path.endswith("b.wav")
+    with Archive.open(arch, encoder=FakeEncoder()):  # a writer saves the caught-up file
+        pass
+    assert snapshot(arch) == expected
+
+
+def test_an_index_file_from_before_unique_ids_is_rebuilt(drop, tmp_path):
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+        archive.catalog.con.execute("UPDATE state SET value = 1000 WHERE key = 'ids_unique_since'").fetchall()
+        archive.catalog.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'").fetchall()
+    calls = []
+    original = Archive.rebuild_index
+
+    def counted(self, config=None):
+        calls.append(1)
+        original(self, config)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Archive, "rebuild_index", counted)
+        with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
+            assert len(archive.store) == archive.catalog.window_count()
+    assert calls == [1]
+
+
 def _rec_id(archive, name):
     return archive.catalog.one("SELECT id FROM recordings WHERE file_name = ?", [name])[0]
 
