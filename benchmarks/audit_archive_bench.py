@@ -6,8 +6,9 @@ recording and label back to DuckDB. This benchmark builds an archive of syntheti
 same clustered vectors as ``audit_bench.py``, recordings of 6 windows) in a temporary folder and
 times, for a label set whose text the archive already remembers:
 
-- opening the archive (FAISS file current) and after an indexing run moved the catalog on (the
-  index is rebuilt from the catalog: what a search pays while ``index`` writes),
+- opening the archive read-only: FAISS file current; file 10% behind the catalog (what a search
+  pays while ``index`` writes: the file is brought up to date); file missing (rebuilt from the
+  catalog),
 - ``run_audit`` end to end, and its parts: ``collect_windows``, ``label_vectors`` (text from the
   catalog), ``score_archive``, ``save_run``.
 
@@ -35,11 +36,13 @@ from indexer import Archive  # noqa: E402
 from indexer.audit import collect_windows, label_vectors, run_audit, score  # noqa: E402
 from indexer.audit_runs import save_run  # noqa: E402
 from indexer.config import WindowConfig  # noqa: E402
-from indexer.scoring import score_archive  # noqa: E402
+from indexer.manifest import MANIFEST_FILE  # noqa: E402
+from indexer.store import INDEX_FILE  # noqa: E402
+from indexer.scoring import WindowTable, score_archive  # noqa: E402
 
 
 def fill(archive: Archive, matrix: np.ndarray, windows) -> None:
-    """Write the synthetic recordings and windows into the catalog in one transaction."""
+    """Write synthetic recordings and windows into the catalog in one transaction, as indexing would."""
     catalog = archive.catalog
     recordings = np.unique(windows.recording)
     ends = np.maximum.reduceat(windows.end_s, np.searchsorted(windows.recording, recordings))
@@ -63,6 +66,7 @@ def fill(archive: Archive, matrix: np.ndarray, windows) -> None:
             "INSERT INTO windows (id, recording_id, channel, start_s, end_s, embedding)"
             " SELECT id, recording_id, channel, start_s, end_s, embedding FROM _wins"
         )
+        catalog.con.execute("UPDATE state SET value = (SELECT max(id) + 1 FROM windows) WHERE key = 'next_window_id'")
         catalog.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
 
 
@@ -81,17 +85,30 @@ def main() -> None:
         with Archive.open(directory, encoder=encoder, create=True, windows=window_config) as archive:
             lv = label_vectors(archive.embed_text, labelset)  # the catalog remembers the text from here on
             matrix, windows = synthetic_archive(args.windows, np.concatenate([lv.vectors, lv.exclusions]))
+            first = windows.recording <= windows.recording[int(len(windows.ids) * 0.9)]  # whole recordings
             started = time.perf_counter()
-            fill(archive, matrix, windows)
-            rows.append(("write the catalog (one transaction)", [time.perf_counter() - started]))
+            fill(archive, matrix[first], WindowTable(*(getattr(windows, f)[first] for f in WindowTable.__dataclass_fields__)))
+            rows.append(("write 90% to the catalog (one transaction)", [time.perf_counter() - started]))
+        with Archive.open(directory, encoder=encoder):  # builds and writes the FAISS file
+            pass
+        stale = {name: (directory / name).read_bytes() for name in (INDEX_FILE, MANIFEST_FILE)}
+        with Archive.open(directory, encoder=encoder) as archive:
+            fill(archive, matrix[~first], WindowTable(*(getattr(windows, f)[~first] for f in WindowTable.__dataclass_fields__)))
         del matrix, windows
+        for name, data in stale.items():  # as if the run writing the last 10% had not flushed yet
+            (directory / name).write_bytes(data)
 
-        def reopen() -> None:
-            with Archive.open(directory, encoder=encoder):
-                pass
+        def open_read_only() -> None:
+            with Archive.open(directory, encoder=encoder, read_only=True) as archive:
+                assert len(archive.store) == archive.catalog.window_count()
 
-        rows.append(("open, index rebuilt from the catalog", timed(reopen, 1)))
-        rows.append(("open, index file current", timed(reopen, repeat)))
+        rows.append(("open read-only, index file 10% behind (caught up)", timed(open_read_only, repeat)))
+        (directory / INDEX_FILE).rename(directory / "hidden")
+        rows.append(("open read-only, index file missing (rebuilt)", timed(open_read_only, 1)))
+        (directory / "hidden").rename(directory / INDEX_FILE)
+        with Archive.open(directory, encoder=encoder):  # catches up and writes the file
+            pass
+        rows.append(("open read-only, index file current", timed(open_read_only, repeat)))
 
         with Archive.open(directory, encoder=encoder) as archive:
             run_audit(archive, labelset)  # warms up; the text is remembered already

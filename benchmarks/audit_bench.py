@@ -160,7 +160,7 @@ def main() -> None:
 
     def cached_text(texts: list[str]) -> np.ndarray:
         """A fresh process's view: nothing in memory, the catalog remembers the texts."""
-        return TextVectorCache(remembered, encoder).embed(texts)
+        return TextVectorCache(remembered, encoder.identity, lambda: encoder).embed(texts)
 
     vectors = {mode: label_vectors(cached_text, ls) for mode, ls in sets.items()}  # warms the tower, fills the catalog
     text_times = {mode: timed(lambda ls=ls: label_vectors(encoder.embed_text, ls), repeat) for mode, ls in sets.items()}

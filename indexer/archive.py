@@ -145,15 +145,18 @@ class Archive:
             return
         self.rebuild_index(config)
 
-    def _catch_up(self, store: VectorStore, chunk: int = 65_536) -> None:
+    def _catch_up(self, store: VectorStore) -> None:
         """Drop the ids the catalog no longer has, add the windows written since: ids are never
-        reused, so an id both hold is the same vector."""
+        reused, so an id both hold is the same vector, and windows written later have higher ids
+        (read in one scan; any other missing id is fetched by id)."""
         held, current = store.ids(), self.catalog.window_id_array()
         store.remove(np.setdiff1d(held, current, assume_unique=True))
-        missing = np.setdiff1d(current, held, assume_unique=True)
-        for at in range(0, len(missing), chunk):
-            ids = missing[at : at + chunk]
-            store.add(ids, self.catalog.vectors_for(ids, self.manifest.dim))
+        newest = int(held.max(initial=0))
+        stray = np.setdiff1d(current[current <= newest], held, assume_unique=True)
+        if len(stray):
+            store.add(stray, self.catalog.vectors_for(stray, self.manifest.dim))
+        for ids, vectors in self.catalog.iter_vectors(self.manifest.dim, after_id=newest):
+            store.add(ids, vectors)
         self.store = store
         self._dirty = True
         if not self.read_only:

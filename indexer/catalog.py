@@ -170,10 +170,11 @@ class Catalog:
         ).fetchnumpy()
         return rows["id"].astype(np.int64)
 
-    def iter_vectors(self, dim: int, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, vectors) in storage order (which is id order: ids only grow), streamed from one
-        scan, for rebuilding the vector index. The catalog cannot be used until the iteration ends."""
-        for batch in self.con.sql("SELECT id, embedding FROM windows").to_arrow_reader(chunk):
+    def iter_vectors(self, dim: int, after_id: int = 0, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) of the windows with ids above ``after_id``, in storage order (which is id
+        order: ids only grow), streamed from one scan, for building the vector index. The catalog
+        cannot be used until the iteration ends."""
+        for batch in self.con.sql(f"SELECT id, embedding FROM windows WHERE id > {int(after_id)}").to_arrow_reader(chunk):
             ids = batch.column(0).to_numpy().astype(np.int64)
             flat = batch.column(1).flatten().to_numpy()
             if len(flat) != len(ids) * dim:

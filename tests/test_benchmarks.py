@@ -29,3 +29,10 @@ def test_audit_benchmark_prints_its_table():
     assert "text cold s" in header and "e2e warm best/med s" in header and "scan/floor" in header
     rows = [line for line in out.splitlines() if line.strip().startswith("5,000")]
     assert len(rows) == 3  # exclusive, multi-label, with an exclusion
+
+
+@pytest.mark.slow
+def test_audit_archive_benchmark_prints_its_table():
+    out = run_benchmark("benchmarks/audit_archive_bench.py", "--windows", "3000", "--repeat", "1")
+    steps = [line.split("  ")[0] for line in out.splitlines()]
+    assert "open read-only, index file 10% behind (caught up)" in steps and "  save_run (one row per recording and label)" in steps

@@ -187,7 +187,8 @@ def test_window_ids_are_never_reused(drop, tmp_path):
     assert after.min() > before.max()
 
 
-def test_an_index_file_left_behind_is_brought_up_to_date_not_rebuilt(drop, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lose_one", [False, True])
+def test_an_index_file_left_behind_is_brought_up_to_date_not_rebuilt(drop, tmp_path, monkeypatch, lose_one):
     """What a search pays while `index` writes: the FAISS file on disk, plus what the run committed."""
     arch = tmp_path / "arch"
     with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
@@ -199,6 +200,10 @@ def test_an_index_file_left_behind_is_brought_up_to_date_not_rebuilt(drop, tmp_p
     expected = snapshot(arch)
     (arch / INDEX_FILE).write_bytes(old_file)  # as if the run had not flushed yet
     (arch / "manifest.json").write_text(old_manifest)
+    if lose_one:  # a window the file should hold but does not: fetched by id
+        stale = VectorStore.load(arch / INDEX_FILE)
+        stale.remove(np.sort(stale.ids())[:1])
+        stale.save(arch / INDEX_FILE)
 
     def no_rebuild(self, config=None):
         raise AssertionError("rebuilt from scratch")
