@@ -18,6 +18,7 @@ import click
 
 from .config import DecodeOptions, EncoderConfig, RawPcmFormat, WindowConfig, default_archive_dir
 from .cli_audit import audit
+from .cli_options import archive_option, model_options, open_archive
 from .errors import SoundtraceError
 from .output import (
     Console,
@@ -52,31 +53,6 @@ def cli() -> None:
     """
 
 
-def _model_options(func: Callable) -> Callable:
-    """Flags shared by every command that may run the model."""
-
-    @click.option("--model", default=None, help="CLAP model id or local directory [default: the archive's, else laion/clap-htsat-fused].")
-    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-    @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Windows per model call.")
-    @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
-    @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
-    @functools.wraps(func)
-    def wrapper(*args, model, device, batch_size, cache_dir, threads, **kwargs):
-        kwargs["encoder_config"] = EncoderConfig(
-            model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads
-        )
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def _archive_option(func: Callable) -> Callable:
-    return click.option(
-        "--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Archive directory [default: $SOUNDTRACE_ARCHIVE or ./soundtrace-archive].",
-    )(func)
-
-
 def _raw_options(func: Callable) -> Callable:
     @click.option("--raw-rate", type=int, default=None, help="Sample rate of headerless .raw/.pcm files.")
     @click.option("--raw-channels", type=int, default=1, show_default=True, help="Channels of headerless raw files.")
@@ -93,24 +69,12 @@ def _with_default_model(config: EncoderConfig) -> EncoderConfig:
     return config if config.model else dataclasses.replace(config, model=EncoderConfig().model)
 
 
-def _open_archive(archive_dir: Path | None, encoder_config: EncoderConfig, **kwargs):
-    from .archive import Archive
-
-    directory = archive_dir or default_archive_dir()
-    encoder = None
-    if encoder_config.model:
-        from .encoder import load_encoder
-
-        encoder = load_encoder(encoder_config)
-    return Archive.open(directory, encoder=encoder, encoder_config=encoder_config, **kwargs)
-
-
 # --- index -----------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_archive_option
+@archive_option
 @click.option("--metadata", "metadata_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="CSV of per-recording metadata (a path or file column plus any others); repeatable.")
 @click.option("--channels", type=click.Choice(["mix", "split"]), default="mix", show_default=True,
@@ -123,7 +87,7 @@ def _open_archive(archive_dir: Path | None, encoder_config: EncoderConfig, **kwa
               help="Label set YAML to keep standing: run now if new, then extended by every indexing run; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_raw_options
-@_model_options
+@model_options
 def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, retry_failed, audit_files, quiet, raw, encoder_config):
     """Embed every recording under PATHS once (unchanged files are skipped)."""
     from .archive import Archive
@@ -161,7 +125,7 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
 
 @cli.command()
 @click.argument("text", required=False)
-@_archive_option
+@archive_option
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Recordings to return.")
 @click.option("--like", "like", default=None, help="Query by example: FILE or FILE:START-END (seconds).")
 @click.option("--like-window", type=int, default=None, help="Query by an indexed window id (more like this).")
@@ -175,7 +139,7 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
 @_raw_options
-@_model_options
+@model_options
 def search(text, archive_dir, k, like, like_window, where, since, until, date_column, per_recording, refine_top, as_json, as_csv, raw, encoder_config):
     """Find where TEXT happens across the archive (or what sounds like a clip)."""
     from .search import SearchFilters, clip_query, parse_clip_spec, search_vector, text_query, window_query
@@ -183,7 +147,7 @@ def search(text, archive_dir, k, like, like_window, where, since, until, date_co
     if sum(x is not None for x in (text, like, like_window)) != 1:
         raise click.UsageError("Give exactly one of TEXT, --like or --like-window.")
     filters = SearchFilters(where=where, since=since, until=until, date_column=date_column)
-    with _open_archive(archive_dir, encoder_config, read_only=True) as archive:
+    with open_archive(archive_dir, encoder_config, read_only=True) as archive:
         exclude = frozenset()
         if text is not None:
             query = text_query(archive, text)
@@ -233,7 +197,7 @@ def _write_hits_csv(rows: list[dict]) -> None:
 @click.option("--window", "window_s", type=float, default=10.0, show_default=True, help="Window length in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @_raw_options
-@_model_options
+@model_options
 def classify(file, labels, label_list, multi_label, threshold, min_score, window_s, as_json, raw, encoder_config):
     """Zero-shot classify one FILE against labels, no archive needed."""
     from .classify import classify_file
@@ -268,7 +232,7 @@ def classify(file, labels, label_list, multi_label, threshold, min_score, window
 
 
 @cli.command()
-@_archive_option
+@archive_option
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def info(archive_dir, as_json):
     """What the archive holds: recordings, hours, windows, failures, model, index, size."""
@@ -289,7 +253,7 @@ cli.add_command(audit)
 
 
 @cli.command()
-@_archive_option
+@archive_option
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the default keeps it on this machine.")
 def app(archive_dir, port, host):

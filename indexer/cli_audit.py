@@ -10,15 +10,8 @@ from pathlib import Path
 
 import click
 
-from .config import default_archive_dir
+from .cli_options import archive_option, model_options, open_archive
 from .output import Console, print_audit_run, print_diff, print_runs
-
-
-def _archive_option(func):
-    return click.option(
-        "--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Archive directory [default: $SOUNDTRACE_ARCHIVE or ./soundtrace-archive].",
-    )(func)
 
 
 def _labelset_options(func):
@@ -42,12 +35,6 @@ def load_labelset_from(file: Path | None, labels: str | None, name: str | None, 
     return inline_labelset(labels, name=name, **options)
 
 
-def _open(archive_dir: Path | None, read_only: bool = False):
-    from .archive import Archive
-
-    return Archive.open(archive_dir or default_archive_dir(), read_only=read_only)
-
-
 @click.group()
 def audit() -> None:
     """Score a label set against every indexed window; saved runs, exports, diffs, standing audits."""
@@ -55,7 +42,7 @@ def audit() -> None:
 
 @audit.command("run")
 @_labelset_options
-@_archive_option
+@archive_option
 @click.option("--where", default=None, help="Only recordings matching this metadata filter.")
 @click.option("--since", default=None, help="Only recordings dated on or after YYYY-MM-DD.")
 @click.option("--until", default=None, help="Only recordings dated on or before YYYY-MM-DD.")
@@ -63,51 +50,54 @@ def audit() -> None:
 @click.option("--watch", is_flag=True, help="Keep it standing: every later `index` run extends it with the new recordings.")
 @click.option("--limit", default=20, show_default=True, help="Flagged recordings to list.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-def run_command(file, labels, name, mode, threshold, archive_dir, where, since, until, date_column, watch, limit, as_json):
+@model_options
+def run_command(file, labels, name, mode, threshold, archive_dir, where, since, until, date_column, watch, limit, as_json,
+                encoder_config):
     """Run label set FILE (or --labels) over the whole archive and save the run."""
     from .audit import run_audit
     from .search import SearchFilters
 
     labelset = load_labelset_from(file, labels, name, mode, threshold)
-    with _open(archive_dir) as archive:
+    with open_archive(archive_dir, encoder_config) as archive:
         run = run_audit(archive, labelset, SearchFilters(where=where, since=since, until=until, date_column=date_column), standing=watch)
         _show(archive, run, limit, as_json)
 
 
 @audit.command("watch")
 @_labelset_options
-@_archive_option
-def watch_command(file, labels, name, mode, threshold, archive_dir):
+@archive_option
+@model_options
+def watch_command(file, labels, name, mode, threshold, archive_dir, encoder_config):
     """Run a label set now and keep it standing (same as `audit run --watch`)."""
     from .audit import run_audit
 
     labelset = load_labelset_from(file, labels, name, mode, threshold)
-    with _open(archive_dir) as archive:
+    with open_archive(archive_dir, encoder_config) as archive:
         run = run_audit(archive, labelset, standing=True)
         _show(archive, run, 20, False)
 
 
 @audit.command("unwatch")
 @click.argument("run_ref")
-@_archive_option
+@archive_option
 def unwatch_command(run_ref, archive_dir):
     """Stop extending a standing run after indexing (its results stay)."""
     from . import audit_runs
 
-    with _open(archive_dir) as archive:
+    with open_archive(archive_dir) as archive:
         run = audit_runs.get_run(archive.catalog, run_ref)
         audit_runs.set_standing(archive.catalog, run.id, False)
     click.echo(f"audit run {run.id} ({run.name}) is no longer standing")
 
 
 @audit.command("list")
-@_archive_option
+@archive_option
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def list_command(archive_dir, as_json):
     """Saved audit runs."""
     from . import audit_runs
 
-    with _open(archive_dir, read_only=True) as archive:
+    with open_archive(archive_dir, read_only=True) as archive:
         runs = audit_runs.list_runs(archive.catalog)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "labelset_source"} for r in runs], indent=2, default=str))
@@ -117,14 +107,14 @@ def list_command(archive_dir, as_json):
 
 @audit.command("show")
 @click.argument("run_ref")
-@_archive_option
+@archive_option
 @click.option("--limit", default=20, show_default=True, help="Flagged recordings to list.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def show_command(run_ref, archive_dir, limit, as_json):
     """One run: its label set, counts per label, the top flagged recordings (RUN is an id or a name)."""
     from . import audit_runs
 
-    with _open(archive_dir, read_only=True) as archive:
+    with open_archive(archive_dir, read_only=True) as archive:
         _show(archive, audit_runs.get_run(archive.catalog, run_ref), limit, as_json)
 
 
@@ -142,19 +132,20 @@ def _show(archive, run, limit: int, as_json: bool) -> None:
 
 @audit.command("export")
 @click.argument("run_ref")
-@_archive_option
+@archive_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write CSV here.")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write Parquet here.")
 @click.option("--all-labels", is_flag=True, help="One row per recording and label instead of the best label only.")
 @click.option("--refine", "refine_top", type=int, default=0, show_default=True,
               help="Refine the highlight of the N best flagged recordings to the 1–3 s that matter (runs the audio model).")
-def export_command(run_ref, archive_dir, csv_path, parquet_path, all_labels, refine_top):
+@model_options
+def export_command(run_ref, archive_dir, csv_path, parquet_path, all_labels, refine_top, encoder_config):
     """File, best label, score, confidence, highlight start/end and metadata, per recording."""
     from . import audit_runs
 
     if (csv_path is None) == (parquet_path is None):
         raise click.UsageError("Give exactly one of --csv FILE or --parquet FILE.")
-    with _open(archive_dir, read_only=True) as archive:
+    with open_archive(archive_dir, encoder_config, read_only=True) as archive:
         run = audit_runs.get_run(archive.catalog, run_ref)
         highlights = _refine_flagged(archive, run, refine_top) if refine_top else None
         rows = audit_runs.export(archive.catalog, run.id, csv_path or parquet_path, "csv" if csv_path else "parquet", all_labels, highlights)
@@ -188,13 +179,13 @@ def _as_hit(row: dict):
 @audit.command("diff")
 @click.argument("run_a")
 @click.argument("run_b")
-@_archive_option
+@archive_option
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def diff_command(run_a, run_b, archive_dir, as_json):
     """What changed from RUN_A to RUN_B: newly flagged, cleared, counts per label."""
     from . import audit_runs
 
-    with _open(archive_dir, read_only=True) as archive:
+    with open_archive(archive_dir, read_only=True) as archive:
         change = audit_runs.diff(archive.catalog, run_a, run_b)
     if as_json:
         click.echo(json.dumps({"a": change.a.id, "b": change.b.id, "newly_flagged": change.newly_flagged,

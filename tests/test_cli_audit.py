@@ -93,3 +93,20 @@ def test_invalid_label_set_names_the_line(archive, tmp_path):
     result = run("audit", "run", bad, "--archive", arch)
     assert result.exit_code == 1 and "bad.yaml:4:" in result.output and "threshold" in result.output
     assert run("audit", "show", "999", "--archive", arch).exit_code == 1
+
+
+def test_a_label_set_run_again_needs_no_model_and_model_flags_reach_audits(tiny_clap_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_clap_dir, model)
+    arch = tmp_path / "arch"
+    assert run("index", SAMPLES / "tone_440hz_3s.flac", SAMPLES / "white_noise_5s.opus", "--archive", arch, "--model", model, "-q").exit_code == 0
+    first = run("audit", "run", "--labels", "tone, noise", "--archive", arch, "--json")
+    assert first.exit_code == 0, first.output
+    shutil.rmtree(model)  # the archive's model is gone: remembered words still score
+    again = run("audit", "run", "--labels", "tone, noise", "--archive", arch, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["counts"] == json.loads(first.output)["counts"]
+    new_words = run("audit", "run", "--labels", "a siren", "--archive", arch)
+    assert new_words.exit_code == 1 and "Traceback" not in new_words.output and "--model" in new_words.output
+    given = run("audit", "run", "--labels", "a siren", "--archive", arch, "--model", tiny_clap_dir, "--device", "cpu")
+    assert given.exit_code == 0, given.output
