@@ -149,7 +149,7 @@ class Archive:
         """Drop the ids the catalog no longer has, add the windows written since: ids are never
         reused, so an id both hold is the same vector, and windows written later have higher ids
         (read in one scan; any other missing id is fetched by id)."""
-        held, current = store.ids(), self.catalog.window_id_array()
+        held, current = store.ids(), self.catalog.all_window_ids()
         store.remove(np.setdiff1d(held, current, assume_unique=True))
         newest = int(held.max(initial=0))
         stray = np.setdiff1d(current[current <= newest], held, assume_unique=True)

@@ -21,6 +21,11 @@ import pyarrow as pa
 from .errors import ArchiveBusyError, ArchiveError, MetadataError
 from .records import KnownFile, RecordingRow, WindowRows
 
+try:
+    import fcntl
+except ImportError:  # Windows: no turnstile, waiters poll
+    fcntl = None
+
 CATALOG_FILE = "catalog.duckdb"
 RECORDING_VIEW = "recordings_view"
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
@@ -131,7 +136,7 @@ class Catalog:
         """The generation from which window ids are never reused (see migration 005)."""
         return int(self.one("SELECT value FROM state WHERE key = 'ids_unique_since'")[0])
 
-    def window_id_array(self) -> np.ndarray:
+    def all_window_ids(self) -> np.ndarray:
         return self.con.sql("SELECT id FROM windows").fetchnumpy()["id"].astype(np.int64)
 
     def _bump(self) -> None:
@@ -398,11 +403,12 @@ def _connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDB
 @contextmanager
 def _turnstile(path: Path, deadline: float) -> Iterator[None]:
     """Hold the queue lock beside ``path`` (a plain pass where the folder is not writable)."""
+    if fcntl is None:
+        yield
+        return
     try:
-        import fcntl
-
         fd = os.open(path.with_name(path.name + TURNSTILE_SUFFIX), os.O_RDWR | os.O_CREAT, 0o666)
-    except (ImportError, OSError):
+    except OSError:
         yield
         return
     try:

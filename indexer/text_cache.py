@@ -29,6 +29,7 @@ class TextVectorCache:
         self.encoder = encoder
         self.model_key = f"{identity.model_id}@{identity.revision}"
         self._memory: dict[tuple[str, str], np.ndarray] = {}
+        self._table: bool | None = None  # whether the catalog has text_vectors, asked once
 
     def embed(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
         """(len(texts), dim) prompt-ensemble vectors, exactly as ``encoder.embed_text`` gives them."""
@@ -52,7 +53,7 @@ class TextVectorCache:
         return np.stack([self._memory[(templates, t)] for t in texts]).astype(np.float32, copy=False)
 
     def _stored(self, templates: str, texts: list[str]) -> dict[str, np.ndarray]:
-        if not self.catalog.has_table("text_vectors"):  # an archive from before the cache, opened read-only
+        if not self._has_table():  # an archive from before the cache, opened read-only
             return {}
         rows = self.catalog.con.execute(
             "SELECT text, vector FROM text_vectors WHERE model_key = ? AND prompts = ? AND list_contains(?, text)",
@@ -61,13 +62,18 @@ class TextVectorCache:
         return {text: np.asarray(vector, np.float32) for text, vector in rows}
 
     def _store(self, templates: str, vectors: dict[str, np.ndarray]) -> None:
-        if self.catalog.read_only or not self.catalog.has_table("text_vectors"):
+        if self.catalog.read_only or not self._has_table():
             return
         with self.catalog.transaction():
             self.catalog.con.executemany(
                 "INSERT OR IGNORE INTO text_vectors (model_key, prompts, text, vector) VALUES (?, ?, ?, ?)",
                 [[self.model_key, templates, text, vector.tolist()] for text, vector in vectors.items()],
             )
+
+    def _has_table(self) -> bool:
+        if self._table is None:
+            self._table = self.catalog.has_table("text_vectors")
+        return self._table
 
     def _remember(self, templates: str, vectors: dict[str, np.ndarray]) -> None:
         if len(self._memory) + len(vectors) > MEMORY_LIMIT:

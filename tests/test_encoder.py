@@ -155,49 +155,47 @@ def test_dir_that_is_not_clap(tmp_path: Path) -> None:
     assert _one_sentence(str(info.value))
 
 
-def test_dir_without_weights(tiny_clap_dir: Path, tmp_path: Path) -> None:
-    broken = shutil.copytree(tiny_clap_dir, tmp_path / "m")
-    (broken / "model.safetensors").unlink()
-    with pytest.raises(ModelNotAvailableError, match="no weights") as info:
-        load_encoder(EncoderConfig(model=str(broken), device="cpu"))
-    assert _one_sentence(str(info.value))
+def _drop_weights(model: Path) -> None:
+    (model / "model.safetensors").unlink()
 
 
-def test_dir_with_corrupt_weights(tiny_clap_dir: Path, tmp_path: Path) -> None:
-    broken = shutil.copytree(tiny_clap_dir, tmp_path / "m")
-    weights = broken / "model.safetensors"
+def _truncate_weights(model: Path) -> None:
+    weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])
-    with pytest.raises(ModelError) as info:
-        load_encoder(EncoderConfig(model=str(broken), device="cpu"))
-    assert _one_sentence(str(info.value))
 
 
-def test_dir_with_missing_tensors(tiny_clap_dir: Path, tmp_path: Path) -> None:
+def _drop_audio_projection(model: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    broken = shutil.copytree(tiny_clap_dir, tmp_path / "m")
-    tensors = load_file(broken / "model.safetensors")
+    tensors = load_file(model / "model.safetensors")
     kept = {k: v for k, v in tensors.items() if not k.startswith("audio_projection.")}
-    save_file(kept, broken / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError, match="missing") as info:
-        load_encoder(EncoderConfig(model=str(broken), device="cpu"))
-    assert _one_sentence(str(info.value))
+    save_file(kept, model / "model.safetensors", metadata={"format": "pt"})
 
 
-def test_dir_without_processor_files(tiny_clap_dir: Path, tmp_path: Path) -> None:
-    broken = shutil.copytree(tiny_clap_dir, tmp_path / "m")
+def _drop_processor_files(model: Path) -> None:
     for name in ("processor_config.json", "preprocessor_config.json"):
-        (broken / name).unlink(missing_ok=True)
-    with pytest.raises(ModelNotAvailableError, match="feature extractor or tokenizer files are missing") as info:
-        load_encoder(EncoderConfig(model=str(broken), device="cpu"))
-    assert _one_sentence(str(info.value))
+        (model / name).unlink(missing_ok=True)
 
 
-def test_dir_without_tokenizer_vocabulary(tiny_clap_dir: Path, tmp_path: Path) -> None:
+def _drop_tokenizer_vocabulary(model: Path) -> None:
     """transformers 5 would silently build a 5-token tokenizer here."""
+    (model / "tokenizer.json").unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        (_drop_weights, ModelNotAvailableError, "no weights"),
+        (_truncate_weights, ModelError, None),
+        (_drop_audio_projection, ModelError, "missing"),
+        (_drop_processor_files, ModelNotAvailableError, "feature extractor or tokenizer files are missing"),
+        (_drop_tokenizer_vocabulary, ModelNotAvailableError, "tokenizer vocabulary"),
+    ],
+)
+def test_a_damaged_model_dir_is_one_sentence(tiny_clap_dir: Path, tmp_path: Path, damage, error, match) -> None:
     broken = shutil.copytree(tiny_clap_dir, tmp_path / "m")
-    (broken / "tokenizer.json").unlink()
-    with pytest.raises(ModelNotAvailableError, match="tokenizer vocabulary") as info:
+    damage(broken)
+    with pytest.raises(error, match=match) as info:
         load_encoder(EncoderConfig(model=str(broken), device="cpu"))
     assert _one_sentence(str(info.value))
 
