@@ -269,9 +269,21 @@ def _load_hub(cfg: EncoderConfig) -> tuple[Any, Any, str]:
 def _not_cached_message(model_id: str) -> str:
     return (
         f"Model '{model_id}' is not in the local Hugging Face cache and cannot be downloaded here; run "
-        f"`huggingface-cli download {model_id}` on a machine with internet access (or copy the cache), "
+        f"`{download_command(model_id)}` on a machine with internet access (or copy the cache), "
         "or pass --model DIR pointing at a saved CLAP."
     )
+
+
+def download_command(model_id: str) -> str:
+    """The download command of the installed hub client: ``hf`` since 0.34, ``huggingface-cli`` before."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        major, minor = 1, 0
+    tool = "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+    return f"{tool} download {model_id}"
 
 
 class _MissingFiles(Exception):

@@ -2,8 +2,22 @@
 
 The engine runs ``SELECT ... FROM recordings_view WHERE (<expr>)``; a filter must only ever
 narrow that SELECT. Rather than pattern-match SQL text, we let DuckDB's own parser build the
-syntax tree (``json_serialize_sql``) and walk it with an allowlist: anything this module does
-not explicitly recognise is refused, so a new DuckDB feature fails closed instead of open.
+syntax tree (``json_serialize_sql``) and walk it with an allowlist: node classes, node types,
+functions, cast targets and collations this module does not name are refused, so a new DuckDB
+feature fails closed instead of open.
+
+Why DuckDB's parser and not a second one such as sqlglot: the parser that checks is then the
+parser that runs. With a separate parser, every difference between its reading of ``$$...$$``,
+``E'...'``, ``::``, ``~``, ``SIMILAR TO`` or ``COLLATE`` and DuckDB's is either a hole (text one
+parser thinks is a string and the other runs) or a filter that silently selects other rows once
+regenerated, and sqlglot's own tree changes between its minor releases as well.
+
+What a DuckDB release may change is the serialized tree's *bookkeeping*: 2.0.1 added the flag
+``is_legacy_function_call`` to every FUNCTION node. So an unknown key is tolerated when its value
+is a flag (a boolean, a number, null or an empty string), which cannot hold a sub-expression nor
+name a schema, catalog, function or file; an unknown key holding an object, a list or a
+non-empty string is refused, so every expression the query will evaluate is still one this
+module has visited.
 """
 
 from __future__ import annotations
@@ -317,8 +331,9 @@ class _Walker:
         if not isinstance(checks, list) or not checks:
             raise FilterError("--where contains a CASE expression that is not supported")
         for check in checks:
-            if not isinstance(check, dict) or set(check) != {"when_expr", "then_expr"}:
+            if not isinstance(check, dict) or not {"when_expr", "then_expr"} <= set(check):
                 raise FilterError("--where contains a CASE expression that is not supported")
+            _expect_keys(check, {"when_expr", "then_expr"})
             self.visit(check["when_expr"], depth)
             self.visit(check["then_expr"], depth)
         self.visit(node.get("else_expr"), depth)
@@ -353,8 +368,9 @@ class _Walker:
         if not isinstance(arguments, list):
             raise FilterError(f"Function '{shown}' is called in a way that is not supported")
         for argument in arguments:
-            if not isinstance(argument, dict) or set(argument) != {"name", "expression"}:
+            if not isinstance(argument, dict) or not {"name", "expression"} <= set(argument):
                 raise FilterError(f"Function '{shown}' is called in a way that is not supported")
+            _expect_keys(argument, {"name", "expression"})
             if argument["name"]:
                 raise FilterError(f"Named arguments to '{shown}' are not allowed in --where")
             self.visit(argument["expression"], depth)
@@ -387,9 +403,17 @@ _HANDLED: dict[str, frozenset[str]] = {
 
 
 def _expect_keys(node: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
-    extra = set(node) - _COMMON_KEYS - set(allowed)
-    if extra:
-        raise FilterError("--where contains an expression that is not supported")
+    """Refuse keys this module does not know, unless they are flags (see the module docstring)."""
+    for key in set(node) - _COMMON_KEYS - set(allowed):
+        if not _is_flag(node[key]):
+            raise FilterError("--where contains an expression that is not supported")
+
+
+def _is_flag(value: Any) -> bool:
+    """A scalar that can only switch behaviour: no sub-expression, no name of anything."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return True
+    return value == ""
 
 
 def _expect_type(node: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:

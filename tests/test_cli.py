@@ -146,7 +146,7 @@ def test_offline_without_weights_says_how_to_get_them(tmp_path):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "huggingface-cli download laion/clap-htsat-fused" in lines[0] and "--model" in lines[0]
+    assert "hf download laion/clap-htsat-fused" in lines[0] and "--model" in lines[0]
 
 
 def test_index_refuses_a_second_model(indexed, tmp_path):

@@ -114,8 +114,28 @@ def test_hub_id_not_in_cache_offline_is_fast(tmp_path: Path, monkeypatch) -> Non
     message = str(info.value)
     assert _one_sentence(message)
     assert "not in the local Hugging Face cache" in message
-    assert "huggingface-cli download laion/clap-htsat-fused" in message
+    assert "hf download laion/clap-htsat-fused" in message
     assert "--model DIR" in message
+
+
+def test_download_advice_names_a_command_the_installed_hub_client_has() -> None:
+    import subprocess
+    import sys
+
+    tool, verb, model_id = encoder_module.download_command("laion/clap-htsat-fused").split()
+    assert (verb, model_id) == ("download", "laion/clap-htsat-fused")
+    executable = Path(sys.executable).parent / tool
+    assert executable.exists(), f"the advice names '{tool}', which this environment does not have"
+    result = subprocess.run([str(executable), "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "repo" in result.stdout.lower()
+
+
+@pytest.mark.parametrize(("installed", "tool"), [("0.33.4", "huggingface-cli"), ("0.34.0", "hf"), ("2.4.0", "hf")])
+def test_download_advice_follows_the_hub_client_version(monkeypatch, installed, tool) -> None:
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
+    assert encoder_module.download_command("m/x") == f"{tool} download m/x"
 
 
 def test_hub_id_not_in_cache_unreachable_hub_is_fast(tmp_path: Path, monkeypatch) -> None:
@@ -123,7 +143,7 @@ def test_hub_id_not_in_cache_unreachable_hub_is_fast(tmp_path: Path, monkeypatch
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(encoder_module, "_hub_reachable", lambda *args, **kwargs: False)
     start = time.perf_counter()
-    with pytest.raises(ModelNotAvailableError, match="huggingface-cli download soundtrace-tests/absent"):
+    with pytest.raises(ModelNotAvailableError, match="hf download soundtrace-tests/absent"):
         load_encoder(EncoderConfig(model="soundtrace-tests/absent", cache_dir=str(tmp_path), device="cpu"))
     assert time.perf_counter() - start < 5.0
 

@@ -286,3 +286,90 @@ def test_hostile_input_is_refused_or_harmless(con, columns, expr, tmp_path, monk
     assert con.execute("SELECT * FROM recordings ORDER BY recording_id").fetchall() == before_rows
     assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == before_tables
     assert list(Path(tmp_path).iterdir()) == []
+
+
+ATTACKS = [
+    ("COPY recordings TO 'leak.csv'", "not a valid expression"),
+    ("true) ; COPY (SELECT 1) TO 'leak.csv' ; SELECT (1", "single boolean expression"),
+    ("ATTACH 'other.duckdb' AS other", "not a valid expression"),
+    ("true; ATTACH 'other.duckdb'", "single boolean expression"),
+    ("INSTALL httpfs", "not a valid expression"),
+    ("true; INSTALL httpfs; LOAD httpfs", "single boolean expression"),
+    ("PRAGMA database_list", "not a valid expression"),
+    ("true; PRAGMA enable_profiling", "single boolean expression"),
+    ("true; SET enable_external_access = true", "single boolean expression"),
+    ("read_parquet('x.parquet') IS NULL", "Function 'read_parquet' is not allowed"),
+    ("read_json_auto('x.json') IS NULL", "Function 'read_json_auto' is not allowed"),
+    ("read_blob('/etc/passwd') IS NULL", "Function 'read_blob' is not allowed"),
+    ("sniff_csv('/etc/passwd') IS NULL", "Function 'sniff_csv' is not allowed"),
+    ("glob('/etc/*') IS NOT NULL", "Function 'glob' is not allowed"),
+    ("getenv('HOME') = 'x'", "Function 'getenv' is not allowed"),
+    ("agent IN (FROM read_csv('/etc/passwd'))", "Subqueries are not allowed"),
+    ("agent = (SELECT max(agent) FROM duckdb_settings())", "Subqueries are not allowed"),
+    ("agent = 'x' /* ; DROP TABLE recordings */", "Comments"),
+    ("agent = 'x' " + "OR agent = 'y' " * 7000, "longer than"),
+    ("(" * 1000 + "true" + ")" * 1000, "depth limit"),
+    ("lower(" * 300 + "agent" + ")" * 300 + " = 'a'", "nested"),
+]
+
+
+@pytest.mark.parametrize(("expr", "message"), ATTACKS, ids=[a[0][:40] for a in ATTACKS])
+def test_attacks_are_refused_with_a_reason(con, columns, expr, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FilterError) as info:
+        validate_where(expr, columns)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def _with_extra_keys(serialize, extra):
+    """A stand-in for a newer DuckDB whose serializer adds keys to every expression node."""
+
+    def add(node):
+        if isinstance(node, dict):
+            node = {k: add(v) for k, v in node.items()}
+            if "class" in node:
+                node.update(extra)
+            return node
+        if isinstance(node, list):
+            return [add(v) for v in node]
+        return node
+
+    return lambda con, sql: add(serialize(con, sql))
+
+
+TOLERATED_BY_NEWER_PARSERS = [
+    ("lower(agent) = 'b02'", [3, 4]),
+    ("notes LIKE '%customer%'", [3]),
+    ("duration_s * 2 + 10 > 300", [5]),
+    ("year(date) = 2024", [1, 3, 5]),
+    ("CAST(duration_s AS DECIMAL(10, 1)) = 95.5", [2]),
+    ("CASE WHEN site = 'north' THEN duration_s > 40 ELSE duration_s < 20 END", [3, 4]),
+]
+
+
+@pytest.mark.parametrize("flags", [{"is_legacy_function_call": False}, {"a_new_flag": True, "a_count": 3, "a_name": ""}])
+@pytest.mark.parametrize(("expr", "expected"), TOLERATED_BY_NEWER_PARSERS)
+def test_new_scalar_flags_in_the_parse_tree_are_tolerated(con, columns, monkeypatch, flags, expr, expected):
+    import indexer.filters as filters
+
+    monkeypatch.setattr(filters, "_serialize", _with_extra_keys(filters._serialize, flags))
+    assert select_ids(con, columns, expr) == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"hidden": {"class": "FUNCTION", "function_name": "read_csv"}},
+        {"hidden": [{"class": "COLUMN_REF", "column_names": ["x"]}]},
+        {"target_schema": "information_schema"},
+    ],
+    ids=["object", "list", "name"],
+)
+def test_new_keys_that_could_hold_an_expression_or_a_name_are_refused(columns, monkeypatch, extra):
+    import indexer.filters as filters
+
+    monkeypatch.setattr(filters, "_serialize", _with_extra_keys(filters._serialize, extra))
+    with pytest.raises(FilterError, match="not supported"):
+        validate_where("lower(agent) = 'a17'", columns)
