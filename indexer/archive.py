@@ -2,8 +2,10 @@
 
 Every change goes to the catalog first (one transaction per recording), then to the in-memory
 vector index; ``flush`` writes the index atomically and records in the manifest which catalog
-generation it reflects. On open, an index whose generation differs from the catalog's (a crash
-between the two writes) is rebuilt from the catalog's vectors, so a killed run loses nothing.
+generation it reflects. The index file is never trusted: on open its window ids are compared
+with the catalog's and whatever differs (a crash between the two writes, a run still going) is
+brought up to date from the catalog's vectors, so a killed run loses nothing. One process
+writes at a time (``locks.WriterLock``): a second ``index`` is refused with one sentence.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .records import RecordingRow, WindowRows
 from .config import EncoderConfig, WindowConfig
 from .embedding import DEFAULT_PROMPTS, Encoder
 from .errors import ArchiveError, ArchiveNotFoundError
+from .locks import WriterLock
 from .manifest import MANIFEST_FILE, Manifest
 from .store import INDEX_FILE, StoreConfig, VectorStore
 from .text_cache import TextVectorCache
@@ -76,6 +79,9 @@ class Archive:
         self.read_only = read_only
         self._dirty = False
         self._text_cache: TextVectorCache | None = None
+        self._writer = WriterLock(directory)
+        self._store_generation = -1
+        """The catalog generation the in-memory vector index reflects."""
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -105,13 +111,7 @@ class Archive:
         if not exists:
             if encoder is None:
                 raise ArchiveError("Creating an archive needs an encoder to record the model it was built with.")
-            directory.mkdir(parents=True, exist_ok=True)
-            catalog = Catalog.open(directory)
-            if catalog.window_count():
-                catalog.close()
-                raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
-            manifest = Manifest.new(encoder.identity, windows or WindowConfig(), store_config.factory, encoder.logit_scale)
-            manifest.save(directory)
+            catalog, manifest = _create(directory, encoder, windows or WindowConfig(), store_config)
         else:
             manifest = Manifest.load(directory)
             catalog = Catalog.open(directory, read_only=read_only)
@@ -132,50 +132,54 @@ class Archive:
         return archive
 
     def _load_store(self, config: StoreConfig) -> None:
-        """The FAISS file when current; brought up to date when an indexing run (or a crash) left it
-        behind; rebuilt from the catalog when it is missing or older than unique window ids."""
+        """The FAISS file, made to agree with the catalog; rebuilt from the catalog when it is
+        missing or older than unique window ids."""
         path = self.directory / INDEX_FILE
-        generation = self.catalog.generation()
         if path.exists() and self.manifest.index_generation >= self.catalog.ids_unique_since():
-            store = VectorStore.load(path, config)
-            if self.manifest.index_generation == generation and len(store) == self.catalog.window_count():
-                self.store = store
-                return
-            self._catch_up(store)
-            return
-        self.rebuild_index(config)
+            self._sync(VectorStore.load(path, config), self.manifest.index_generation)
+        else:
+            self.rebuild_index(config)
 
-    def _catch_up(self, store: VectorStore) -> None:
-        """Drop the ids the catalog no longer has, add the windows written since: ids are never
-        reused, so an id both hold is the same vector, and windows written later have higher ids
-        (read in one scan; any other missing id is fetched by id)."""
+    def _sync(self, store: VectorStore, reflects: int) -> None:
+        """Make ``store`` hold exactly the catalog's windows: drop the ids the catalog no longer has,
+        add the ones it lacks. Ids are never reused, so an id both hold is the same vector, and
+        windows written later have higher ids (read in one scan; any other missing id by id)."""
+        generation = self.catalog.generation()
         held, current = store.ids(), self.catalog.all_window_ids()
-        store.remove(np.setdiff1d(held, current, assume_unique=True))
+        gone = np.setdiff1d(held, current)
+        missing = np.setdiff1d(current, held)
+        store.remove(gone)
         newest = int(held.max(initial=0))
-        stray = np.setdiff1d(current[current <= newest], held, assume_unique=True)
+        stray = missing[missing <= newest]
         if len(stray):
             store.add(stray, self.catalog.vectors_for(stray, self.manifest.dim))
-        for ids, vectors in self.catalog.iter_vectors(self.manifest.dim, after_id=newest):
-            store.add(ids, vectors)
-        self.store = store
-        self._dirty = True
-        if not self.read_only:
+        if len(missing) > len(stray):
+            for ids, vectors in self.catalog.iter_vectors(self.manifest.dim, after_id=newest):
+                store.add(ids, vectors)
+        self.store, self._store_generation = store, generation
+        if len(gone) or len(missing) or reflects != generation:
+            self._dirty = True
             self.flush()
+
+    def refresh(self) -> None:
+        """Bring the in-memory index up to date with what other processes committed since it loaded."""
+        if self.catalog.generation() != self._store_generation:
+            self._sync(self.store, self._store_generation)
 
     def rebuild_index(self, config: StoreConfig | None = None) -> None:
         """Recreate the vector index from the catalog's vectors (the source of truth)."""
+        generation = self.catalog.generation()
         store = VectorStore.empty(self.manifest.dim, config or self.store.config)
         for ids, vectors in self.catalog.iter_vectors(self.manifest.dim):
             store.add(ids, vectors)
-        self.store = store
+        self.store, self._store_generation = store, generation
         self._dirty = True
-        if not self.read_only:
-            self.flush()
+        self.flush()
 
     def close(self) -> None:
-        if not self.read_only:
-            self.flush()
+        self.flush()
         self.catalog.close()
+        self._writer.release()
 
     def __enter__(self) -> "Archive":
         return self
@@ -223,29 +227,40 @@ class Archive:
     def save_recording(self, row: RecordingRow, windows: WindowRows | None = None, copy_from: int | None = None) -> int:
         if self.read_only:
             raise ArchiveError("This archive was opened read-only.")
+        self._writer.acquire()  # held until close: no other process may change windows meanwhile
         rec_id, removed, added = self.catalog.save_recording(row, windows, copy_from=copy_from)
         self.store.remove(removed)
         if len(added):
             vectors = windows.vectors if copy_from is None else self.catalog.vectors_for(added, self.manifest.dim)
             self.store.add(added, vectors)
-        self._dirty = True
+        self._wrote()
         return rec_id
 
     def delete_recordings(self, recording_ids: Sequence[int]) -> int:
+        self._writer.acquire()
         removed = self.catalog.delete_recordings(recording_ids)
         self.store.remove(removed)
-        self._dirty = True
+        self._wrote()
         return len(removed)
 
+    def _wrote(self) -> None:
+        """Under the writer lock nobody else changes windows, so the index reflects the catalog now."""
+        self._store_generation = self.catalog.generation()
+        self._dirty = True
+
     def flush(self) -> None:
-        """Write the vector index atomically, then record its generation in the manifest."""
+        """Write the vector index atomically, then record in the manifest the generation it reflects.
+
+        Only a writer does this: a process without the writer lock takes it for the write if it
+        is free, and otherwise leaves the file to the process that holds it."""
         if not self._dirty or self.read_only:
             return
-        generation = self.catalog.generation()
-        self.store.save(self.directory / INDEX_FILE)
-        self.manifest = self.manifest.with_generation(generation)
-        self.manifest.save(self.directory)
-        self._dirty = False
+        with self._writer.briefly() as ours:
+            if ours:
+                self.store.save(self.directory / INDEX_FILE)
+                self.manifest = self.manifest.with_generation(self._store_generation)
+                self.manifest.save(self.directory)
+                self._dirty = False
 
     # --- the Python API --------------------------------------------------------------------------
 
@@ -257,6 +272,10 @@ class Archive:
     ) -> "IndexReport":
         from .pipeline import IndexOptions, run_indexing
 
+        if self.read_only:
+            raise ArchiveError("This archive was opened read-only.")
+        self._writer.acquire()  # refuses while another process indexes; held until close
+        self.refresh()
         report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
         if report.recording_ids or report.pruned:
             from .audit import extend_standing_audits
@@ -292,3 +311,18 @@ class Archive:
 
     def window_vectors(self, window_ids: Sequence[int]) -> np.ndarray:
         return self.catalog.vectors_for(window_ids, self.manifest.dim)
+
+
+def _create(directory: Path, encoder: Encoder, windows: WindowConfig, store_config: StoreConfig) -> tuple[Catalog, Manifest]:
+    """A new archive's catalog and manifest, made under the writer lock (two first runs at once)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with WriterLock(directory):
+        catalog = Catalog.open(directory)
+        if (directory / MANIFEST_FILE).exists():  # the other first run made it meanwhile
+            return catalog, Manifest.load(directory)
+        if catalog.window_count():
+            catalog.close()
+            raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
+        manifest = Manifest.new(encoder.identity, windows, store_config.factory, encoder.logit_scale)
+        manifest.save(directory)
+    return catalog, manifest

@@ -21,7 +21,14 @@ import soundfile as sf
 import soxr
 
 from indexer.config import SAMPLE_RATE, DecodeOptions, RawPcmFormat
-from indexer.errors import AudioError, AudioTooLongError, DecodeError, EmptyAudioError, UnsupportedFormatError
+from indexer.errors import (
+    AudioError,
+    AudioTooLongError,
+    DecodeError,
+    EmptyAudioError,
+    InvalidSamplesError,
+    UnsupportedFormatError,
+)
 
 RESAMPLE_QUALITY = "HQ"
 """soxr quality: 'HQ' is transparent for 16-bit material and several times faster than 'VHQ'."""
@@ -36,6 +43,22 @@ _MAGIC = (
 )
 """Signatures by which a file *claims* an audio format: unreadable + claimed = DecodeError, not
 UnsupportedFormatError (a broken file of a known kind, rather than a foreign one)."""
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+"""Rates outside this range are a broken header, not a recording (a 288 KB WAV claiming 1 Hz would
+otherwise decode to 40 hours at 48 kHz)."""
+
+MAX_SAMPLE_MAGNITUDE = 1e12
+"""|x| above this is not audio. Float files do exceed full scale (±1): some hold integer-scale
+values, up to 2.2e9 for 32-bit PCM stored as float, and those still embed; 1e30 overflows the
+model's power spectrum into NaN."""
+
+_CONTAINER_MAGIC = {
+    "wav": (b"RIFF", b"RF64", b"BW64"), "aiff": (b"FORM",), "afc": (b"FORM",), "au": (b".snd",), "caf": (b"caff",),
+    "flac": (b"fLaC",), "ogg": (b"OggS",), "w64": (b"riff",), "amr": (b"#!AMR",),
+}
+"""FFmpeg containers with a fixed signature: opened without it (FFmpeg goes by the extension when
+nothing else fits), random bytes would decode as noise."""
 
 _RAW_WIDTH = {"s16le": 2, "s16be": 2, "s24le": 3, "s32le": 4, "f32le": 4, "u8": 1}
 _AV_SCALE = {"u8": 1 / 128, "s16": 1 / 32768, "s32": 1 / 2**31, "s64": 1 / 2**63, "flt": 1.0, "dbl": 1.0}
@@ -58,26 +81,32 @@ class AudioInfo:
 
 
 def probe(path: str | Path, opts: DecodeOptions = DecodeOptions()) -> AudioInfo:
-    """Read the header only; raises the same typed errors as decoding would at open time."""
-    return _open(Path(path), opts).info
+    """Read the header only; raises the same typed errors as decoding the whole file would at open."""
+    info = _open(Path(path), opts).info
+    _guard_length(info, opts, 0.0, None)
+    return info
 
 
-def stream(path: str | Path, opts: DecodeOptions = DecodeOptions()) -> tuple[AudioInfo, Iterator[np.ndarray]]:
-    """(info, blocks of (streams, n) float32 at 48 kHz). The first block is decoded before this
-    returns, so a file no decoder can read fails here rather than half-way through a pipeline;
-    later failures (corruption mid-file, the length guard) are raised by the iterator."""
-    src, chunks = _first_chunks(_open(Path(path), opts), 0.0, None, opts)
+def stream(
+    path: str | Path, opts: DecodeOptions = DecodeOptions(), start_s: float = 0.0, end_s: float | None = None
+) -> tuple[AudioInfo, Iterator[np.ndarray]]:
+    """(info, blocks of (streams, n) float32 at 48 kHz) for [start_s, end_s), seeking where the
+    decoder can. The first block is decoded before this returns, so a file no decoder can read
+    fails here rather than half-way through a pipeline; later failures (corruption mid-file,
+    the length guard) are raised by the iterator."""
+    if start_s < 0 or (end_s is not None and end_s <= start_s):
+        raise ValueError(f"invalid range start={start_s} end={end_s}")
+    src, chunks = _first_chunks(_open(Path(path), opts), start_s, end_s, opts)
     return src.info, _resampled(src.info, chunks, opts)
 
 
 def load(
     path: str | Path, opts: DecodeOptions = DecodeOptions(), start_s: float = 0.0, end_s: float | None = None
 ) -> tuple[AudioInfo, np.ndarray]:
-    """The (streams, n) 48 kHz array for [start_s, end_s); seeks where the decoder can."""
-    if start_s < 0 or (end_s is not None and end_s <= start_s):
-        raise ValueError(f"invalid range start={start_s} end={end_s}")
-    src, chunks = _first_chunks(_open(Path(path), opts), start_s, end_s, opts)
-    return src.info, np.concatenate(list(_resampled(src.info, chunks, opts)), axis=1)
+    """The (streams, n) 48 kHz array for [start_s, end_s): for short ranges (a window, a preview);
+    anything as long as a whole recording goes through ``stream``."""
+    info, blocks = stream(path, opts, start_s, end_s)
+    return info, np.concatenate(list(blocks), axis=1)
 
 
 # --- opening ------------------------------------------------------------------------------------
@@ -105,8 +134,16 @@ def _open(path: Path, opts: DecodeOptions) -> _Source:
             src = _SfSource(path)
         except Exception:
             src = _av_or_fail(path)
-    _guard_length(src.info, opts)
+    _guard_rate(src.info)
     return src
+
+
+def _guard_rate(info: AudioInfo) -> None:
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise DecodeError(
+            f"{info.path}: the header claims a sample rate of {info.sample_rate:,} Hz; recordings are sampled "
+            f"between {MIN_SAMPLE_RATE:,} and {MAX_SAMPLE_RATE:,} Hz (a broken header)."
+        )
 
 
 def _av_or_fail(path: Path) -> _AvSource:
@@ -131,8 +168,10 @@ def _sniff(path: Path) -> str | None:
     return next((name for at, magic, name in _MAGIC if head[at : at + len(magic)] == magic), None)
 
 
-def _guard_length(info: AudioInfo, opts: DecodeOptions) -> None:
-    if info.duration_s > opts.max_duration_s:
+def _guard_length(info: AudioInfo, opts: DecodeOptions, start_s: float, end_s: float | None) -> None:
+    """Refuse before decoding when the header promises more than the limit in the range asked for."""
+    span = min(info.duration_s, end_s if end_s is not None else info.duration_s) - start_s
+    if span > opts.max_duration_s:
         raise AudioTooLongError(
             f"{info.path}: header claims {info.duration_s:,.0f} s, more than the "
             f"{opts.max_duration_s:,.0f} s limit (a broken header, or raise the limit)."
@@ -151,12 +190,13 @@ def _first_chunks(
         if not isinstance(src, _SfSource):
             raise
         fallback = _av_or_fail(src.info.path)
-        _guard_length(fallback.info, opts)
+        _guard_rate(fallback.info)
         return fallback, _prepend(fallback, start_s, end_s, opts)
 
 
 def _prepend(src: _Source, start_s: float, end_s: float | None, opts: DecodeOptions) -> Iterator[np.ndarray]:
     info, rate = src.info, src.info.sample_rate  # frames counted per decoder: FFmpeg may see another rate
+    _guard_length(info, opts, start_s, end_s)
     start, stop = int(round(start_s * rate)), None if end_s is None else int(round(end_s * rate))
     chunks = src.chunks(start, stop, max(1, int(round(opts.block_s * rate))))
     first = next(chunks, None)
@@ -202,10 +242,10 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
     seen = produced = 0
     try:
         for chunk in chunks:
+            if seen + chunk.shape[0] > limit:
+                raise AudioTooLongError(_too_long(info, opts))
+            _check_values(info, chunk, seen)
             seen += chunk.shape[0]
-            if seen > limit:
-                limit_s = opts.max_duration_s
-                raise AudioTooLongError(f"{info.path}: decoding passed the {limit_s:,.0f} s limit; stopped.")
             x = _downmix(chunk) if mix else np.ascontiguousarray(chunk)
             y = resampler.resample_chunk(x) if resampler is not None else x
             if y.shape[0]:
@@ -220,6 +260,27 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
         chunks.close()  # type: ignore[attr-defined]
     if produced == 0:
         raise EmptyAudioError(f"{info.path}: too few samples to make even one at 48 kHz.")
+
+
+def _too_long(info: AudioInfo, opts: DecodeOptions) -> str:
+    return f"{info.path}: decoding passed the {opts.max_duration_s:,.0f} s limit; stopped."
+
+
+def _check_values(info: AudioInfo, chunk: np.ndarray, frames_before: int) -> None:
+    """Refuse NaN, infinities and absurd magnitudes before they reach resampling or the model."""
+    if chunk.size == 0:
+        return
+    peak = float(np.max(np.abs(chunk)))
+    if peak <= MAX_SAMPLE_MAGNITUDE:  # False for NaN too
+        return
+    bad = ~(np.abs(chunk) <= MAX_SAMPLE_MAGNITUDE)
+    at = (frames_before + int(np.argmax(bad.any(axis=1)))) / info.sample_rate
+    value = chunk[bad][0]
+    what = "NaN" if np.isnan(value) else "infinite" if np.isinf(value) else f"{float(value):.3g}"
+    raise InvalidSamplesError(
+        f"{info.path}: a sample at {at:.2f} s is {what}, which no recording holds (full scale is ±1); "
+        "the file is corrupt or not audio."
+    )
 
 
 # --- decoders: each yields (n, ch) float32 chunks at the original rate, from frame `start` --------
@@ -242,6 +303,8 @@ class _SfSource(_Source):
         i = sf.info(str(path))
         if i.samplerate <= 0 or i.channels <= 0:
             raise ValueError("libsndfile reported no sample rate or channels")
+        if i.format == "RAW":  # a headerless .au/.snd read as 8 kHz u-law by convention: any bytes pass
+            raise ValueError("libsndfile guessed headerless data")
         frames = i.frames if 0 <= i.frames < _UNKNOWN_FRAMES else 0
         self.info = AudioInfo(path, _sf_format(i.format, i.subtype), "soundfile", int(i.samplerate), int(i.channels),
                               frames / i.samplerate)
@@ -284,6 +347,7 @@ class _AvSource(_Source):
                 duration = float(st.duration * st.time_base)
             else:
                 duration = (c.duration or 0) / av.time_base
+            _check_magic(path, c.format.name)
             label = _av_format(path, c.format.name, cc.name)
             self.info = AudioInfo(path, label, "av", rate, channels, max(duration, 0.0))
 
@@ -346,6 +410,19 @@ class _AvSource(_Source):
             raise self._fail(pos, e) from None
         if have:
             yield np.concatenate(pending, axis=0)
+
+
+def _check_magic(path: Path, container: str) -> None:
+    expected = [magic for name in container.split(",") for magic in _CONTAINER_MAGIC.get(name, ())]
+    if not expected:
+        return
+    with path.open("rb") as f:
+        head = f.read(8)
+    if not head.startswith(b"ID3") and not any(head.startswith(magic) for magic in expected):  # ID3: a tag first
+        raise UnsupportedFormatError(
+            f"{path}: FFmpeg would read it as {container.split(',')[0].upper()} by its name, but it lacks that "
+            "format's signature (not an audio file, or a corrupt one)."
+        )
 
 
 class _SeekMissed(Exception):

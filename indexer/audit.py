@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,8 @@ from .archive import Archive
 from .embedding import l2_normalise
 from .labelset import LabelSet
 from .scoring import AuditScores, LabelVectors, WindowTable, score_archive
-from .search import SearchFilters, allowed_window_ids
+from .search import allowed_window_ids
+from .search_filters import SearchFilters
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def extend_standing_audits(archive: Archive, recording_ids: np.ndarray) -> list[
     updates = []
     for run in audit_runs.standing_runs(archive.catalog):
         labelset = audit_runs.labelset_of(archive.catalog, run)
-        filters = SearchFilters(**json.loads(run.filters))
+        filters = SearchFilters.from_json(json.loads(run.filters))
         scores = score(archive, labelset, filters, recording_ids)
         new_flags = audit_runs.merge_results(archive, run, labelset, scores, recording_ids)
         updates.append(StandingUpdate(run.id, run.name, len(scores.recording_ids), new_flags))
@@ -134,5 +135,4 @@ def extend_standing_audits(archive: Archive, recording_ids: np.ndarray) -> list[
 
 
 def _filters_json(filters: SearchFilters) -> str:
-    data = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in asdict(filters).items()}
-    return json.dumps(data, sort_keys=True)
+    return json.dumps(filters.to_json(), sort_keys=True)

@@ -13,11 +13,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from .archive import Archive
-from .catalog import RECORDING_VIEW, Catalog, quote_identifier
+from .catalog import RECORDING_VIEW, Catalog
+from .sql import quote_identifier
 from .errors import AuditError
 from .labelset import LabelSet
 from .scoring import AuditScores
-from .search import date_column
+from .search_filters import date_column
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"

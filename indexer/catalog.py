@@ -8,6 +8,7 @@ index can always be rebuilt from here after a crash.
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from importlib import resources
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from .errors import ArchiveBusyError, ArchiveError, MetadataError
 from .records import KnownFile, RecordingRow, WindowRows
+from .sql import quote_identifier
 
 try:
     import fcntl
@@ -41,6 +43,8 @@ def _migrations() -> list[tuple[int, str]]:
             found.append((int(name[:3]), entry.read_text(encoding="utf-8")))
     return sorted(found)
 
+
+_MEMORY = re.compile(r"^\d+(\.\d+)?\s?[KMGT]i?B$")
 
 LOCK_WAIT_S = 30.0
 """How long opening waits for another process to let go of the catalog before giving up."""
@@ -98,6 +102,20 @@ class Catalog:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+
+    @contextmanager
+    def memory_limit(self, limit: str) -> Iterator[None]:
+        """Run a block under a DuckDB memory limit (one of our own settings, never user text)."""
+        if not _MEMORY.match(limit):
+            raise ValueError(f"not a DuckDB memory size: {limit!r}")
+        con = self.con
+        previous = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        con.execute(f"SET memory_limit = '{limit}'")
+        try:
+            yield
+        finally:
+            if _MEMORY.match(str(previous)):
+                con.execute(f"SET memory_limit = '{previous}'")
 
     def one(self, sql: str, params: list | None = None) -> tuple | None:
         """The first row, reading the result to its end (DuckDB 2 refuses new work on a half-read result)."""
@@ -306,6 +324,8 @@ class Catalog:
             columns = rel.columns
         except duckdb.Error as exc:
             raise MetadataError(f"Cannot read metadata CSV {csv_path}: {str(exc).splitlines()[0]}") from None
+        for column in columns:
+            _check_column_name(column, csv_path.name)
         lowered = {c.lower(): c for c in columns}
         key = next((lowered[k] for k in KEY_COLUMNS if k in lowered), None)
         if key is None:
@@ -378,6 +398,21 @@ class Catalog:
         return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
 
 
+_COLUMN_NAME = re.compile(r"^\w[\w .\-/()#%&+]{0,63}$")
+"""Metadata column names a person can type in --where: letters of any script, digits, spaces and
+a few signs. Quotes, semicolons and control characters are refused (the quoting would make them
+harmless, but nobody means them)."""
+
+
+def _check_column_name(name: str, csv_name: str) -> None:
+    if not _COLUMN_NAME.match(name) or name != name.strip():
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise MetadataError(
+            f"Metadata CSV {csv_name} has a column named {shown!r} that cannot be used: column names hold letters, "
+            "digits, spaces and _ - . / ( ) # % & + (at most 64 characters); rename it in the CSV."
+        )
+
+
 def _connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
     """Connect, waiting while another process holds the file (it yields between units of work).
 
@@ -429,8 +464,4 @@ def _busy(path: Path) -> ArchiveBusyError:
     return ArchiveBusyError(
         f"The archive at {path.parent} is in use by another soundtrace process; wait for it to finish."
     )
-
-
-def quote_identifier(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 

@@ -15,14 +15,14 @@ from typing import Sequence
 
 import numpy as np
 
-from . import audio
 from .audio import AudioInfo
-from .config import DEFAULT_MODEL, DecodeOptions, EncoderConfig, WindowConfig
+from .config import DEFAULT_MODEL, REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, WindowConfig
 from .embedding import Encoder
 from .errors import AudioError
+from .file_embedding import embed_file
 from .labels import parse_labels
 from .scoring import Rivals, softmax_columns
-from .windows import QualityAccumulator, RecordingQuality, cut_windows
+from .windows import QualityAccumulator, RecordingQuality
 
 HIGH_CONFIDENCE = 0.7
 
@@ -63,7 +63,7 @@ def classify_file(
     labels: str | Sequence[str],
     encoder: Encoder,
     windows: WindowConfig = WindowConfig(),
-    decode: DecodeOptions = DecodeOptions(),
+    decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S),
     multi_label: bool = False,
     threshold: float = 0.3,
     min_score: float | None = None,
@@ -75,17 +75,17 @@ def classify_file(
     """
     path = Path(path)
     names = parse_labels(labels)
-    info, samples = audio.load(path, DecodeOptions(channels="mix", raw=decode.raw, max_duration_s=decode.max_duration_s))
-    cut = list(cut_windows([samples], windows))
+    text_vectors = encoder.embed_text(names)
+    quality = QualityAccumulator()
+    info, embedded = embed_file(path, encoder, windows, decode, quality=quality)
+    cut, rows = [], []  # windows without samples, and one row of label scores each: flat memory
+    for window, vector in embedded:
+        cut.append(window)
+        rows.append(text_vectors @ vector)
     if not cut:
         raise AudioError(f"{path.name} holds no audio to classify.")
-    quality = QualityAccumulator()
-    for window in cut:
-        quality.add_window(window)
     summary = quality.result()
-    audio_vectors = encoder.embed_audio([w.samples for w in cut])
-    text_vectors = encoder.embed_text(names)
-    similarity = audio_vectors @ text_vectors.T  # (windows, labels)
+    similarity = np.stack(rows)  # (windows, labels)
     best_window = similarity.argmax(axis=0)
     scores = similarity.max(axis=0)
     probabilities = softmax_columns(encoder.logit_scale * scores[:, None])

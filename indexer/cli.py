@@ -16,7 +16,7 @@ from typing import Callable
 
 import click
 
-from .config import DecodeOptions, EncoderConfig, RawPcmFormat, WindowConfig, default_archive_dir
+from .config import REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, RawPcmFormat, WindowConfig, default_archive_dir
 from .cli_audit import audit
 from .cli_options import archive_option, model_options, open_archive
 from .errors import SoundtraceError
@@ -63,6 +63,13 @@ def _raw_options(func: Callable) -> Callable:
         return func(*args, **kwargs)
 
     return wrapper
+
+
+def _max_duration_option(func: Callable) -> Callable:
+    return click.option(
+        "--max-duration", "max_duration_s", type=click.FloatRange(min=1), default=REQUEST_MAX_DURATION_S,
+        show_default=True, help="Seconds of audio one file may hold; longer files (or lying headers) are refused.",
+    )(func)
 
 
 def _with_default_model(config: EncoderConfig) -> EncoderConfig:
@@ -138,9 +145,11 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
               help="Refine the N best hits to the 1–3 s that matter most (runs the audio model on them).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+@_max_duration_option
 @_raw_options
 @model_options
-def search(text, archive_dir, k, like, like_window, where, since, until, date_column, per_recording, refine_top, as_json, as_csv, raw, encoder_config):
+def search(text, archive_dir, k, like, like_window, where, since, until, date_column, per_recording, refine_top, as_json, as_csv,
+           max_duration_s, raw, encoder_config):
     """Find where TEXT happens across the archive (or what sounds like a clip)."""
     from .search import SearchFilters, clip_query, parse_clip_spec, search_vector, text_query, window_query
 
@@ -152,7 +161,7 @@ def search(text, archive_dir, k, like, like_window, where, since, until, date_co
         if text is not None:
             query = text_query(archive, text)
         elif like is not None:
-            query, exclude = clip_query(archive, parse_clip_spec(like), DecodeOptions(raw=raw))
+            query, exclude = clip_query(archive, parse_clip_spec(like), DecodeOptions(raw=raw, max_duration_s=max_duration_s))
         else:
             query, exclude = window_query(archive, like_window)
         hits = search_vector(archive, query, k, filters, per_recording, exclude=exclude)
@@ -196,9 +205,10 @@ def _write_hits_csv(rows: list[dict]) -> None:
 @click.option("--min-score", default=None, type=float, help="Hide labels scoring below this cosine score.")
 @click.option("--window", "window_s", type=float, default=10.0, show_default=True, help="Window length in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@_max_duration_option
 @_raw_options
 @model_options
-def classify(file, labels, label_list, multi_label, threshold, min_score, window_s, as_json, raw, encoder_config):
+def classify(file, labels, label_list, multi_label, threshold, min_score, window_s, as_json, max_duration_s, raw, encoder_config):
     """Zero-shot classify one FILE against labels, no archive needed."""
     from .classify import classify_file
     from .encoder import load_encoder
@@ -212,7 +222,7 @@ def classify(file, labels, label_list, multi_label, threshold, min_score, window
     names = parse_labels([*label_list, *(parse_labels(labels) if labels else [])])
     encoder = load_encoder(_with_default_model(encoder_config))
     result = classify_file(
-        file, names, encoder, WindowConfig(length_s=window_s, hop_s=window_s), DecodeOptions(raw=raw),
+        file, names, encoder, WindowConfig(length_s=window_s, hop_s=window_s), DecodeOptions(raw=raw, max_duration_s=max_duration_s),
         multi_label=multi_label, threshold=threshold, min_score=min_score,
     )
     if as_json:

@@ -16,6 +16,11 @@ SAMPLE_RATE = 48_000
 
 DEFAULT_MODEL = "laion/clap-htsat-fused"
 
+REQUEST_MAX_DURATION_S = 3600.0
+"""Most audio one request decodes: classify, search --like and the app's uploads (``index`` has
+``DecodeOptions.max_duration_s``, 48 h). Memory stays flat either way; this bounds the time a
+file with a lying header (a 288 KB WAV claiming 40 hours) can cost."""
+
 ChannelMode = Literal["mix", "split"]
 
 

@@ -161,12 +161,15 @@ def _yield_cpu_to_the_model() -> None:
 
 
 def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]:
+    if src.problem is not None:
+        yield OUTCOME, _failed(src, None, src.problem.kind, src.problem.reason)
+        return
     try:
         digest = content_hash(src.path)
     except OSError as exc:
         yield OUTCOME, _failed(src, None, "unreadable", f"{src.path.name} cannot be read: {exc.strerror or exc}.")
         return
-    known = job.known.get(str(src.path))
+    known = job.known.get(src.key)
     if known is not None and known.content_hash == digest and known.status == "indexed":
         yield OUTCOME, Outcome("touched", recording_id=known.recording_id)
         return
@@ -193,7 +196,7 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
         yield OUTCOME, _failed(src, digest, "internal", f"{src.path.name} could not be decoded ({type(exc).__name__}: {exc}).")
         return
     row = RecordingRow(
-        path=str(src.path), content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
+        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
         status="indexed", duration_s=max(end, info.duration_s or 0.0),
         sample_rate=info.sample_rate, channels=info.channels, format=info.format, decoder=info.decoder,
         peak=result.peak, rms_db=result.rms_db, clipped_fraction=result.clipped_fraction,
@@ -204,7 +207,7 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
 
 def _failed(src: SourceFile, digest: str | None, kind: str, message: str) -> Outcome:
     row = RecordingRow(
-        path=str(src.path), content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
+        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
         status="failed", error_kind=kind, error=message,
     )
     return Outcome("failed", row=row)

@@ -80,7 +80,12 @@ class ClapEncoder:
         return {"input_features": mel, "is_longer": is_longer}
 
     def embed_audio(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, dim) float32 unit vectors; each window at most ``max_window_s`` (ValueError otherwise)."""
+        """(n, dim) float32 unit vectors; each window at most ``max_window_s`` (ValueError otherwise).
+
+        The model always runs on batches of exactly ``batch_size`` windows, a short last batch
+        padded with copies of its first window: BLAS and attention kernels are chosen by matrix
+        shape, so a window's vector then has the same bits alone, in a full batch or in a
+        resumed run's short one (with peers of another shape they differ by ~1e-7)."""
         windows = list(windows)
         for w in windows:
             _check_window(w, self.mel.max_samples)
@@ -88,8 +93,9 @@ class ClapEncoder:
         with torch.inference_mode():
             for start in range(0, len(windows), self.batch_size):
                 chunk = windows[start : start + self.batch_size]
-                feats = features_tensor(self.model.get_audio_features(**self.audio_inputs(chunk)))
-                out[start : start + len(chunk)] = self._to_unit_numpy(feats)
+                padded = chunk + [chunk[0]] * (self.batch_size - len(chunk))
+                feats = features_tensor(self.model.get_audio_features(**self.audio_inputs(padded)))
+                out[start : start + len(chunk)] = self._to_unit_numpy(feats)[: len(chunk)]
         return out
 
     def embed_text(self, labels: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:

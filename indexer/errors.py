@@ -30,6 +30,10 @@ class EmptyAudioError(AudioError):
     """The file decodes to no samples at all."""
 
 
+class InvalidSamplesError(AudioError):
+    """Sample values no recording holds (NaN, infinity, magnitudes far past full scale)."""
+
+
 class SilentAudioError(AudioError):
     """Every sample is (near) zero: a dead line, nothing to embed."""
 

@@ -1,9 +1,8 @@
-"""Point-and-click filters: the choices a UI offers for an archive, and the safe ``--where`` they become.
+"""Point-and-click filters: the choices a UI offers for an archive, and the picks they become.
 
-A person picking "site: leeds, porto" and a date range should get the same filtering as someone
-typing ``--where``, without any of their text reaching SQL: column names come only from the
-archive's own columns (a whitelist) and every value is written as a quoted literal, and the result
-still goes through :func:`indexer.filters.validate_where` like any typed filter.
+A person picking "site: leeds, porto" and a date range gets ``search_filters.Picks``: column
+names matched against the archive's own columns (a whitelist), values kept as data and bound as
+parameters when the filter runs, so nothing they pick is ever written into SQL text.
 """
 
 from __future__ import annotations
@@ -13,10 +12,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from .catalog import RECORDING_VIEW, Catalog, quote_identifier
+from .catalog import RECORDING_VIEW, Catalog
 from .errors import FilterError
-from .filters import validate_where
-from .search import as_date
+from .search_filters import Picks, as_date, known_column
+from .sql import quote_identifier
 
 MAX_CHOICES = 50
 """A text column with more distinct values than this is not offered as a pick list."""
@@ -53,46 +52,30 @@ def filter_facets(catalog: Catalog, max_choices: int = MAX_CHOICES) -> list[Face
     return facets
 
 
-def where_from_choices(
+def picks_from_choices(
     columns: Mapping[str, str],
     choices: Mapping[str, Sequence[str]] | None = None,
     dates: Mapping[str, tuple[date | str | None, date | str | None]] | None = None,
     exclude_true: Sequence[str] = (),
-) -> str | None:
-    """A validated ``--where`` from picks, or None when nothing narrows the search.
+) -> Picks:
+    """The app's picks, checked: known columns only, real dates, yes/no columns to exclude on.
 
     ``choices``: column -> values to keep (empty keeps all); ``dates``: column -> (first, last)
     day, either end open; ``exclude_true``: boolean columns (``is_silent``) whose true rows go.
+    An empty ``Picks`` (false) narrows nothing.
     """
-    clauses = []
-    for column, values in (choices or {}).items():
-        if values:
-            literals = ", ".join(_text_literal(v) for v in values)
-            clauses.append(f"{quote_identifier(_column(columns, column))} IN ({literals})")
-    for column, (first, last) in (dates or {}).items():
-        col = f"CAST({quote_identifier(_column(columns, column))} AS DATE)"
-        if first is not None:
-            clauses.append(f"{col} >= DATE '{as_date(first).isoformat()}'")
-        if last is not None:
-            clauses.append(f"{col} <= DATE '{as_date(last).isoformat()}'")
+    kept = tuple(
+        (known_column(columns, column), tuple(str(v) for v in values)) for column, values in (choices or {}).items() if values
+    )
+    ranges = tuple(
+        (known_column(columns, column), as_date(first) if first is not None else None, as_date(last) if last is not None else None)
+        for column, (first, last) in (dates or {}).items()
+        if first is not None or last is not None
+    )
+    excluded = []
     for column in exclude_true:
-        name = _column(columns, column)
+        name = known_column(columns, column)
         if columns[name].upper() != "BOOLEAN":
             raise FilterError(f"Column '{column}' is not a yes/no column, so it cannot be excluded on.")
-        clauses.append(f"NOT coalesce({quote_identifier(name)}, false)")
-    if not clauses:
-        return None
-    return validate_where(" AND ".join(clauses), columns)
-
-
-def _column(columns: Mapping[str, str], wanted: str) -> str:
-    """The whitelisted column named ``wanted`` (case-insensitively); anything else is refused."""
-    match = {c.lower(): c for c in columns}.get(str(wanted).lower())
-    if match is None:
-        raise FilterError(f"Unknown column '{wanted}'; known columns: {', '.join(sorted(columns))}.")
-    return match
-
-
-def _text_literal(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
+        excluded.append(name)
+    return Picks(kept, ranges, tuple(excluded))

@@ -31,12 +31,19 @@ from typing import Any
 import duckdb
 
 from indexer.errors import FilterError
+from indexer.sql import quote_identifier
 
 MAX_LENGTH = 4000
 """Longer than any filter a person types; keeps parsing and error messages small."""
 
 MAX_DEPTH = 64
 """Nesting limit, so a hostile expression cannot exhaust Python's recursion stack."""
+
+MAX_REPLACEMENT = 32
+"""``replace(text, from, to)`` is the one allowed function whose output can be many times longer
+than its input, so ``to`` must be a short constant and no ``replace`` may sit inside another:
+nine nested calls in 258 characters took 127 s and 13 GB, and DuckDB's memory limit does not
+bound the text an expression builds."""
 
 _PROBE = "SELECT 1 FROM t WHERE "
 
@@ -128,6 +135,9 @@ CAST_TYPES = frozenset(
     }
 )  # fmt: skip
 
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\([0-9, ]*\))?(\[\])?$")
+"""Column types the binding check recreates: DuckDB's own scalar type names, nothing else."""
+
 _COLLATIONS = frozenset({"nocase", "noaccent", "nfc"})
 
 _COMMON_KEYS = frozenset({"class", "type", "alias", "query_location", "query_location_length"})
@@ -142,6 +152,8 @@ _NAMED_CLASSES = {
 }
 
 _SANDBOX_CONFIG = {
+    "memory_limit": "256MB",
+    "threads": 1,
     "enable_external_access": False,
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
@@ -169,6 +181,8 @@ def validate_where(expr: str, columns: Mapping[str, str]) -> str:
     try:
         _parse_where(con, text, _Walker(columns))
         _check_binding(con, text, columns)
+    except RecursionError:  # a parse tree too deep for json or Python, whatever the nesting limit saw
+        raise FilterError(f"--where is nested more than {MAX_DEPTH} levels deep") from None
     finally:
         con.close()
     return text
@@ -242,6 +256,7 @@ class _Walker:
     def __init__(self, columns: Mapping[str, str]) -> None:
         self.columns = list(columns)
         self.lookup = {name.lower() for name in columns}
+        self._in_replace = False
 
     def visit(self, node: Any, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -373,7 +388,29 @@ class _Walker:
             _expect_keys(argument, {"name", "expression"})
             if argument["name"]:
                 raise FilterError(f"Named arguments to '{shown}' are not allowed in --where")
+        if key == "replace":
+            self._visit_replace([a["expression"] for a in arguments], depth)
+            return
+        for argument in arguments:
             self.visit(argument["expression"], depth)
+
+    def _visit_replace(self, arguments: list[Any], depth: int) -> None:
+        """See ``MAX_REPLACEMENT``: text may shrink or grow a little, never multiply."""
+        if self._in_replace:
+            raise FilterError("replace() inside another replace() is not allowed in --where (it can grow text without bound)")
+        replacement = arguments[2] if len(arguments) == 3 else None
+        literal = replacement.get("literal") if isinstance(replacement, dict) and replacement.get("class") == "CONSTANT" else None
+        text = literal.get("text") if isinstance(literal, dict) and literal.get("kind") == "STRING" else None
+        if not isinstance(text, str) or len(text) > MAX_REPLACEMENT:
+            raise FilterError(
+                f"replace() in --where takes a text constant of at most {MAX_REPLACEMENT} characters as its replacement"
+            )
+        self._in_replace = True
+        try:
+            for argument in arguments:
+                self.visit(argument, depth)
+        finally:
+            self._in_replace = False
 
     def _visit_all(self, children: Any, depth: int) -> None:
         if not isinstance(children, list) or not children:
@@ -430,9 +467,9 @@ def _check_binding(con: duckdb.DuckDBPyConnection, text: str, columns: Mapping[s
     throwaway in-memory database with external access off, so even a missed case is harmless.
     Column types the sandbox cannot recreate (user-defined types) skip this step.
     """
-    if not columns:
+    if not columns or not all(_TYPE_NAME.match(type_name) for type_name in columns.values()):
         return
-    column_sql = ", ".join(f"{_quote(name)} {type_name}" for name, type_name in columns.items())
+    column_sql = ", ".join(f"{quote_identifier(name)} {type_name}" for name, type_name in columns.items())
     try:
         con.execute(f"CREATE TABLE t ({column_sql})")
         con.execute("INSERT INTO t DEFAULT VALUES")
@@ -445,10 +482,6 @@ def _check_binding(con: duckdb.DuckDBPyConnection, text: str, columns: Mapping[s
         raise FilterError(f"--where cannot be applied to this archive: {_one_line(str(err))}") from None
     if len(described) != 1 or described[0][1] not in ("BOOLEAN", '"NULL"'):
         raise FilterError("--where must be a single boolean expression, such as \"duration_s > 60\"")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _one_line(message: str) -> str:

@@ -8,6 +8,7 @@ started again ends with exactly the archive an uninterrupted run would have prod
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from .archive import Archive, FailedFile
-from .records import WindowRows
+from .records import RecordingRow, WindowRows
 from .config import DecodeOptions
 from .decoding import WINDOW, DecodeJob, DecoderProcess, Outcome
 from .sources import SourceFile, discover
@@ -33,11 +34,18 @@ class IndexOptions:
     """Try files that failed before even when they have not changed."""
     queue_windows: int = 16
     """Decoded windows allowed to wait for the model; bounds memory."""
+    metadata: tuple[Path, ...] = ()
+    """Metadata CSVs merged into the catalog before indexing."""
 
 
 @dataclass
 class IndexReport:
     discovered: int = 0
+    ignored: int = 0
+    """Files under the named folders whose extension is not an audio one."""
+    unlisted_folders: list[str] = field(default_factory=list)
+    metadata_rows: list[tuple[Path, int]] = field(default_factory=list)
+    """(CSV, rows read) per metadata file imported."""
     indexed: int = 0
     unchanged: int = 0
     reused: int = 0
@@ -81,9 +89,12 @@ class _Pending:
     windows: list[Window] = field(default_factory=list)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
 
+    rejected: str | None = None
+    """Why the model's output for this file cannot be stored (it becomes a failure)."""
+
     @property
     def failed(self) -> bool:
-        return self.outcome is not None and self.outcome.kind == "failed"
+        return self.rejected is not None or (self.outcome is not None and self.outcome.kind == "failed")
 
     @property
     def ready(self) -> bool:
@@ -91,8 +102,6 @@ class _Pending:
 
 
 _RELEASED = np.empty(0, np.float32)
-LOCK_SLICE_S = 2.0
-"""Longest the indexer holds the catalog's write lock before letting readers (search, the app) in."""
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -103,12 +112,14 @@ def run_indexing(
 ) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
-    sources = discover(paths)
-    report.discovered = len(sources)
+    found = discover(paths)
+    report.discovered, report.ignored, report.unlisted_folders = len(found.files), found.ignored, found.unlisted_folders
+    for csv_path in options.metadata:
+        report.metadata_rows.append((csv_path, archive.catalog.import_metadata(csv_path)))
     known = archive.catalog.known_files()
     todo: list[_Pending] = []
-    for src in sources:
-        seen = known.get(str(src.path))
+    for src in found.files:
+        seen = known.get(src.key)
         unchanged = seen is not None and seen.size_bytes == src.size_bytes and seen.mtime == src.mtime
         if unchanged and not (options.retry_failed and seen.status == "failed"):
             report.unchanged += 1
@@ -121,19 +132,19 @@ def run_indexing(
         DecodeJob([p.source for p in todo], known, archive.catalog.indexed_hashes(), archive.manifest.windows, options.decode),
         options.queue_windows,
     )
+    archive.catalog.yield_lock()  # planning is done: readers may use the catalog until the first commit
     try:
         for kind, index, payload in decoder.messages() if todo else ():
             item = todo[index]
             if kind == WINDOW:
-                item.windows.append(payload)
-                runner.add_window(item, len(item.windows) - 1)
+                runner.add_window(item, payload)
             else:
                 runner.settle(item, payload)
             runner.commit_ready()
         runner.embed_pending()
         runner.commit_ready()
         if options.prune:
-            report.pruned = _prune(archive, paths)
+            report.pruned = _prune(archive, paths, {src.key for src in found.files})
     finally:
         decoder.stop()
         archive.flush()
@@ -145,7 +156,10 @@ def run_indexing(
 
 
 class _Runner:
-    """The main thread's half: batches windows through the model and commits in file order."""
+    """The main thread's half: batches windows through the model and commits in file order.
+
+    The catalog is held only while committing: it is let go before every model call and after
+    every run of commits, so a slow file never keeps searches or the app waiting."""
 
     def __init__(self, archive: Archive, report: IndexReport, progress: ProgressSink | None):
         self.archive = archive
@@ -154,15 +168,17 @@ class _Runner:
         self.batch: list[tuple[_Pending, int]] = []
         self.order: OrderedDict[int, _Pending] = OrderedDict()
         self.model_seconds = 0.0
-        self.lock_taken = time.monotonic()
 
     @property
     def batch_size(self) -> int:
         return max(1, int(getattr(self.archive.encoder, "batch_size", 8)))
 
-    def add_window(self, item: _Pending, index: int) -> None:
+    def add_window(self, item: _Pending, window: Window) -> None:
         self.order.setdefault(id(item), item)
-        self.batch.append((item, index))
+        if item.failed:
+            return
+        item.windows.append(window)
+        self.batch.append((item, len(item.windows) - 1))
         if len(self.batch) >= self.batch_size:
             self.embed_pending()
 
@@ -172,42 +188,60 @@ class _Runner:
             item.windows, item.vectors = [], {}
         self.order.setdefault(id(item), item)
 
+    def reject(self, item: _Pending, reason: str) -> None:
+        """The model gave this file's audio no usable vector: it fails, its other windows are skipped."""
+        item.rejected = reason
+        item.windows, item.vectors = [], {}
+
     def embed_pending(self) -> None:
         live = [(item, i) for item, i in self.batch if not item.failed]
         self.batch = []
         if not live:
             return
+        self.archive.catalog.yield_lock()
         t0 = time.perf_counter()
         vectors = self.archive.encoder.embed_audio([item.windows[i].samples for item, i in live])
         self.model_seconds += time.perf_counter() - t0
-        for (item, i), vector in zip(live, vectors):
+        usable = np.isfinite(vectors).all(axis=1)
+        for (item, i), vector, ok in zip(live, vectors, usable):
+            if item.failed:
+                continue
+            if not ok:
+                self.reject(item, _no_vector_reason(item, i))
+                continue
             item.vectors[i] = vector
             item.windows[i] = replace(item.windows[i], samples=_RELEASED)  # keep memory flat on long files
         if self.progress:
             self.progress.windows_embedded(len(live))
 
     def commit_ready(self) -> None:
+        committed = False
         while self.order:
             item = next(iter(self.order.values()))
             if not item.ready:
-                return
+                break
             self.order.popitem(last=False)
             self._commit(item)
+            committed = True
+        if committed:
+            self.archive.catalog.yield_lock()
 
     def _commit(self, item: _Pending) -> None:
         src, report, outcome = item.source, self.report, item.outcome
+        if item.rejected is not None and outcome.kind != "failed":
+            outcome = _failed_outcome(src, outcome, "invalid_vector", item.rejected)
         audio_s = 0.0
         if outcome.kind == "touched":
             self.archive.catalog.touch(outcome.recording_id, src.size_bytes, src.mtime)
             report.unchanged += 1
         elif outcome.kind == "reused":
-            row = self.archive.catalog.clone_row(outcome.recording_id, str(src.path), src.size_bytes, src.mtime)
+            row = self.archive.catalog.clone_row(outcome.recording_id, src.key, src.size_bytes, src.mtime)
             report.recording_ids.append(self.archive.save_recording(row, copy_from=outcome.recording_id))
             report.reused += 1
             audio_s = row.duration_s or 0.0
         elif outcome.kind == "failed":
             report.recording_ids.append(self.archive.save_recording(outcome.row))
-            report.failed.append(FailedFile(str(src.path), outcome.row.error_kind, outcome.row.error))
+            report.failed.append(FailedFile(src.key, outcome.row.error_kind, outcome.row.error))
         else:
             rows = _window_rows(item.windows, np.stack([item.vectors[i] for i in range(len(item.windows))]))
             report.recording_ids.append(self.archive.save_recording(outcome.row, rows))
@@ -216,11 +250,25 @@ class _Runner:
             audio_s = outcome.row.duration_s or 0.0
         report.audio_seconds += audio_s
         item.windows, item.vectors = [], {}
-        if time.monotonic() - self.lock_taken >= LOCK_SLICE_S:
-            self.archive.catalog.yield_lock()
-            self.lock_taken = time.monotonic()
         if self.progress:
             self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
+
+
+def _no_vector_reason(item: _Pending, index: int) -> str:
+    window = item.windows[index]
+    return (
+        f"{item.source.path.name}: the model gave no usable vector for {window.start_s:.1f}–{window.end_s:.1f} s "
+        f"(NaN or infinity; sample peak {window.quality.peak:.3g}), so the recording is not indexed."
+    )
+
+
+def _failed_outcome(src: SourceFile, outcome: Outcome, kind: str, reason: str) -> Outcome:
+    digest = outcome.row.content_hash if outcome.row is not None else None
+    row = RecordingRow(
+        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
+        status="failed", error_kind=kind, error=reason,
+    )
+    return Outcome("failed", row=row)
 
 
 def _window_rows(windows: list[Window], vectors: np.ndarray) -> WindowRows:
@@ -237,13 +285,16 @@ def _window_rows(windows: list[Window], vectors: np.ndarray) -> WindowRows:
     )
 
 
-def _prune(archive: Archive, roots: Sequence[Path]) -> int:
-    """Recordings under ``roots`` whose files no longer exist leave the archive."""
+def _prune(archive: Archive, roots: Sequence[Path], discovered: set[str]) -> int:
+    """Recordings under ``roots`` whose files no longer exist leave the archive (a file this run
+    found is never gone, whatever its catalog key looks like)."""
     resolved = [Path(r).expanduser().resolve() for r in roots]
     gone = []
     for path, known in archive.catalog.known_files().items():
         p = Path(path)
-        if any(p == r or r in p.parents for r in resolved) and not p.exists():
+        if path in discovered or not any(p == r or r in p.parents for r in resolved):
+            continue
+        if not os.path.lexists(p):
             gone.append(known.recording_id)
     archive.delete_recordings(gone)
     return len(gone)

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Sequence
 
+import duckdb
 import numpy as np
 
-from . import audio
 from .archive import Archive
 from .catalog import RECORDING_VIEW
-from .config import DecodeOptions
+from .config import REQUEST_MAX_DURATION_S, DecodeOptions
 from .embedding import DEFAULT_PROMPTS, l2_normalise
 from .errors import FilterError, InputPathError, QueryError
-from .filters import validate_where
-from .windows import cut_windows
+from .search_filters import FILTER_MEMORY_LIMIT, SearchFilters, filtered_window_ids_sql, recording_filter
+from .file_embedding import embed_file
 
 HIDDEN_COLUMNS = frozenset(
     "id path file_name content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
 )
 """Catalog internals left out of a hit's ``metadata`` (they have fields of their own or are noise)."""
-
-
-@dataclass(frozen=True)
-class SearchFilters:
-    where: str | None = None
-    since: date | str | None = None
-    until: date | str | None = None
-    date_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,18 +85,21 @@ def text_query(archive: Archive, text: str, prompts: Sequence[str] = DEFAULT_PRO
     return archive.embed_text([text.strip()], prompts)[0]
 
 
-def clip_query(archive: Archive, clip: ClipSpec, decode: DecodeOptions = DecodeOptions()) -> tuple[np.ndarray, frozenset[int]]:
+def clip_query(
+    archive: Archive, clip: ClipSpec, decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S)
+) -> tuple[np.ndarray, frozenset[int]]:
     """Query by example: the clip's windows embedded and averaged; the clip's own windows to leave out."""
     if not clip.path.is_file():
         raise InputPathError(f"{clip.path} does not exist.")
-    _, samples = audio.load(clip.path, DecodeOptions(channels="mix", raw=decode.raw), clip.start_s or 0.0, clip.end_s)
-    windows = list(cut_windows([samples], archive.manifest.windows))
-    if not windows:
-        raise QueryError(f"The clip {clip.path.name} holds no audio to search with.")
-    vectors = archive.encoder.embed_audio([w.samples for w in windows])
     offset = clip.start_s or 0.0
-    end = offset + max(w.end_s for w in windows)
-    return l2_normalise(vectors.mean(axis=0)), _overlapping_windows(archive, clip.path.resolve(), offset, end)
+    _, embedded = embed_file(clip.path, archive.encoder, archive.manifest.windows, decode, offset, clip.end_s)
+    total, count, end = None, 0, offset
+    for window, vector in embedded:  # a running sum: memory stays flat however long the clip
+        total = vector.astype(np.float64) if total is None else total + vector
+        count, end = count + 1, max(end, offset + window.end_s)
+    if not count:
+        raise QueryError(f"The clip {clip.path.name} holds no audio to search with.")
+    return l2_normalise((total / count).astype(np.float32)), _overlapping_windows(archive, clip.path.resolve(), offset, end)
 
 
 def window_query(archive: Archive, window_id: int) -> tuple[np.ndarray, frozenset[int]]:
@@ -125,7 +119,7 @@ def search_text(
 
 def search_like(
     archive: Archive, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
-    decode: DecodeOptions = DecodeOptions(), windows_per_recording: int = 3,
+    decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), windows_per_recording: int = 3,
 ) -> list[RecordingHit]:
     query, exclude = clip_query(archive, clip, decode)
     return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
@@ -163,61 +157,16 @@ def search_vector(
 
 
 def allowed_window_ids(archive: Archive, filters: SearchFilters) -> np.ndarray | None:
-    """Window ids passing the filters, or None when nothing is filtered (search everything)."""
-    clauses = _filter_clauses(archive, filters)
-    if not clauses:
+    """Window ids of the recordings passing the filters, or None when nothing is filtered."""
+    where = recording_filter(archive.catalog, filters)
+    if where is None:
         return None
-    sql = (
-        f"SELECT w.id FROM windows w JOIN {RECORDING_VIEW} r ON w.recording_id = r.id "
-        f"WHERE {' AND '.join(clauses)} ORDER BY w.id"
-    )
-    params = [v for v in (filters.since, filters.until) if v is not None]
     try:
-        return archive.catalog.con.execute(sql, [as_date(p) for p in params]).fetchnumpy()["id"].astype(np.int64)
-    except Exception as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
+        with archive.catalog.memory_limit(FILTER_MEMORY_LIMIT):
+            result = archive.catalog.con.execute(filtered_window_ids_sql(where), list(where.params)).fetchnumpy()
+    except duckdb.Error as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
         raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
-
-
-def _filter_clauses(archive: Archive, filters: SearchFilters) -> list[str]:
-    columns = archive.catalog.view_columns()
-    clauses = []
-    if filters.where:
-        clauses.append(f"({validate_where(filters.where, columns)})")
-    if filters.since is not None or filters.until is not None:
-        column = date_column(columns, archive.catalog.metadata_columns(), filters.date_column)
-        if filters.since is not None:
-            clauses.append(f'CAST(r."{column}" AS DATE) >= ?')
-        if filters.until is not None:
-            clauses.append(f'CAST(r."{column}" AS DATE) <= ?')
-    return clauses
-
-
-def date_column(columns: dict[str, str], metadata_columns: Sequence[str], wanted: str | None = None) -> str:
-    """The column --since/--until compare: as asked, else metadata 'date', else the first dated one."""
-    if wanted:
-        match = {c.lower(): c for c in columns}.get(wanted.lower())
-        if match is None:
-            raise FilterError(f"Unknown date column '{wanted}'; known columns: {', '.join(sorted(columns))}.")
-        return match
-    for name in metadata_columns:
-        if name.lower() == "date":
-            return name
-    for name in metadata_columns:
-        if columns.get(name, "").upper().startswith(("DATE", "TIMESTAMP")):
-            return name
-    return "modified_at"
-
-
-def as_date(value: date | str) -> date:
-    """A date from a date, a datetime or 'YYYY-MM-DD'; FilterError otherwise."""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise FilterError(f"'{value}' is not a date; use YYYY-MM-DD.") from None
+    return result["id"].astype(np.int64)
 
 
 # --- grouping ----------------------------------------------------------------------------------

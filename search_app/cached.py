@@ -15,7 +15,7 @@ import streamlit as st
 from indexer import audio
 from indexer.archive import Archive
 from indexer.classify import Classification, classify_file
-from indexer.config import DecodeOptions
+from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.highlight import Highlight, refine_hits
 from indexer.search import ClipSpec, RecordingHit, clip_query, text_query, window_query
 
@@ -81,8 +81,7 @@ def _classify(_encoder, model_key: str, data: bytes, name: str, labels: str, mul
               threshold: float) -> tuple[Classification, np.ndarray]:
     with tempfiles.upload_as_file(data, name) as path:
         result = classify_file(path, labels, _encoder, multi_label=multi_label, threshold=threshold)
-        end = PREVIEW_S if result.info.duration_s > PREVIEW_S else None
-        _, samples = audio.load(path, DecodeOptions(), 0.0, end)
+        _, samples = audio.load(path, DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), 0.0, PREVIEW_S)
     return result, samples[0]
 
 

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from indexer import audit_runs
 from indexer.catalog import Catalog
+from indexer.errors import SoundtraceError
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 
@@ -18,13 +19,18 @@ _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
 @contextmanager
 def upload_as_file(data: bytes, name: str) -> Iterator[Path]:
     """The uploaded bytes as a temp file keeping only the name's extension (decoders need it);
-    the browser's file name never becomes a path."""
+    the browser's file name never becomes a path. An engine error raised inside names the
+    person's own file, never the server's temp path."""
     suffix = Path(name or "").suffix.lower()
     handle = tempfile.NamedTemporaryFile(prefix="soundtrace-upload-", suffix=suffix if _SUFFIX.match(suffix) else "", delete=False)
+    path = Path(handle.name)
     try:
         with handle:
             handle.write(data)
-        yield Path(handle.name)
+        yield path
+    except SoundtraceError as exc:
+        shown = Path(name or "the upload").name
+        raise type(exc)(str(exc).replace(str(path), shown).replace(path.name, shown)) from None
     finally:
         os.unlink(handle.name)
 

@@ -257,6 +257,17 @@ def test_alone_equals_in_batch(tiny: ClapEncoder) -> None:
         assert np.abs(alone - reordered[i]).max() < 1e-5
 
 
+def test_a_window_has_the_same_bits_alone_in_a_full_batch_and_in_a_short_last_one(tiny: ClapEncoder) -> None:
+    """What makes a resumed run byte-identical to an uninterrupted one: batches of one fixed shape."""
+    windows = [realish(10.0, seed) for seed in range(7)] + MIXED  # 12 windows: batches of 8 and 4
+    reference = tiny.embed_audio(windows)
+    groupings = [[[w] for w in windows], [windows[:3], windows[3:]], [windows[5:], windows[:5]], [windows[::-1]]]
+    for grouping in groupings:
+        got = {id(w): row for group in grouping for w, row in zip(group, tiny.embed_audio(group))}
+        for i, w in enumerate(windows):
+            assert got[id(w)].tobytes() == reference[i].tobytes(), (grouping is groupings[0], i)
+
+
 def test_batch_size_does_not_change_vectors(tiny: ClapEncoder) -> None:
     reference = tiny.embed_audio(MIXED)
     for batch_size in (1, 2, 3, 16):

@@ -1,4 +1,4 @@
-"""Engine pieces behind the app's filters and charts: facets, picks -> safe --where, audit summaries."""
+"""Engine pieces behind the app's filters and charts: facets, picks bound as parameters, audit summaries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from indexer import Archive, audit_runs
 from indexer.audit import run_audit
 from indexer.errors import AuditError, FilterError
-from indexer.facets import Facet, filter_facets, where_from_choices
+from indexer.facets import Facet, filter_facets, picks_from_choices
 from indexer.labelset import inline_labelset
 from indexer.search import SearchFilters, allowed_window_ids, search_text
 from tests.audio_factory import write_sequence
@@ -37,8 +37,8 @@ def archive(tmp_path_factory):
     opened.close()
 
 
-def files(archive, where):
-    hits = search_text(archive, f"tone {MID}", k=10, filters=SearchFilters(where=where))
+def files(archive, picks):
+    hits = search_text(archive, f"tone {MID}", k=10, filters=SearchFilters(picks=picks))
     return sorted(h.path.rsplit("/", 1)[-1] for h in hits)
 
 
@@ -52,26 +52,40 @@ def test_facets_offer_pick_lists_for_few_values_and_ranges_for_dates(archive):
 
 def test_no_picks_means_no_filter(archive):
     columns = archive.catalog.view_columns()
-    assert where_from_choices(columns) is None
-    assert where_from_choices(columns, {"site": []}, {"date": (None, None)}) is None
+    assert not picks_from_choices(columns)
+    assert not picks_from_choices(columns, {"site": []}, {"date": (None, None)})
+    assert allowed_window_ids(archive, SearchFilters(picks=picks_from_choices(columns))) is None
 
 
 def test_picks_become_a_filter_that_narrows_the_search(archive):
     columns = archive.catalog.view_columns()
-    assert files(archive, where_from_choices(columns, {"site": ["leeds", "o'hare"]})) == ["a.wav", "c.wav", "d.wav"]
-    assert files(archive, where_from_choices(columns, {"SITE": ["leeds"]}, {"date": ("2024-01-05", None)})) == ["d.wav"]
-    assert files(archive, where_from_choices(columns, dates={"date": (date(2024, 1, 2), date(2024, 1, 9))})) == ["b.wav", "c.wav"]
-    assert files(archive, where_from_choices(columns, exclude_true=["is_clipped", "is_silent"])) == [f"{n}.wav" for n in "abcde"]
+    assert files(archive, picks_from_choices(columns, {"site": ["leeds", "o'hare"]})) == ["a.wav", "c.wav", "d.wav"]
+    assert files(archive, picks_from_choices(columns, {"SITE": ["leeds"]}, {"date": ("2024-01-05", None)})) == ["d.wav"]
+    assert files(archive, picks_from_choices(columns, dates={"date": (date(2024, 1, 2), date(2024, 1, 9))})) == ["b.wav", "c.wav"]
+    assert files(archive, picks_from_choices(columns, exclude_true=["is_clipped", "is_silent"])) == [f"{n}.wav" for n in "abcde"]
+
+
+def test_picks_describe_themselves_and_survive_json(archive):
+    from indexer.search_filters import Picks
+
+    picks = picks_from_choices(archive.catalog.view_columns(), {"site": ["leeds", "o'hare"]}, {"date": ("2024-01-05", None)}, ["is_silent"])
+    assert picks.describe() == "site: leeds, o'hare · date 2024-01-05 – … · not is_silent"
+    assert Picks.from_json(picks.to_json()) == picks
+    filters = SearchFilters(where="agent = 'A1'", since="2024-01-01", picks=picks)
+    assert SearchFilters.from_json(filters.to_json()) == SearchFilters(where="agent = 'A1'", since="2024-01-01", picks=picks)
 
 
 @pytest.mark.parametrize(
     "hostile",
     ["leeds' OR 1=1 --", "x'); DROP TABLE recordings; --", "leeds\\' OR '1'='1", "' || (SELECT 1) || '", "porto%"],
 )
-def test_picked_values_are_only_ever_literals(archive, hostile):
-    where = where_from_choices(archive.catalog.view_columns(), {"site": [hostile]})
-    assert where == f'''"site" IN ('{hostile.replace("'", "''")}')'''
-    assert len(allowed_window_ids(archive, SearchFilters(where=where))) == 0
+def test_picked_values_are_only_ever_bound_parameters(archive, hostile):
+    from indexer.search_filters import recording_filter
+
+    picks = picks_from_choices(archive.catalog.view_columns(), {"site": [hostile, "porto"]})
+    compiled = recording_filter(archive.catalog, SearchFilters(picks=picks))
+    assert hostile not in compiled.sql and compiled.params == (hostile, "porto")
+    assert files(archive, picks) == ["b.wav"]
     assert archive.catalog.one("SELECT count(*) FROM recordings")[0] == 5
 
 
@@ -83,12 +97,11 @@ def test_picked_values_are_only_ever_literals(archive, hostile):
         ({"dates": {"date": ("2024-13-01", None)}}, "not a date"),
         ({"dates": {"date": ("2024-01-01'; --", None)}}, "not a date"),
         ({"exclude_true": ["site"]}, "yes/no"),
-        ({"choices": {"site": ["a\x00b"]}}, "control character"),
     ],
 )
 def test_anything_but_known_columns_and_plain_values_is_refused(archive, kwargs, message):
     with pytest.raises(FilterError, match=message):
-        where_from_choices(archive.catalog.view_columns(), **kwargs)
+        picks_from_choices(archive.catalog.view_columns(), **kwargs)
 
 
 # --- audit summaries for the dashboard and the threshold histogram -------------------------------

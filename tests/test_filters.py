@@ -112,9 +112,7 @@ def test_comment_markers_inside_strings_are_fine(con, columns):
     assert select_ids(con, columns, "notes <> 'x -- y /* z */'") == [1, 3, 4]
 
 
-@pytest.mark.parametrize(
-    ("expr", "message"),
-    [
+REFUSED = [
         ("", "empty"),
         ("   \n ", "empty"),
         ("(SELECT count(*) FROM recordings) > 0", "Subqueries are not allowed"),
@@ -165,14 +163,49 @@ def test_comment_markers_inside_strings_are_fine(con, columns):
         ("date > DATE 'not a date'", "cannot be applied"),
         ("agent = 'a\x00' OR true", "control character"),
         ("NOT " * 100 + "true", "nested"),
-    ],
-)
-def test_rejected_filters_explain_why(columns, expr, message):
+        ("NOT " * 500 + "true", "nested"),
+        # statements, files, extensions, settings: none of it can ride along
+        ("COPY recordings TO 'leak.csv'", "not a valid expression"),
+        ("true) ; COPY (SELECT 1) TO 'leak.csv' ; SELECT (1", "single boolean expression"),
+        ("ATTACH 'other.duckdb' AS other", "not a valid expression"),
+        ("true; ATTACH 'other.duckdb'", "single boolean expression"),
+        ("INSTALL httpfs", "not a valid expression"),
+        ("true; INSTALL httpfs; LOAD httpfs", "single boolean expression"),
+        ("PRAGMA database_list", "not a valid expression"),
+        ("true; PRAGMA enable_profiling", "single boolean expression"),
+        ("true; SET enable_external_access = true", "single boolean expression"),
+        ("read_parquet('x.parquet') IS NULL", "Function 'read_parquet' is not allowed"),
+        ("read_json_auto('x.json') IS NULL", "Function 'read_json_auto' is not allowed"),
+        ("read_blob('/etc/passwd') IS NULL", "Function 'read_blob' is not allowed"),
+        ("sniff_csv('/etc/passwd') IS NULL", "Function 'sniff_csv' is not allowed"),
+        ("glob('/etc/*') IS NOT NULL", "Function 'glob' is not allowed"),
+        ("agent IN (FROM read_csv('/etc/passwd'))", "Subqueries are not allowed"),
+        ("agent = (SELECT max(agent) FROM duckdb_settings())", "Subqueries are not allowed"),
+        ("agent = 'x' /* ; DROP TABLE recordings */", "Comments"),
+        # size, depth and growth: a filter may fail, never take the machine
+        ("agent = 'x' " + "OR agent = 'y' " * 7000, "longer than"),
+        ("(" * 1000 + "true" + ")" * 1000, "depth limit"),
+        ("lower(" * 300 + "agent" + ")" * 300 + " = 'a'", "nested"),
+        ("length(" + "replace(" * 9 + "'aaaa'" + ", 'a', 'aaaa')" * 9 + ") > 3", "replace() inside another replace()"),
+        ("length(replace(concat(replace(agent, 'a', 'aa'), 'x'), 'a', 'aa')) > 3", "replace() inside another replace()"),
+        ("replace(agent, 'a', agent) = 'x'", "text constant of at most 32"),
+        ("replace(agent, 'a', '" + "b" * 33 + "') = 'x'", "text constant of at most 32"),
+]
+
+
+@pytest.mark.parametrize(("expr", "message"), REFUSED, ids=[f"{i}:{e[:30]}" for i, (e, _) in enumerate(REFUSED)])
+def test_rejected_filters_explain_why(columns, expr, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(FilterError) as info:
         validate_where(expr, columns)
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+    assert list(Path(tmp_path).iterdir()) == []
+
+
+def test_short_replacements_are_allowed(con, columns):
+    assert select_ids(con, columns, "replace(agent, 'A', 'agent-') = 'agent-17'") == [1, 2]
 
 
 def test_unknown_column_lists_known_columns(columns):
@@ -287,40 +320,6 @@ def test_hostile_input_is_refused_or_harmless(con, columns, expr, tmp_path, monk
     assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == before_tables
     assert list(Path(tmp_path).iterdir()) == []
 
-
-ATTACKS = [
-    ("COPY recordings TO 'leak.csv'", "not a valid expression"),
-    ("true) ; COPY (SELECT 1) TO 'leak.csv' ; SELECT (1", "single boolean expression"),
-    ("ATTACH 'other.duckdb' AS other", "not a valid expression"),
-    ("true; ATTACH 'other.duckdb'", "single boolean expression"),
-    ("INSTALL httpfs", "not a valid expression"),
-    ("true; INSTALL httpfs; LOAD httpfs", "single boolean expression"),
-    ("PRAGMA database_list", "not a valid expression"),
-    ("true; PRAGMA enable_profiling", "single boolean expression"),
-    ("true; SET enable_external_access = true", "single boolean expression"),
-    ("read_parquet('x.parquet') IS NULL", "Function 'read_parquet' is not allowed"),
-    ("read_json_auto('x.json') IS NULL", "Function 'read_json_auto' is not allowed"),
-    ("read_blob('/etc/passwd') IS NULL", "Function 'read_blob' is not allowed"),
-    ("sniff_csv('/etc/passwd') IS NULL", "Function 'sniff_csv' is not allowed"),
-    ("glob('/etc/*') IS NOT NULL", "Function 'glob' is not allowed"),
-    ("getenv('HOME') = 'x'", "Function 'getenv' is not allowed"),
-    ("agent IN (FROM read_csv('/etc/passwd'))", "Subqueries are not allowed"),
-    ("agent = (SELECT max(agent) FROM duckdb_settings())", "Subqueries are not allowed"),
-    ("agent = 'x' /* ; DROP TABLE recordings */", "Comments"),
-    ("agent = 'x' " + "OR agent = 'y' " * 7000, "longer than"),
-    ("(" * 1000 + "true" + ")" * 1000, "depth limit"),
-    ("lower(" * 300 + "agent" + ")" * 300 + " = 'a'", "nested"),
-]
-
-
-@pytest.mark.parametrize(("expr", "message"), ATTACKS, ids=[a[0][:40] for a in ATTACKS])
-def test_attacks_are_refused_with_a_reason(con, columns, expr, message, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(FilterError) as info:
-        validate_where(expr, columns)
-    assert message in str(info.value)
-    assert "\n" not in str(info.value)
-    assert list(Path(tmp_path).iterdir()) == []
 
 
 def _with_extra_keys(serialize, extra):

@@ -47,7 +47,7 @@ def snapshot(directory: Path) -> dict:
     on_disk = VectorStore.load(directory / INDEX_FILE)
     return {
         "recordings": recordings,
-        "windows": [(i, r, c, s, e, tuple(np.round(v, 6))) for i, r, c, s, e, v in windows],
+        "windows": [(i, r, c, s, e, np.asarray(v, np.float32).tobytes()) for i, r, c, s, e, v in windows],
         "store_ids": store_ids.tolist(),
         "disk_ids": np.sort(on_disk.ids()).tolist(),
     }
@@ -343,7 +343,7 @@ def test_a_decoder_crash_fails_that_file_and_the_run_goes_on(tmp_path):
 
     for i in range(3):
         write_sequence(tmp_path / f"f{i}.wav", [(440, 10)] * 4)
-    files = discover([tmp_path])
+    files = discover([tmp_path]).files
     decoder = DecoderProcess(DecodeJob(files, {}, {}, WindowConfig(), DecodeOptions()), queue_size=2)
     outcomes, killed = {}, False
     try:
@@ -390,8 +390,6 @@ def test_format_zoo_is_indexed_or_failed_with_reasons(tmp_path):
 
 def test_searches_keep_answering_while_an_index_run_writes(big_drop, tmp_path):
     """The indexer lets go of the catalog between commits, so readers get in during a long run."""
-    from indexer.pipeline import LOCK_SLICE_S
-
     arch = tmp_path / "arch"
     with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
         archive.index([big_drop / "rec00.wav"])
@@ -411,4 +409,4 @@ def test_searches_keep_answering_while_an_index_run_writes(big_drop, tmp_path):
     finally:
         assert writer.wait(timeout=300) == 0  # the writer got its lock back after each reader
     assert len(answered) >= 2, f"only {len(answered)} searches got in while the run wrote"
-    assert all(seconds < LOCK_SLICE_S + 10 and n > 0 for seconds, n in answered)
+    assert all(seconds < 10 and n > 0 for seconds, n in answered)

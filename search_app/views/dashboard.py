@@ -4,7 +4,7 @@ import streamlit as st
 
 from indexer import audit_runs
 from indexer.audit_runs import PERIODS
-from indexer.search import date_column
+from indexer.search_filters import date_column
 from search_app import widgets
 
 st.title("Dashboard")

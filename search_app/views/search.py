@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from indexer.facets import filter_facets, where_from_choices
+from indexer.facets import filter_facets, picks_from_choices
 from indexer.search import SearchFilters, search_vector
 from search_app import cached, widgets
 
@@ -45,7 +45,7 @@ with st.sidebar:
     leave_out = [column for column, label in FLAG_FILTERS.items() if st.checkbox(label, key=f"flag_{column}")]
 
 with widgets.shown_errors():
-    where = where_from_choices(archive.catalog.view_columns(), choices, dates, leave_out)
+    picks = picks_from_choices(archive.catalog.view_columns(), choices, dates, leave_out)
     like = st.session_state.get("like_window")
     query = cached.query(archive, text, (example.getvalue(), example.name) if example else None, like)
 
@@ -56,18 +56,18 @@ if query is None:
     st.info("Type what you are listening for, or upload an example clip.")
     st.stop()
 
-asked = (query.described, where)
+asked = (query.described, picks)
 if st.session_state.get("asked") != asked:
     st.session_state.asked, st.session_state.page = asked, 0
 page = st.session_state.get("page", 0)
 
 with widgets.shown_errors():
-    hits = search_vector(archive, query.vector, (page + 1) * PAGE_SIZE + 1, SearchFilters(where=where), exclude=query.exclude)
+    hits = search_vector(archive, query.vector, (page + 1) * PAGE_SIZE + 1, SearchFilters(picks=picks), exclude=query.exclude)
 shown = hits[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
 
 st.subheader(f"Recordings {query.described}")
-if where:
-    st.caption(f"Filtered by: `{where}`")
+if picks:
+    st.caption(f"Filtered by: {picks.describe()}")
 if not shown:
     st.warning("No recordings match. Loosen the filters or try other words.")
     st.stop()

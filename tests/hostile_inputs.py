@@ -1,0 +1,136 @@
+"""Crafted hostile inputs: every way a file, its name or its sample values can be wrong.
+
+``build(folder)`` writes the corpus and returns one ``Case`` per entry. Indexing the folder must
+end with every case recorded (indexed, or failed with a one-line reason) and the good files
+beside them indexed; no case may abort the run. New kinds of trouble go here, so every later
+change is tried against all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from indexer.sources import AUDIO_EXTENSIONS
+
+RATE = 16_000
+FAILED, INDEXED, RECORDED = "failed", "indexed", "recorded"
+"""What a case must end as; RECORDED: either, as long as a failure says why (truncations that
+leave whole frames decode, others do not, depending on the decoder)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: Path
+    expect: str
+
+
+def good_audio(seconds: float = 3.0, frequency: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.4 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def wav_header(rate: int, channels: int, bits: int, data_bytes: int, fmt_tag: int = 1) -> bytes:
+    """A canonical 44-byte RIFF/WAVE header with whatever values a hostile file claims."""
+    block = max(1, channels * max(bits, 8) // 8)
+    fmt = struct.pack("<HHIIHH", fmt_tag, channels, rate, (rate * block) & 0xFFFFFFFF, block & 0xFFFF, bits)
+    riff_size = (36 + data_bytes) & 0xFFFFFFFF
+    return b"RIFF" + struct.pack("<I", riff_size) + b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack(
+        "<I", data_bytes & 0xFFFFFFFF
+    )
+
+
+def build(folder: Path, seed: int = 0) -> list[Case]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cases: list[Case] = []
+
+    def add(name: str, rel: str, expect: str) -> Path:
+        path = folder / rel
+        cases.append(Case(name, path, expect))
+        return path
+
+    # random bytes under every extension soundtrace picks up (raw PCM without its rate fails too)
+    for ext in sorted(AUDIO_EXTENSIONS):
+        for size in (1, 700, 40_000):
+            data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            add(f"random{size}{ext}", f"random/r{size}{ext}", FAILED).parent.mkdir(exist_ok=True)
+            (folder / f"random/r{size}{ext}").write_bytes(data)
+    add("empty.wav", "empty.wav", FAILED).write_bytes(b"")
+    add("zeros.flac", "zeros.flac", FAILED).write_bytes(bytes(4096))
+
+    # truncations of valid files at the header, inside it and mid-data
+    samples = good_audio(4.0)
+    for fmt, ext in (("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg")):
+        whole = folder / f"whole{ext}.tmp"
+        sf.write(whole, samples, RATE, format=fmt)
+        blob = whole.read_bytes()
+        whole.unlink()
+        for cut in (12, 30, 44, len(blob) // 2, len(blob) - 3):
+            expect = FAILED if cut <= 30 else RECORDED
+            add(f"truncated{cut}{ext}", f"truncated/t{cut}{ext}", expect).parent.mkdir(exist_ok=True)
+            (folder / f"truncated/t{cut}{ext}").write_bytes(blob[:cut])
+
+    # headers that lie: absurd rates, channel counts, bit depths, sizes and codes
+    pcm = (good_audio(2.0) * 32767).astype("<i2").tobytes()
+    lies = {
+        "rate1": wav_header(1, 1, 16, len(pcm)) + pcm,  # 64,000 samples at 1 Hz: 17 hours
+        "rate0": wav_header(0, 1, 16, len(pcm)) + pcm,
+        "rate_max": wav_header(0xFFFFFFFF, 1, 16, len(pcm)) + pcm,
+        "channels0": wav_header(RATE, 0, 16, len(pcm)) + pcm,
+        "channels_huge": wav_header(RATE, 65535, 16, len(pcm)) + pcm,
+        "bits7": wav_header(RATE, 1, 7, len(pcm)) + pcm,
+        "bits0": wav_header(RATE, 1, 0, len(pcm)) + pcm,
+        "format_tag_unknown": wav_header(RATE, 1, 16, len(pcm), fmt_tag=0x1234) + pcm,
+        "data_size_4gb": wav_header(RATE, 1, 16, 0xFFFFFFF0) + pcm,
+        "data_size_0": wav_header(RATE, 1, 16, 0) + pcm,
+        "no_fmt_chunk": b"RIFF" + struct.pack("<I", 4 + 8 + len(pcm)) + b"WAVEdata" + struct.pack("<I", len(pcm)) + pcm,
+        "riff_only": b"RIFF\xff\xff\xff\xffWAVE",
+    }
+    for name, blob in lies.items():
+        expect = RECORDED if name in ("data_size_4gb", "data_size_0", "bits7") else FAILED  # bits7: read as 8-bit
+        add(f"header_{name}", f"headers/{name}.wav", expect).parent.mkdir(exist_ok=True)
+        (folder / f"headers/{name}.wav").write_bytes(blob)
+
+    # sample values no recording holds: NaN, infinities, absurd magnitudes
+    (folder / "values").mkdir(exist_ok=True)
+    for name, value in (("nan", np.nan), ("inf", np.inf), ("neg_inf", -np.inf), ("huge", 1e30)):
+        one_bad = good_audio(3.0)
+        one_bad[RATE] = value
+        sf.write(add(f"one_{name}", f"values/one_{name}.wav", FAILED), one_bad, RATE, subtype="FLOAT")
+        sf.write(add(f"all_{name}", f"values/all_{name}.wav", FAILED), np.full(RATE * 2, value, np.float32), RATE, subtype="FLOAT")
+    sf.write(add("denormals", "values/denormals.wav", RECORDED), np.full(RATE * 2, 1e-42, np.float32), RATE, subtype="FLOAT")
+    sf.write(add("full_scale_square", "values/square.wav", INDEXED), np.sign(good_audio(2.0)), RATE, subtype="FLOAT")
+
+    # links that cannot be followed
+    (folder / "links").mkdir(exist_ok=True)
+    os.symlink("loop_b.wav", add("symlink_loop", "links/loop_a.wav", FAILED))
+    os.symlink("loop_a.wav", add("symlink_loop_back", "links/loop_b.wav", FAILED))
+    os.symlink("self.wav", add("symlink_self", "links/self.wav", FAILED))
+    os.symlink("nowhere.wav", add("symlink_dangling", "links/dangling.wav", FAILED))
+
+    # names that are hard to store, print or quote (valid audio inside)
+    (folder / "names").mkdir(exist_ok=True)
+    odd_names = [
+        "quote's \"double\".wav", "semi;colon -- DROP TABLE recordings;.wav", "new\nline.wav", "tab\there.wav",
+        "-leading-dash.wav", "back\\slash.wav", "percent %s %d {}.wav", "空格 中文 ✓.wav", "e\u0301-nfd.wav",
+        "x" * 240 + ".wav", " leading and trailing space .wav", "$(touch pwned).wav",
+    ]
+    for name in odd_names:
+        sf.write(add(f"name {name[:20]!r}", f"names/{name}", INDEXED), good_audio(2.0), RATE)
+    bad_utf8 = add("name not utf-8", os.fsdecode(b"names/latin1-\xe9t\xe9-\xff.wav"), FAILED)
+    sf.write(folder / "names" / "staging.wav", good_audio(2.0), RATE)  # libsndfile cannot open such a name
+    os.rename(folder / "names" / "staging.wav", os.fsencode(bad_utf8))
+
+    # things that are not regular files under audio names
+    (folder / "special").mkdir(exist_ok=True)
+    os.mkfifo(add("fifo", "special/pipe.wav", FAILED))
+    (folder / "special" / "folder.wav").mkdir()
+    sf.write(add("inside a folder named .wav", "special/folder.wav/inner.wav", INDEXED), good_audio(2.0), RATE)
+    return cases

@@ -1,0 +1,178 @@
+"""Hostile input changes nothing: crafted files, names and headers are recorded with a reason, the
+run goes on, and nothing a user writes (a CSV header, a filter) runs as SQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer import Archive
+from indexer.errors import MetadataError
+from indexer.search import SearchFilters, allowed_window_ids, search_text
+from indexer.sql import quote_identifier
+from tests import hostile_inputs
+from tests.audio_factory import write_sequence
+from tests.fakes import FakeEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    cases = hostile_inputs.build(folder / "corpus")
+    good = [write_sequence(folder / "corpus" / f"good{i}.wav", [(440 * (i + 1), 4)]) for i in range(3)]
+    return folder, cases, good
+
+
+def _outcomes(archive) -> dict[str, tuple[str, str | None, str | None]]:
+    rows = archive.catalog.con.execute("SELECT path, status, error_kind, error FROM recordings").fetchall()
+    return {path: (status, kind, error) for path, status, kind, error in rows}
+
+
+def _judge(cases, outcomes):
+    from indexer.sources import path_text
+
+    tally, wrong = Counter(), []
+    for case in cases:
+        key = path_text(Path(os.path.abspath(case.path)).resolve() if not case.path.is_symlink() else Path(os.path.abspath(case.path)))
+        status, kind, error = outcomes.get(key, ("not recorded", None, None))
+        tally["tried"] += 1
+        if status == "failed" and error and "\n" not in error:
+            tally["failed with a reason"] += 1
+        elif status == "indexed":
+            tally["indexed"] += 1
+        ok = status == case.expect or (case.expect == hostile_inputs.RECORDED and status in ("indexed", "failed"))
+        ok = ok and (status != "failed" or bool(error and "\n" not in error))
+        if not ok:
+            wrong.append((case.name, case.expect, status, kind, error))
+    return tally, wrong
+
+
+def test_one_run_over_the_hostile_corpus_records_everything_and_keeps_the_good_files(corpus, tmp_path):
+    folder, cases, good = corpus
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        report = archive.index([folder / "corpus"])
+        outcomes = _outcomes(archive)
+    tally, wrong = _judge(cases, outcomes)
+    print(dict(tally))
+    assert not wrong, wrong
+    assert all(outcomes[str(g.resolve())][0] == "indexed" for g in good)
+    assert len(report.failed) == tally["failed with a reason"]
+
+
+def test_each_hostile_file_named_on_its_own_is_recorded(corpus, tmp_path):
+    """Named explicitly, a pipe, a link loop or a bad name is recorded as failed, not silently skipped."""
+    folder, cases, _ = corpus
+    picked = [c for c in cases if c.name in ("fifo", "symlink_loop", "symlink_dangling", "name not utf-8", "all_nan", "header_rate1")]
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        report = archive.index([c.path for c in picked])
+        outcomes = _outcomes(archive)
+    tally, wrong = _judge(picked, outcomes)
+    assert not wrong, wrong
+    assert len(report.failed) == len(picked)
+    reasons = {Path(f.path).name: f.error for f in report.failed}
+    assert "is a named pipe, not a file" in reasons["pipe.wav"]
+    assert "loops back on itself" in reasons["loop_a.wav"]
+    assert "which does not exist" in reasons["dangling.wav"]
+    assert "not valid UTF-8" in next(r for n, r in reasons.items() if n.startswith("latin1"))
+    assert "is NaN" in reasons["all_nan.wav"]
+    assert "sample rate of 1 Hz" in reasons["rate1.wav"]
+
+
+def test_a_second_run_over_the_corpus_does_nothing(corpus, tmp_path):
+    folder, _, _ = corpus
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        first = archive.index([folder / "corpus"])
+        again = archive.index([folder / "corpus"])
+    assert again.indexed == 0 and not again.failed and again.unchanged == first.discovered
+
+
+def test_the_cli_survives_the_corpus_and_prints_every_name(corpus, tmp_path):
+    folder, cases, _ = corpus
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_WITH_FAKE, str(folder / "corpus"), str(tmp_path / "arch")],
+        capture_output=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
+    assert b"Traceback" not in result.stderr
+    assert b"latin1-\\xe9t\\xe9-\\xff.wav" in result.stdout + result.stderr
+
+
+CLI_WITH_FAKE = """
+import sys
+from unittest import mock
+sys.path.insert(0, '.')
+from tests.fakes import FakeEncoder
+with mock.patch('indexer.encoder.load_encoder', lambda cfg: FakeEncoder()):
+    from indexer.cli import cli
+    cli(['index', sys.argv[1], '--archive', sys.argv[2], '--quiet', '--model', 'fake'], prog_name='soundtrace')
+"""
+
+
+# --- SQL from data -------------------------------------------------------------------------------
+
+INJECTED_HEADER = (
+    'file,"d"" AS DATE) IS NULL; COPY (SELECT content FROM read_text(\'/etc/hostname\')) TO \'{leak}\'; '
+    'SELECT w.id FROM windows w JOIN recordings_view r ON w.recording_id = r.id WHERE CAST(r.""d",d\n'
+)
+
+
+@pytest.fixture()
+def small_archive(tmp_path):
+    drop = tmp_path / "drop"
+    write_sequence(drop / "a.wav", [(440, 10)])
+    write_sequence(drop / "b.wav", [(1200, 10)])
+    archive = Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True)
+    archive.index([drop])
+    yield archive, drop
+    archive.close()
+
+
+def test_a_csv_header_holding_sql_is_refused_at_import(small_archive, tmp_path):
+    archive, drop = small_archive
+    leak = tmp_path / "leak.csv"
+    csv = drop / "meta.csv"
+    csv.write_text(INJECTED_HEADER.format(leak=leak) + "a.wav,2024-05-02,2024-05-02\n")
+    with pytest.raises(MetadataError) as info:
+        archive.catalog.import_metadata(csv)
+    assert "has a column named" in str(info.value) and "rename it in the CSV" in str(info.value)
+    assert not leak.exists()
+    assert archive.catalog.metadata_columns() == []
+
+
+def test_a_hostile_column_name_that_reached_the_catalog_is_only_ever_quoted(small_archive, tmp_path):
+    """Even past the import check (an archive from an older version, say), a name is never SQL."""
+    archive, _ = small_archive
+    leak = tmp_path / "leak.csv"
+    hostile = INJECTED_HEADER.format(leak=leak).split(",")[1].strip('"').replace('""', '"')
+    con = archive.catalog.con
+    con.execute(f"ALTER TABLE metadata ADD COLUMN {quote_identifier(hostile)} DATE")
+    con.execute(f"INSERT INTO metadata (_name, {quote_identifier(hostile)}) VALUES ('a.wav', DATE '2024-05-02')")
+    archive.catalog._refresh_view()
+    filters = SearchFilters(since="2024-05-01", date_column=hostile)
+    hits = search_text(archive, "tone 440", k=5, filters=filters)
+    assert [Path(h.path).name for h in hits] == ["a.wav"]
+    from indexer.audit import run_audit
+    from indexer.labelset import inline_labelset
+
+    run_audit(archive, inline_labelset("tone 440, tone 1200"), filters)
+    assert not leak.exists()
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["peak > 0.1", "rms_db > -40", "silent_fraction < 0.5", "clipped_fraction = 0", "not is_silent", "not is_clipped",
+     "duration_s > 5", "channels = 1", "format LIKE 'WAV%'", "sample_rate = 16000", "modified_at > DATE '2000-01-01'"],
+)
+def test_every_documented_recording_column_filters(small_archive, where):
+    archive, _ = small_archive
+    allowed = allowed_window_ids(archive, SearchFilters(where=where))
+    assert np.array_equal(np.sort(allowed), np.sort(archive.catalog.all_window_ids()))
+    assert len(search_text(archive, "tone 440", k=5, filters=SearchFilters(where=where))) == 2
