@@ -44,7 +44,7 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-_MEMORY = re.compile(r"^\d+(\.\d+)?\s?[KMGT]i?B$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]i?B$")
 
 LOCK_WAIT_S = 30.0
 """How long opening waits for another process to let go of the catalog before giving up."""
@@ -109,13 +109,11 @@ class Catalog:
         if not _MEMORY.match(limit):
             raise ValueError(f"not a DuckDB memory size: {limit!r}")
         con = self.con
-        previous = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         con.execute(f"SET memory_limit = '{limit}'")
         try:
             yield
         finally:
-            if _MEMORY.match(str(previous)):
-                con.execute(f"SET memory_limit = '{previous}'")
+            con.execute("RESET memory_limit")  # soundtrace sets no other limit: back to DuckDB's default
 
     def one(self, sql: str, params: list | None = None) -> tuple | None:
         """The first row, reading the result to its end (DuckDB 2 refuses new work on a half-read result)."""

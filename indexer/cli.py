@@ -115,10 +115,10 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
     encoder = load_encoder(_with_default_model(encoder_config)) if is_new or encoder_config.model else None
     console = Console()
     with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
-        for csv_path in metadata_files:
-            rows = archive.catalog.import_metadata(csv_path)
-            console.err(f"metadata: {rows} rows from {csv_path}")
-        options = IndexOptions(decode=DecodeOptions(channels=channels, raw=raw), prune=prune, retry_failed=retry_failed)
+        options = IndexOptions(
+            decode=DecodeOptions(channels=channels, raw=raw), prune=prune, retry_failed=retry_failed,
+            metadata=tuple(metadata_files),
+        )
         labelsets = [load_labelset(f) for f in audit_files]  # invalid label sets fail before any work
         with IndexProgress(disabled=quiet) as progress:
             report = archive.index(paths, options, progress)

@@ -107,6 +107,17 @@ class IndexProgress:
 
 
 def print_index_report(console: Console, report) -> None:
+    for csv_path, rows in report.metadata_rows:
+        console.err(f"metadata: {rows} rows from {csv_path}")
+    for problem in report.unlisted_folders:
+        console.err(f"could not list folder {problem}")
+    if report.discovered == 0:
+        console.err(
+            "found no audio files to index" + (f" ({report.ignored} files without an audio extension were left out;"
+                                               " name a file to try it anyway)" if report.ignored else "")
+        )
+    elif report.ignored:
+        console.err(f"left out {report.ignored} files without an audio extension (name a file to try it anyway)")
     speed = report.audio_seconds / report.elapsed_s if report.elapsed_s else 0.0
     console.err(
         f"indexed {report.indexed}, unchanged {report.unchanged}, reused {report.reused} (same content), "

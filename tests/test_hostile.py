@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -176,3 +177,142 @@ def test_every_documented_recording_column_filters(small_archive, where):
     allowed = allowed_window_ids(archive, SearchFilters(where=where))
     assert np.array_equal(np.sort(allowed), np.sort(archive.catalog.all_window_ids()))
     assert len(search_text(archive, "tone 440", k=5, filters=SearchFilters(where=where))) == 2
+
+
+# --- one request cannot take the machine -----------------------------------------------------------
+
+
+def _long_wav(path: Path, minutes: int, rate: int = 8000) -> Path:
+    import soundfile as sf
+
+    with sf.SoundFile(path, "w", samplerate=rate, channels=1, subtype="PCM_16") as fh:
+        t = np.arange(rate * 60) / rate
+        minute = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for _ in range(minutes):
+            fh.write(minute)
+    return path
+
+
+def test_classify_and_query_by_example_stream_a_long_file(small_archive, tmp_path):
+    import tracemalloc
+
+    from indexer.classify import classify_file
+    from indexer.search import ClipSpec, clip_query
+
+    archive, _ = small_archive
+    path = _long_wav(tmp_path / "long.wav", 30)
+    full_size = 30 * 60 * 48_000 * 4  # the whole file at 48 kHz float32: 345 MB
+    for request in (lambda: classify_file(path, "tone 440, tone 1200", FakeEncoder()), lambda: clip_query(archive, ClipSpec(path))):
+        tracemalloc.start()
+        result = request()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert result is not None
+        assert peak < full_size / 4, f"peak {peak / 1e6:.0f} MB"
+    assert classify_file(path, "tone 440, tone 1200", FakeEncoder()).duration_s == pytest.approx(1800, abs=1)
+
+
+def test_a_request_longer_than_its_limit_is_refused_in_one_sentence(small_archive, tmp_path):
+    from indexer.classify import classify_file
+    from indexer.config import DecodeOptions
+    from indexer.errors import AudioTooLongError
+    from indexer.search import ClipSpec, clip_query
+
+    archive, _ = small_archive
+    path = _long_wav(tmp_path / "two-minutes.wav", 2)
+    short = DecodeOptions(max_duration_s=60)
+    with pytest.raises(AudioTooLongError, match="more than the 60 s limit"):
+        classify_file(path, "a, b", FakeEncoder(), decode=short)
+    with pytest.raises(AudioTooLongError, match="more than the 60 s limit"):
+        clip_query(archive, ClipSpec(path), short)
+    assert clip_query(archive, ClipSpec(path, 30.0, 50.0), short)[0].shape == (FakeEncoder().identity.dim,)
+
+
+def test_an_upload_error_names_the_users_file_not_the_servers(tmp_path):
+    from indexer.classify import classify_file
+    from indexer.errors import AudioError
+    from search_app.tempfiles import upload_as_file
+
+    with pytest.raises(AudioError) as info:
+        with upload_as_file(b"RIFF\x00\x00\x00\x00WAVEjunk" * 20, "Call 0042.wav") as path:
+            classify_file(path, "a, b", FakeEncoder())
+    message = str(info.value)
+    assert "Call 0042.wav" in message
+    assert "soundtrace-upload" not in message and str(Path(path).parent) not in message
+    assert not Path(path).exists()
+
+
+def test_the_catalog_is_free_while_a_slow_first_file_is_embedded(tmp_path):
+    """Readers got in only at the first commit: one slow file kept an app page waiting 33 s."""
+    from indexer.catalog import Catalog
+    from tests.test_pipeline import WORKER
+
+    (tmp_path / "drop").mkdir()
+    long_file = _long_wav(tmp_path / "drop" / "long.wav", 6)
+    arch, marker = tmp_path / "arch", tmp_path / "marker"
+    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(long_file), marker=str(marker)).replace("0.02", "0.5")
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        while not marker.exists() and writer.poll() is None:
+            time.sleep(0.01)
+        assert writer.poll() is None
+        started = time.monotonic()
+        catalog = Catalog.open(arch, read_only=True, wait_s=5.0)
+        waited = time.monotonic() - started
+        assert catalog.one("SELECT count(*) FROM windows")[0] == 0  # the file is still being embedded
+        catalog.close()
+        assert waited < 2.0, f"waited {waited:.1f} s for the catalog"
+    finally:
+        assert writer.wait(timeout=300) == 0
+
+
+class _NanForLoud(FakeEncoder):
+    """A model that, like CLAP on absurd input, returns NaN for some windows (here: loud ones)."""
+
+    batch_size = 4
+
+    def embed_audio(self, windows):
+        out = super().embed_audio(windows)
+        for i, w in enumerate(windows):
+            if np.abs(w).max() > 0.8:
+                out[i] = np.nan
+        return out
+
+
+def test_a_file_whose_vectors_are_not_finite_fails_and_its_batch_peers_are_kept(tmp_path):
+    import soundfile as sf
+
+    drop = tmp_path / "drop"
+    write_sequence(drop / "a.wav", [(440, 10)])
+    t = np.arange(16_000 * 25) / 16_000
+    loud = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    loud[16_000 * 12 :] *= 3.0  # the second and third windows are loud
+    sf.write(drop / "b.wav", loud, 16_000)
+    write_sequence(drop / "c.wav", [(1200, 10)])  # shares b's last batch
+    with Archive.open(tmp_path / "arch", encoder=_NanForLoud(), create=True) as archive:
+        report = archive.index([drop])
+        stored = archive.window_vectors(archive.catalog.all_window_ids())
+        outcomes = _outcomes(archive)
+    assert report.indexed == 2 and [Path(f.path).name for f in report.failed] == ["b.wav"]
+    status, kind, error = outcomes[str((drop / "b.wav").resolve())]
+    assert (status, kind) == ("failed", "invalid_vector") and "no usable vector for 10.0–20.0 s" in error
+    assert np.isfinite(stored).all() and len(stored) == 2
+
+
+def test_filters_run_under_a_memory_limit_that_is_then_lifted(small_archive):
+    archive, _ = small_archive
+    before = archive.catalog.one("SELECT current_setting('memory_limit')")[0]
+    with archive.catalog.memory_limit("1GB"):
+        assert archive.catalog.one("SELECT current_setting('memory_limit')")[0] in ("953.6 MiB", "1.0 GiB", "1000.0 MB")
+    assert archive.catalog.one("SELECT current_setting('memory_limit')")[0] == before
+
+
+def test_a_folder_holding_no_audio_says_so(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no audio here")
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_WITH_FAKE, str(tmp_path / "notes"), str(tmp_path / "arch")],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "found no audio files to index (1 files without an audio extension were left out" in result.stderr
