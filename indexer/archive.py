@@ -77,11 +77,14 @@ class Archive:
         self._encoder = encoder
         self._encoder_config = encoder_config
         self.read_only = read_only
-        self._dirty = False
         self._text_cache: TextVectorCache | None = None
         self._writer = WriterLock(directory)
         self._store_generation = -1
         """The catalog generation the in-memory vector index reflects."""
+        self._file_stale = False
+        """The in-memory index holds other windows than the index file."""
+        self._manifest_stale = False
+        """The manifest names another generation than ``_store_generation``."""
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -133,12 +136,18 @@ class Archive:
 
     def _load_store(self, config: StoreConfig) -> None:
         """The FAISS file, made to agree with the catalog; rebuilt from the catalog when it is
-        missing or older than unique window ids."""
+        missing, unreadable, of another dimension or older than unique window ids."""
         path = self.directory / INDEX_FILE
+        store = None
         if path.exists() and self.manifest.index_generation >= self.catalog.ids_unique_since():
-            self._sync(VectorStore.load(path, config), self.manifest.index_generation)
-        else:
+            try:
+                store = VectorStore.load(path, config)
+            except Exception:  # noqa: BLE001 - truncated or foreign: the catalog has every vector
+                store = None
+        if store is None or store.dim != self.manifest.dim:
             self.rebuild_index(config)
+        else:
+            self._sync(store, self.manifest.index_generation)
 
     def _sync(self, store: VectorStore, reflects: int) -> None:
         """Make ``store`` hold exactly the catalog's windows: drop the ids the catalog no longer has,
@@ -156,10 +165,13 @@ class Archive:
         if len(missing) > len(stray):
             for ids, vectors in self.catalog.iter_vectors(self.manifest.dim, after_id=newest):
                 store.add(ids, vectors)
+        if len(store) != len(current):  # an id held twice: nothing to repair from, start over
+            self.rebuild_index(store.config)
+            return
         self.store, self._store_generation = store, generation
-        if len(gone) or len(missing) or reflects != generation:
-            self._dirty = True
-            self.flush()
+        self._file_stale |= bool(len(gone) or len(missing))
+        self._manifest_stale |= self._file_stale or reflects != generation
+        self.flush()
 
     def refresh(self) -> None:
         """Bring the in-memory index up to date with what other processes committed since it loaded."""
@@ -173,19 +185,36 @@ class Archive:
         for ids, vectors in self.catalog.iter_vectors(self.manifest.dim):
             store.add(ids, vectors)
         self.store, self._store_generation = store, generation
-        self._dirty = True
+        self._file_stale = self._manifest_stale = True
         self.flush()
 
+    @property
+    def generation(self) -> int:
+        """The catalog generation this archive's vector index reflects (a cache key for readers)."""
+        return self._store_generation
+
     def close(self) -> None:
-        self.flush()
-        self.catalog.close()
-        self._writer.release()
+        try:
+            self.flush()
+        finally:
+            try:
+                self.catalog.close()
+            finally:
+                self._writer.release()
 
     def __enter__(self) -> "Archive":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @classmethod
+    def check_no_writer(cls, directory: str | Path) -> None:
+        """ArchiveBusyError now, before a model is loaded, when another process writes ``directory``."""
+        directory = Path(directory).expanduser().resolve()
+        if directory.is_dir():
+            with WriterLock(directory):
+                pass
 
     # --- the model -----------------------------------------------------------------------------
 
@@ -225,42 +254,73 @@ class Archive:
     # --- writes (used by the pipeline) -----------------------------------------------------------
 
     def save_recording(self, row: RecordingRow, windows: WindowRows | None = None, copy_from: int | None = None) -> int:
-        if self.read_only:
-            raise ArchiveError("This archive was opened read-only.")
-        self._writer.acquire()  # held until close: no other process may change windows meanwhile
+        self._begin_write()
         rec_id, removed, added = self.catalog.save_recording(row, windows, copy_from=copy_from)
         self.store.remove(removed)
         if len(added):
             vectors = windows.vectors if copy_from is None else self.catalog.vectors_for(added, self.manifest.dim)
             self.store.add(added, vectors)
-        self._wrote()
+        self._wrote(vectors_changed=bool(len(removed) or len(added)))
         return rec_id
 
     def delete_recordings(self, recording_ids: Sequence[int]) -> int:
-        self._writer.acquire()
+        self._begin_write()
         removed = self.catalog.delete_recordings(recording_ids)
         self.store.remove(removed)
-        self._wrote()
+        self._wrote(vectors_changed=bool(len(removed)))
         return len(removed)
 
-    def _wrote(self) -> None:
+    def import_metadata(self, csv_path: Path) -> int:
+        """Merge a metadata CSV (``Catalog.import_metadata``); returns the rows read."""
+        self._begin_write()
+        rows = self.catalog.import_metadata(csv_path)
+        self._wrote(vectors_changed=False)
+        return rows
+
+    def _begin_write(self) -> None:
+        """Take the writer lock (held until ``end_write`` or close); what other processes committed
+        before we had it is folded into the in-memory index first."""
+        if self.read_only:
+            raise ArchiveError("This archive was opened read-only.")
+        if not self._writer.held:
+            self._writer.acquire()
+            self.refresh()
+
+    def end_write(self) -> None:
+        """Save the index file and let other writers in."""
+        try:
+            self.flush()
+        finally:
+            self._writer.release()
+
+    def _wrote(self, vectors_changed: bool) -> None:
         """Under the writer lock nobody else changes windows, so the index reflects the catalog now."""
         self._store_generation = self.catalog.generation()
-        self._dirty = True
+        self._file_stale |= vectors_changed
+        self._manifest_stale = True
 
     def flush(self) -> None:
-        """Write the vector index atomically, then record in the manifest the generation it reflects.
+        """Write the vector index atomically (when its windows changed), then record in the
+        manifest the generation it reflects.
 
-        Only a writer does this: a process without the writer lock takes it for the write if it
-        is free, and otherwise leaves the file to the process that holds it."""
-        if not self._dirty or self.read_only:
+        Only a writer does this. A process without the writer lock takes it for the write if it
+        is free, and writes only if no writer has saved a file as new as its own since it read
+        the manifest; when another process holds the lock, the file is left to it."""
+        if self.read_only or not (self._file_stale or self._manifest_stale):
             return
+        writing = self._writer.held
         with self._writer.briefly() as ours:
-            if ours:
+            if not ours:
+                return
+            on_disk = Manifest.load(self.directory).index_generation
+            if not writing and on_disk != self.manifest.index_generation and on_disk >= self._store_generation:
+                self._file_stale = self._manifest_stale = False  # a writer saved one as new since we read it
+                return
+            if self._file_stale:
                 self.store.save(self.directory / INDEX_FILE)
-                self.manifest = self.manifest.with_generation(self._store_generation)
-                self.manifest.save(self.directory)
-                self._dirty = False
+            self.manifest = self.manifest.with_generation(self._store_generation)
+            self.manifest.save(self.directory)
+            self._file_stale = self._manifest_stale = False
 
     # --- the Python API --------------------------------------------------------------------------
 
@@ -272,15 +332,15 @@ class Archive:
     ) -> "IndexReport":
         from .pipeline import IndexOptions, run_indexing
 
-        if self.read_only:
-            raise ArchiveError("This archive was opened read-only.")
-        self._writer.acquire()  # refuses while another process indexes; held until close
-        self.refresh()
-        report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
-        if report.recording_ids or report.pruned:
-            from .audit import extend_standing_audits
+        self._begin_write()  # refuses while another process indexes
+        try:
+            report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
+            if report.recording_ids or report.pruned:
+                from .audit import extend_standing_audits
 
-            report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+                report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+        finally:
+            self.end_write()
         return report
 
     def search(self, text: str, k: int = 10, where: str | None = None, **filters) -> "list[RecordingHit]":
@@ -318,11 +378,14 @@ def _create(directory: Path, encoder: Encoder, windows: WindowConfig, store_conf
     directory.mkdir(parents=True, exist_ok=True)
     with WriterLock(directory):
         catalog = Catalog.open(directory)
-        if (directory / MANIFEST_FILE).exists():  # the other first run made it meanwhile
-            return catalog, Manifest.load(directory)
-        if catalog.window_count():
+        try:
+            if (directory / MANIFEST_FILE).exists():  # the other first run made it meanwhile
+                return catalog, Manifest.load(directory)
+            if catalog.window_count():
+                raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
+            manifest = Manifest.new(encoder.identity, windows, store_config.factory, encoder.logit_scale)
+            manifest.save(directory)
+        except BaseException:
             catalog.close()
-            raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
-        manifest = Manifest.new(encoder.identity, windows, store_config.factory, encoder.logit_scale)
-        manifest.save(directory)
+            raise
     return catalog, manifest

@@ -97,7 +97,7 @@ def stream(
     if start_s < 0 or (end_s is not None and end_s <= start_s):
         raise ValueError(f"invalid range start={start_s} end={end_s}")
     src, chunks = _first_chunks(_open(Path(path), opts), start_s, end_s, opts)
-    return src.info, _resampled(src.info, chunks, opts)
+    return src.info, _resampled(src.info, chunks, opts, int(round(start_s * src.info.sample_rate)))
 
 
 def load(
@@ -231,8 +231,8 @@ def _downmix(chunk: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chunk.astype(np.float32, copy=False) @ weights)
 
 
-def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOptions) -> Iterator[np.ndarray]:
-    """(n, ch) chunks at the original rate -> (streams, n) float32 blocks at 48 kHz."""
+def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOptions, first_frame: int) -> Iterator[np.ndarray]:
+    """(n, ch) chunks at the original rate, from ``first_frame`` on -> (streams, n) float32 blocks at 48 kHz."""
     mix = opts.channels == "mix"
     width = 1 if mix else info.channels
     resampler = None
@@ -244,7 +244,7 @@ def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOption
         for chunk in chunks:
             if seen + chunk.shape[0] > limit:
                 raise AudioTooLongError(_too_long(info, opts))
-            _check_values(info, chunk, seen)
+            _check_values(info, chunk, first_frame + seen)
             seen += chunk.shape[0]
             x = _downmix(chunk) if mix else np.ascontiguousarray(chunk)
             y = resampler.resample_chunk(x) if resampler is not None else x

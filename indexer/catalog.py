@@ -30,6 +30,8 @@ except ImportError:  # Windows: no turnstile, waiters poll
 
 CATALOG_FILE = "catalog.duckdb"
 RECORDING_VIEW = "recordings_view"
+VIEW_COLUMNS = ("modified_at",)
+"""Columns the view computes beside the recording's own; a metadata column of that name is renamed."""
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
 """Metadata CSV columns that can name a recording, in order of preference."""
 
@@ -322,16 +324,15 @@ class Catalog:
             columns = rel.columns
         except duckdb.Error as exc:
             raise MetadataError(f"Cannot read metadata CSV {csv_path}: {str(exc).splitlines()[0]}") from None
-        for column in columns:
-            _check_column_name(column, csv_path.name)
+        names = {column: _column_name(column, csv_path.name) for column in columns}
         lowered = {c.lower(): c for c in columns}
         key = next((lowered[k] for k in KEY_COLUMNS if k in lowered), None)
         if key is None:
             raise MetadataError(
                 f"Metadata CSV {csv_path.name} needs a column naming the recording (one of: {', '.join(KEY_COLUMNS)})."
             )
-        taken = set(self._recording_columns()) | {"_path", "_name"}
-        renames = {c: (f"meta_{c}" if c.lower() in taken else c) for c in columns}
+        taken = {c.lower() for c in self._recording_columns()} | set(VIEW_COLUMNS) | {"_path", "_name"}
+        renames = {c: (f"meta_{names[c]}" if names[c].lower() in taken else names[c]) for c in columns}
         select = "".join(f', {quote_identifier(c)} AS {quote_identifier(renames[c])}' for c in columns if c != key)
         base = str(csv_path.parent)
         key_q = quote_identifier(key)
@@ -396,19 +397,22 @@ class Catalog:
         return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
 
 
-_COLUMN_NAME = re.compile(r"^\w[\w .\-/()#%&+]{0,63}$")
-"""Metadata column names a person can type in --where: letters of any script, digits, spaces and
-a few signs. Quotes, semicolons and control characters are refused (the quoting would make them
-harmless, but nobody means them)."""
+_REFUSED_IN_NAMES = frozenset('";`')
+"""Signs no column header means; a name holding one is most likely an attack on some SQL builder
+(``quote_identifier`` would keep it harmless here, but it is refused so that nobody has to)."""
 
 
-def _check_column_name(name: str, csv_name: str) -> None:
-    if not _COLUMN_NAME.match(name) or name != name.strip():
+def _column_name(name: str, csv_name: str) -> str:
+    """A CSV header as a column name: trimmed; empty, over 64 characters, control characters and
+    the refused signs get one sentence naming the column."""
+    trimmed = name.strip()
+    if not trimmed or len(trimmed) > 64 or any(ord(c) < 32 or ord(c) == 127 or c in _REFUSED_IN_NAMES for c in trimmed):
         shown = name if len(name) <= 40 else name[:37] + "..."
         raise MetadataError(
-            f"Metadata CSV {csv_name} has a column named {shown!r} that cannot be used: column names hold letters, "
-            "digits, spaces and _ - . / ( ) # % & + (at most 64 characters); rename it in the CSV."
+            f"Metadata CSV {csv_name} has a column named {shown!r} that cannot be used: a column name is 1 to 64 "
+            "characters without quotes, semicolons, backticks or control characters; rename it in the CSV."
         )
+    return trimmed
 
 
 def _connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:

@@ -111,6 +111,7 @@ def index(paths, archive_dir, metadata_files, channels, window_s, hop_s, prune, 
             windows = WindowConfig(length_s=length, hop_s=hop_s or length)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
+    Archive.check_no_writer(directory)  # refuse before the model loads, not after
     is_new = not (directory / "manifest.json").exists()
     encoder = load_encoder(_with_default_model(encoder_config)) if is_new or encoder_config.model else None
     console = Console()

@@ -50,7 +50,9 @@ class DecodeJob:
     decode: DecodeOptions
 
 
-WINDOW, OUTCOME, DONE, CRASHED = "window", "outcome", "done", "crashed"
+WINDOW, OUTCOME, DONE, CRASHED, IDLE = "window", "outcome", "done", "crashed", "idle"
+IDLE_S = 0.2
+"""Waiting this long for the child, ``messages()`` yields IDLE, so the caller can let go of shared resources."""
 
 
 class DecoderCrashed(SoundtraceError):
@@ -88,7 +90,10 @@ class DecoderProcess:
         next_file = 0
         while next_file < len(self.job.files):
             self._start(next_file)
-            while (message := self.inbox.get()) is not _EOF:
+            while (message := self._next_message()) is not _EOF:
+                if message is _IDLE:
+                    yield IDLE, -1, None
+                    continue
                 kind, index, payload = message
                 if kind == CRASHED:
                     raise DecoderCrashed(f"The decoding process failed: {payload}")
@@ -102,10 +107,16 @@ class DecoderProcess:
                 return
             src = self.job.files[next_file]
             code = self.process.wait()
-            yield OUTCOME, next_file, _failed(
+            yield OUTCOME, next_file, failed_outcome(
                 src, None, "decoder_crash", f"{src.path.name} crashed the audio decoder (exit code {code})."
             )
             next_file += 1
+
+    def _next_message(self):
+        try:
+            return self.inbox.get(timeout=IDLE_S)
+        except queue.Empty:
+            return _IDLE
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -114,6 +125,7 @@ class DecoderProcess:
 
 
 _EOF = object()
+_IDLE = object()
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
@@ -162,12 +174,12 @@ def _yield_cpu_to_the_model() -> None:
 
 def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]:
     if src.problem is not None:
-        yield OUTCOME, _failed(src, None, src.problem.kind, src.problem.reason)
+        yield OUTCOME, failed_outcome(src, None, src.problem.kind, src.problem.reason)
         return
     try:
         digest = content_hash(src.path)
     except OSError as exc:
-        yield OUTCOME, _failed(src, None, "unreadable", f"{src.path.name} cannot be read: {exc.strerror or exc}.")
+        yield OUTCOME, failed_outcome(src, None, "unreadable", f"{src.path.name} cannot be read: {exc.strerror or exc}.")
         return
     known = job.known.get(src.key)
     if known is not None and known.content_hash == digest and known.status == "indexed":
@@ -190,10 +202,10 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
         if result.is_silent:
             raise SilentAudioError(f"{src.path.name} is silent (flat line): nothing to index.")
     except AudioError as exc:
-        yield OUTCOME, _failed(src, digest, _kind(exc), str(exc))
+        yield OUTCOME, failed_outcome(src, digest, _kind(exc), str(exc))
         return
     except Exception as exc:  # a decoder bug must not stop the run: record it and go on
-        yield OUTCOME, _failed(src, digest, "internal", f"{src.path.name} could not be decoded ({type(exc).__name__}: {exc}).")
+        yield OUTCOME, failed_outcome(src, digest, "internal", f"{src.path.name} could not be decoded ({type(exc).__name__}: {exc}).")
         return
     row = RecordingRow(
         path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
@@ -205,7 +217,7 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
     yield OUTCOME, Outcome("indexed", row=row)
 
 
-def _failed(src: SourceFile, digest: str | None, kind: str, message: str) -> Outcome:
+def failed_outcome(src: SourceFile, digest: str | None, kind: str, message: str) -> Outcome:
     row = RecordingRow(
         path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
         status="failed", error_kind=kind, error=message,

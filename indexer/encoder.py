@@ -67,13 +67,17 @@ class ClapEncoder:
         self.logit_scale = float(self.model.logit_scale_a.detach().exp().item())
         self._fused = bool(getattr(self.model.config.audio_config, "enable_fusion", False))
 
-    def audio_inputs(self, windows: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def audio_inputs(self, windows: Sequence[np.ndarray], rows: int | None = None) -> dict[str, torch.Tensor]:
         """Model inputs for ``get_audio_features``: mels (B, 4|1, T, F) and ``is_longer`` pinned False.
 
         A fused model takes the padded mel four times (global view + three "crops", exactly what the
         extractor builds for audio no longer than its maximum); an unfused one takes it once.
+        ``rows`` pads the batch to that many with copies of the first window's mel.
         """
-        mel = self.mel.features(windows).unsqueeze(1)  # (B, 1, T, F)
+        mel = self.mel.features(windows)  # (n, T, F)
+        if rows is not None and rows > mel.shape[0]:
+            mel = torch.cat([mel, mel[:1].expand(rows - mel.shape[0], -1, -1)])
+        mel = mel.unsqueeze(1)  # (B, 1, T, F)
         if self._fused:
             mel = mel.expand(-1, 4, -1, -1)
         is_longer = torch.zeros((mel.shape[0], 1), dtype=torch.bool, device=self.device)
@@ -93,8 +97,7 @@ class ClapEncoder:
         with torch.inference_mode():
             for start in range(0, len(windows), self.batch_size):
                 chunk = windows[start : start + self.batch_size]
-                padded = chunk + [chunk[0]] * (self.batch_size - len(chunk))
-                feats = features_tensor(self.model.get_audio_features(**self.audio_inputs(padded)))
+                feats = features_tensor(self.model.get_audio_features(**self.audio_inputs(chunk, self.batch_size)))
                 out[start : start + len(chunk)] = self._to_unit_numpy(feats)[: len(chunk)]
         return out
 

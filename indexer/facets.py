@@ -13,8 +13,7 @@ from datetime import date
 from typing import Literal
 
 from .catalog import RECORDING_VIEW, Catalog
-from .errors import FilterError
-from .search_filters import Picks, as_date, known_column
+from .search_filters import Picks, as_date, known_column, yes_no_column
 from .sql import quote_identifier
 
 MAX_CHOICES = 50
@@ -72,10 +71,4 @@ def picks_from_choices(
         for column, (first, last) in (dates or {}).items()
         if first is not None or last is not None
     )
-    excluded = []
-    for column in exclude_true:
-        name = known_column(columns, column)
-        if columns[name].upper() != "BOOLEAN":
-            raise FilterError(f"Column '{column}' is not a yes/no column, so it cannot be excluded on.")
-        excluded.append(name)
-    return Picks(kept, ranges, tuple(excluded))
+    return Picks(kept, ranges, tuple(yes_no_column(columns, column) for column in exclude_true))

@@ -15,10 +15,8 @@ from . import audio
 from .audio import AudioInfo
 from .config import DecodeOptions, WindowConfig
 from .embedding import Encoder
+from .errors import AudioError
 from .windows import QualityAccumulator, Window, cut_windows
-
-_RELEASED = np.empty(0, np.float32)
-
 
 def embed_file(
     path: Path, encoder: Encoder, windows: WindowConfig, decode: DecodeOptions,
@@ -27,10 +25,12 @@ def embed_file(
     """(info, (window, vector) pairs) for the mono mix of [start_s, end_s); window times count from
     ``start_s``. Each window's samples are dropped once embedded, after ``quality`` has seen them."""
     info, blocks = audio.stream(path, replace(decode, channels="mix"), start_s, end_s)
-    return info, _batches(cut_windows(blocks, windows), encoder, quality)
+    return info, _batches(cut_windows(blocks, windows), encoder, quality, Path(path).name)
 
 
-def _batches(cut: Iterator[Window], encoder: Encoder, quality: QualityAccumulator | None) -> Iterator[tuple[Window, np.ndarray]]:
+def _batches(
+    cut: Iterator[Window], encoder: Encoder, quality: QualityAccumulator | None, name: str
+) -> Iterator[tuple[Window, np.ndarray]]:
     size = max(1, int(getattr(encoder, "batch_size", 8)))
     batch: list[Window] = []
     for window in cut:
@@ -38,13 +38,23 @@ def _batches(cut: Iterator[Window], encoder: Encoder, quality: QualityAccumulato
             quality.add_window(window)
         batch.append(window)
         if len(batch) == size:
-            yield from _embedded(batch, encoder)
+            yield from _embedded(batch, encoder, name)
             batch = []
     if batch:
-        yield from _embedded(batch, encoder)
+        yield from _embedded(batch, encoder, name)
 
 
-def _embedded(batch: list[Window], encoder: Encoder) -> Iterator[tuple[Window, np.ndarray]]:
+def _embedded(batch: list[Window], encoder: Encoder, name: str) -> Iterator[tuple[Window, np.ndarray]]:
     vectors = encoder.embed_audio([w.samples for w in batch])
     for window, vector in zip(batch, vectors):
-        yield replace(window, samples=_RELEASED), vector
+        if not np.isfinite(vector).all():
+            raise AudioError(no_vector_reason(name, window))
+        yield window.released(), vector
+
+
+def no_vector_reason(name: str, window: Window) -> str:
+    """Why a file whose window the model gave NaN or infinity for cannot be used."""
+    return (
+        f"{name}: the model gave no usable vector for {window.start_s:.1f}–{window.end_s:.1f} s "
+        f"(NaN or infinity; sample peak {window.quality.peak:.3g}), so the recording cannot be used."
+    )

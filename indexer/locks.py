@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ArchiveBusyError
+from .errors import ArchiveBusyError, ArchiveError
 
 try:
     import fcntl
@@ -25,6 +25,11 @@ except ImportError:  # Windows: no flock; a second writer is not detected there
     fcntl = None
 
 LOCK_FILE = "writer.lock"
+
+
+WAIT_S = 10.0
+"""How long a writer waits for the lock before refusing: long enough for a reader that is saving
+the index file, far shorter than another indexing run."""
 
 
 class WriterLock:
@@ -36,27 +41,32 @@ class WriterLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float = WAIT_S) -> None:
         """Take the lock (kept until ``release``), or raise ArchiveBusyError naming who holds it."""
-        if not self.try_acquire():
-            raise ArchiveBusyError(
-                f"Another soundtrace run ({self.holder() or 'unknown process'}) is writing to the archive at "
-                f"{self.path.parent}; wait for it to finish, or stop it, and run this again."
-            )
+        deadline = time.monotonic() + wait_s
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise ArchiveBusyError(self._busy_message())
+            time.sleep(0.1)
 
     def try_acquire(self) -> bool:
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        if fcntl is not None:
-            try:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # a lock file another user made: flock works on a read-only descriptor
+            fd = self._open_read_only()
+        try:
+            if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as exc:
+            os.close(fd)
+            raise ArchiveError(f"Cannot lock the archive at {self.path.parent} for writing ({exc.strerror or exc}).") from None
         self._fd = fd
+        self._sign()
         return True
 
     def release(self) -> None:
@@ -80,6 +90,32 @@ class WriterLock:
             return self.path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             return ""
+
+    def _open_read_only(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise ArchiveError(f"Cannot lock the archive at {self.path.parent} for writing ({exc.strerror or exc}).") from None
+
+    def _sign(self) -> None:
+        """Name the holder in the file, for the message a second writer gets (best effort)."""
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        except OSError:
+            pass
+
+    def _busy_message(self) -> str:
+        holder = self.holder()
+        if holder.startswith(f"pid {os.getpid()} on {socket.gethostname()},"):
+            return (
+                f"This process already writes to the archive at {self.path.parent} through another open Archive; "
+                "close that one first."
+            )
+        return (
+            f"Another soundtrace run ({holder or 'unknown process'}) is writing to the archive at "
+            f"{self.path.parent}; wait for it to finish, or stop it, and run this again."
+        )
 
     def __enter__(self) -> "WriterLock":
         self.acquire()

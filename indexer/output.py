@@ -31,15 +31,25 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f"}
+
+
+def shown(value) -> str:
+    """Data (a file name, a reason, a metadata value) as terminal text: control characters escaped,
+    so a name holding ESC or a newline cannot move the cursor or forge a line. Consoles print
+    with markup off, so brackets in names are text too."""
+    return "" if value is None else str(value).translate(_CONTROL)
+
+
 class Console:
     """stdout for results, stderr for everything about the run."""
 
     def __init__(self) -> None:
-        self.out = RichConsole(highlight=False)
-        self.error = RichConsole(stderr=True, highlight=False)
+        self.out = RichConsole(highlight=False, markup=False)
+        self.error = RichConsole(stderr=True, highlight=False, markup=False)
 
     def err(self, message: str) -> None:
-        self.error.print(message)
+        self.error.print(shown(message))
 
 
 # --- indexing ----------------------------------------------------------------------------------
@@ -137,7 +147,7 @@ def print_index_report(console: Console, report) -> None:
         table.add_column("file", overflow="fold")
         table.add_column("reason", overflow="fold")
         for failure in report.failed:
-            table.add_row(failure.path, failure.error)
+            table.add_row(shown(failure.path), shown(failure.error))
         console.error.print(table)
 
 
@@ -156,10 +166,6 @@ def _metadata_columns(hits) -> list[str]:
     return names[:MAX_METADATA_COLUMNS]
 
 
-def _cell(value) -> str:
-    return "" if value is None else str(value)
-
-
 def _span(spot) -> str:
     return "" if spot is None else f"{format_seconds(spot.start_s)}–{format_seconds(spot.end_s)}"
 
@@ -169,13 +175,13 @@ def print_hits(console: Console, hits, query: str, highlights: dict | None = Non
         console.err(f"No recordings match {query!r} with these filters.")
         return
     meta = _metadata_columns(hits)
-    table = Table(title=f"{len(hits)} recordings for {query!r}", title_justify="left")
+    table = Table(title=shown(f"{len(hits)} recordings for {query!r}"), title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("recording", overflow="fold", ratio=3)
     table.add_column("best time", no_wrap=True)
     for name in meta:
-        table.add_column(name, overflow="fold", ratio=1)
+        table.add_column(shown(name), overflow="fold", ratio=1)
     if highlights:
         table.add_column("highlight", no_wrap=True)
     table.add_column("also at", overflow="fold", ratio=1)
@@ -184,9 +190,9 @@ def print_hits(console: Console, hits, query: str, highlights: dict | None = Non
         channel = f" ch{best.channel}" if best.channel else ""
         others = ", ".join(f"{format_seconds(w.start_s)}" for w in hit.windows[1:])
         table.add_row(
-            str(hit.rank), f"{hit.score:.3f}", Path(hit.path).name,
+            str(hit.rank), f"{hit.score:.3f}", shown(Path(hit.path).name),
             f"{format_seconds(best.start_s)}–{format_seconds(best.end_s)}{channel}",
-            *[_cell(hit.metadata.get(name)) for name in meta],
+            *[shown(hit.metadata.get(name)) for name in meta],
             *([_span(highlights.get(hit.recording_id))] if highlights else []), others,
         )
     console.out.print(table)
@@ -197,18 +203,18 @@ def print_hits(console: Console, hits, query: str, highlights: dict | None = Non
 
 def print_classification(console: Console, result, multi_label: bool) -> None:
     info = result.info
-    console.out.print(
-        f"[bold]{result.path.name}[/bold]  {info.format}, {info.sample_rate} Hz, {info.channels} ch, "
-        f"{format_seconds(result.duration_s)}"
-    )
+    console.out.print(Text.assemble(
+        (shown(result.path.name), "bold"),
+        f"  {info.format}, {info.sample_rate} Hz, {info.channels} ch, {format_seconds(result.duration_s)}",
+    ))
     for warning in result.warnings:
-        console.out.print(f"[yellow]warning:[/yellow] {warning}")
+        console.out.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     table = Table(title_justify="left")
     for column in ("label", "score", "probability", "confidence", "highlight", "detected" if multi_label else "top"):
         table.add_column(column, justify="left" if column in ("label", "highlight") else "right")
     for s in result.labels:
         table.add_row(
-            s.label, f"{s.score:.3f}", f"{s.probability:.3f}", f"{s.confidence:.2f} ({s.confidence_level})",
+            shown(s.label), f"{s.score:.3f}", f"{s.probability:.3f}", f"{s.confidence:.2f} ({s.confidence_level})",
             f"{format_seconds(s.best_start_s)}–{format_seconds(s.best_end_s)}", "yes" if s.detected else "",
         )
     console.out.print(table)
@@ -218,7 +224,7 @@ def print_classification(console: Console, result, multi_label: bool) -> None:
 
 
 def print_info(console: Console, info) -> None:
-    table = Table(show_header=False, title=f"archive {info.directory}", title_justify="left")
+    table = Table(show_header=False, title=shown(f"archive {info.directory}"), title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
     rows = [
@@ -227,7 +233,7 @@ def print_info(console: Console, info) -> None:
         ("windows", f"{info.windows} ({info.window_s:g} s, hop {info.hop_s:g} s); {info.vectors} vectors in the index"),
         ("model", f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)"),
         ("index", info.index_factory),
-        ("metadata", ", ".join(info.metadata_columns) or "none"),
+        ("metadata", shown(", ".join(info.metadata_columns)) or "none"),
         ("last indexed", str(info.last_indexed_at or "never")),
         ("size on disk", format_bytes(info.disk_bytes)),
     ]
@@ -239,7 +245,7 @@ def print_info(console: Console, info) -> None:
         failures.add_column("file", overflow="fold")
         failures.add_column("reason", overflow="fold")
         for f in info.failures[:50]:
-            failures.add_row(f.path, f.error)
+            failures.add_row(shown(f.path), shown(f.error))
         console.out.print(failures)
         if len(info.failures) > 50:
             console.out.print(f"... and {len(info.failures) - 50} more (soundtrace info --json lists all)")
@@ -256,21 +262,22 @@ def print_runs(console: Console, runs) -> None:
     for column in ("id", "name", "mode", "labels", "windows", "standing", "when"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        table.add_row(str(run.id), run.name, run.mode, ", ".join(run.labels), str(run.windows_scored),
+        table.add_row(str(run.id), shown(run.name), run.mode, shown(", ".join(run.labels)), str(run.windows_scored),
                       "yes" if run.standing else "", f"{run.created_at:%Y-%m-%d %H:%M}")
     console.out.print(table)
 
 
 def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
-    console.out.print(
-        f"[bold]audit {run.id}: {run.name}[/bold] ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, "
-        f"model {run.model_id}){' — standing' if run.standing else ''}"
-    )
+    console.out.print(Text.assemble(
+        (shown(f"audit {run.id}: {run.name}"), "bold"),
+        f" ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, model {run.model_id})"
+        f"{' — standing' if run.standing else ''}",
+    ))
     table = Table(title_justify="left")
     for column in ("label", "flagged recordings", "flagged time", "best score"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for c in counts:
-        table.add_row(c.label, str(c.flagged_recordings), format_seconds(c.flagged_seconds), f"{c.best_score:.3f}")
+        table.add_row(shown(c.label), str(c.flagged_recordings), format_seconds(c.flagged_seconds), f"{c.best_score:.3f}")
     console.out.print(table)
     if not flagged:
         console.out.print("nothing flagged")
@@ -279,21 +286,21 @@ def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
     for column in ("score", "label", "recording", "best time", "confidence", "percentile"):
         hits.add_column(column, overflow="fold")
     for row in flagged:
-        hits.add_row(f"{row['score']:.3f}", row["label"], Path(row["file"]).name,
+        hits.add_row(f"{row['score']:.3f}", shown(row["label"]), shown(Path(row["file"]).name),
                      f"{format_seconds(row['best_start_s'])}–{format_seconds(row['best_end_s'])}",
                      f"{row['confidence']:.2f}", f"{row['percentile']:.1f}")
     console.out.print(hits)
 
 
 def print_diff(console: Console, change) -> None:
-    console.out.print(f"[bold]audit {change.a.id} → {change.b.id}[/bold]")
+    console.out.print(Text(f"audit {change.a.id} → {change.b.id}", style="bold"))
     table = Table(title_justify="left")
     for column in ("label", f"flagged in {change.a.id}", f"flagged in {change.b.id}"):
         table.add_column(column)
     for label, a, b in change.counts:
-        table.add_row(label, str(a), str(b))
+        table.add_row(shown(label), str(a), str(b))
     console.out.print(table)
     for title, rows in (("newly flagged", change.newly_flagged), ("cleared", change.cleared)):
         console.out.print(f"{title}: {len(rows)}")
         for path, label, score in rows[:20]:
-            console.out.print(f"  {label}: {Path(path).name} ({score:.3f})")
+            console.out.print(shown(f"  {label}: {Path(path).name} ({score:.3f})"))

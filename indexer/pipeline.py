@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from .archive import Archive, FailedFile
-from .records import RecordingRow, WindowRows
+from .records import WindowRows
 from .config import DecodeOptions
-from .decoding import WINDOW, DecodeJob, DecoderProcess, Outcome
+from .decoding import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome, failed_outcome
+from .file_embedding import no_vector_reason
 from .sources import SourceFile, discover
 from .windows import Window
 
@@ -101,7 +102,6 @@ class _Pending:
         return self.outcome is not None and (self.failed or len(self.vectors) == len(self.windows))
 
 
-_RELEASED = np.empty(0, np.float32)
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -112,10 +112,10 @@ def run_indexing(
 ) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
+    for csv_path in options.metadata:  # a bad CSV fails before the folders are walked
+        report.metadata_rows.append((csv_path, archive.import_metadata(csv_path)))
     found = discover(paths)
     report.discovered, report.ignored, report.unlisted_folders = len(found.files), found.ignored, found.unlisted_folders
-    for csv_path in options.metadata:
-        report.metadata_rows.append((csv_path, archive.catalog.import_metadata(csv_path)))
     known = archive.catalog.known_files()
     todo: list[_Pending] = []
     for src in found.files:
@@ -135,6 +135,9 @@ def run_indexing(
     archive.catalog.yield_lock()  # planning is done: readers may use the catalog until the first commit
     try:
         for kind, index, payload in decoder.messages() if todo else ():
+            if kind == IDLE:  # waiting for the decoder: readers may use the catalog meanwhile
+                archive.catalog.yield_lock()
+                continue
             item = todo[index]
             if kind == WINDOW:
                 runner.add_window(item, payload)
@@ -158,8 +161,9 @@ def run_indexing(
 class _Runner:
     """The main thread's half: batches windows through the model and commits in file order.
 
-    The catalog is held only while committing: it is let go before every model call and after
-    every run of commits, so a slow file never keeps searches or the app waiting."""
+    The catalog is held only while committing: it is let go before every model call and whenever
+    the decoder keeps us waiting, so a slow file never keeps searches or the app waiting (and a
+    run of quick commits, touched or failed files, does not reopen it for each one)."""
 
     def __init__(self, archive: Archive, report: IndexReport, progress: ProgressSink | None):
         self.archive = archive
@@ -207,29 +211,26 @@ class _Runner:
             if item.failed:
                 continue
             if not ok:
-                self.reject(item, _no_vector_reason(item, i))
+                self.reject(item, no_vector_reason(item.source.path.name, item.windows[i]))
                 continue
             item.vectors[i] = vector
-            item.windows[i] = replace(item.windows[i], samples=_RELEASED)  # keep memory flat on long files
+            item.windows[i] = item.windows[i].released()
         if self.progress:
             self.progress.windows_embedded(len(live))
 
     def commit_ready(self) -> None:
-        committed = False
         while self.order:
             item = next(iter(self.order.values()))
             if not item.ready:
-                break
+                return
             self.order.popitem(last=False)
             self._commit(item)
-            committed = True
-        if committed:
-            self.archive.catalog.yield_lock()
 
     def _commit(self, item: _Pending) -> None:
         src, report, outcome = item.source, self.report, item.outcome
         if item.rejected is not None and outcome.kind != "failed":
-            outcome = _failed_outcome(src, outcome, "invalid_vector", item.rejected)
+            digest = outcome.row.content_hash if outcome.row is not None else None
+            outcome = failed_outcome(src, digest, "invalid_vector", item.rejected)
         audio_s = 0.0
         if outcome.kind == "touched":
             self.archive.catalog.touch(outcome.recording_id, src.size_bytes, src.mtime)
@@ -252,23 +253,6 @@ class _Runner:
         item.windows, item.vectors = [], {}
         if self.progress:
             self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
-
-
-def _no_vector_reason(item: _Pending, index: int) -> str:
-    window = item.windows[index]
-    return (
-        f"{item.source.path.name}: the model gave no usable vector for {window.start_s:.1f}–{window.end_s:.1f} s "
-        f"(NaN or infinity; sample peak {window.quality.peak:.3g}), so the recording is not indexed."
-    )
-
-
-def _failed_outcome(src: SourceFile, outcome: Outcome, kind: str, reason: str) -> Outcome:
-    digest = outcome.row.content_hash if outcome.row is not None else None
-    row = RecordingRow(
-        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
-        status="failed", error_kind=kind, error=reason,
-    )
-    return Outcome("failed", row=row)
 
 
 def _window_rows(windows: list[Window], vectors: np.ndarray) -> WindowRows:

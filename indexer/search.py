@@ -17,6 +17,7 @@ from .embedding import DEFAULT_PROMPTS, l2_normalise
 from .errors import FilterError, InputPathError, QueryError
 from .search_filters import FILTER_MEMORY_LIMIT, SearchFilters, filtered_window_ids_sql, recording_filter
 from .file_embedding import embed_file
+from .sources import path_text
 
 HIDDEN_COLUMNS = frozenset(
     "id path file_name content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
@@ -217,7 +218,7 @@ def _hits(archive: Archive, grouped: dict, k: int, per_recording: int) -> list[R
 
 
 def _overlapping_windows(archive: Archive, path: Path, start_s: float, end_s: float) -> frozenset[int]:
-    row = archive.catalog.one("SELECT id FROM recordings WHERE path = ?", [str(path)])
+    row = archive.catalog.one("SELECT id FROM recordings WHERE path = ?", [path_text(path)])
     return frozenset() if row is None else _recording_windows_overlapping(archive, row[0], start_s, end_s)
 
 

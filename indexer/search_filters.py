@@ -20,7 +20,8 @@ from .filters import validate_where
 from .sql import quote_identifier
 
 FILTER_MEMORY_LIMIT = "1GB"
-"""DuckDB memory a filter query may use: a filter can fail, never take the machine."""
+"""DuckDB memory a filter query's joins and sorts may use. It does not bound the text an
+expression builds; that is ``filters.MAX_REPLACEMENT``'s job."""
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,13 @@ class Picks:
     exclude_true: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.choices or self.dates or self.exclude_true)
+        """True when the picks narrow anything (a column with no values picked narrows nothing)."""
+        return any(v for _, v in self.choices) or any(f or l for _, f, l in self.dates) or bool(self.exclude_true)
 
     def describe(self) -> str:
         """What a person reads under the results: ``site: leeds, york · date 2024-01-02 – …``."""
-        parts = [f"{column}: {', '.join(values)}" for column, values in self.choices]
-        parts += [f"{column} {_day(first)} – {_day(last)}" for column, first, last in self.dates]
+        parts = [f"{column}: {', '.join(values)}" for column, values in self.choices if values]
+        parts += [f"{column} {_day(first)} – {_day(last)}" for column, first, last in self.dates if first or last]
         parts += [f"not {column}" for column in self.exclude_true]
         return " · ".join(parts)
 
@@ -113,7 +115,7 @@ def recording_filter(catalog: Catalog, filters: SearchFilters) -> RecordingFilte
                 clauses.append(f"CAST({column} AS DATE) {op} ?")
                 params.append(as_date(bound))
     _compile_picks(filters.picks, columns, clauses, params)
-    return RecordingFilter(" AND ".join(clauses), tuple(params))
+    return RecordingFilter(" AND ".join(clauses), tuple(params)) if clauses else None
 
 
 def filtered_window_ids_sql(where: RecordingFilter) -> str:
@@ -136,27 +138,28 @@ def _compile_picks(picks: Picks, columns: Mapping[str, str], clauses: list[str],
                 clauses.append(f"CAST({name} AS DATE) {op} ?")
                 params.append(as_date(bound))
     for column in picks.exclude_true:
-        name = known_column(columns, column)
-        if columns[name].upper() != "BOOLEAN":
-            raise FilterError(f"Column '{column}' is not a yes/no column, so it cannot be excluded on.")
-        clauses.append(f"NOT coalesce({quote_identifier(name)}, false)")
+        clauses.append(f"NOT coalesce({quote_identifier(yes_no_column(columns, column))}, false)")
 
 
-def known_column(columns: Mapping[str, str], wanted: str) -> str:
+def known_column(columns: Mapping[str, str], wanted: str, what: str = "column") -> str:
     """The view's own spelling of ``wanted`` (case-insensitively); anything else is refused."""
     match = {c.lower(): c for c in columns}.get(str(wanted).lower())
     if match is None:
-        raise FilterError(f"Unknown column '{wanted}'; known columns: {', '.join(sorted(columns))}.")
+        raise FilterError(f"Unknown {what} '{wanted}'; known columns: {', '.join(sorted(columns))}.")
     return match
+
+
+def yes_no_column(columns: Mapping[str, str], wanted: str) -> str:
+    name = known_column(columns, wanted)
+    if columns[name].upper() != "BOOLEAN":
+        raise FilterError(f"Column '{wanted}' is not a yes/no column, so it cannot be excluded on.")
+    return name
 
 
 def date_column(columns: dict[str, str], metadata_columns: Sequence[str], wanted: str | None = None) -> str:
     """The column --since/--until compare: as asked, else metadata 'date', else the first dated one."""
     if wanted:
-        match = {c.lower(): c for c in columns}.get(wanted.lower())
-        if match is None:
-            raise FilterError(f"Unknown date column '{wanted}'; known columns: {', '.join(sorted(columns))}.")
-        return match
+        return known_column(columns, wanted, "date column")
     for name in metadata_columns:
         if name.lower() == "date":
             return name

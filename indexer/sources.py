@@ -119,10 +119,10 @@ def _source(candidate: Path) -> SourceFile:
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
         return _unusable(absolute, "unreadable", _link_problem(absolute, exc))
     if path_text(resolved) != str(resolved):
+        whose = "the file name" if path_text(resolved.name) != resolved.name else "the name of a folder above it"
         return _unusable(
             resolved, "bad_file_name",
-            f"{path_text(resolved.name)}: the file name is not valid UTF-8 (shown with \\x escapes); rename it "
-            "to index it.",
+            f"{path_text(resolved.name)}: {whose} is not valid UTF-8 (shown with \\x escapes); rename it to index it.",
         )
     try:
         info = os.stat(resolved)

@@ -7,7 +7,7 @@ window plus one block in memory, however long the recording.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -61,6 +61,13 @@ class Window:
     end_s: float
     samples: np.ndarray
     quality: WindowQuality
+
+    def released(self) -> "Window":
+        """The same window without its samples: what is kept once it is embedded (memory stays flat)."""
+        return replace(self, samples=_NO_SAMPLES)
+
+
+_NO_SAMPLES = np.empty(0, np.float32)
 
 
 @dataclass(frozen=True)

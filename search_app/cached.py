@@ -35,7 +35,7 @@ class Query:
 
 
 def archive_key(archive: Archive) -> tuple[str, int]:
-    return str(archive.directory), archive.manifest.index_generation
+    return str(archive.directory), archive.generation
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -120,7 +120,8 @@ def build(folder: Path, seed: int = 0) -> list[Case]:
     odd_names = [
         "quote's \"double\".wav", "semi;colon -- DROP TABLE recordings;.wav", "new\nline.wav", "tab\there.wav",
         "-leading-dash.wav", "back\\slash.wav", "percent %s %d {}.wav", "空格 中文 ✓.wav", "e\u0301-nfd.wav",
-        "x" * 240 + ".wav", " leading and trailing space .wav", "$(touch pwned).wav",
+        "x" * 240 + ".wav", " leading and trailing space .wav", "$(touch pwned).wav", "markup [old] ]b[ [bold].wav",
+        "escape \x1b[31mred\x1b[0m.wav", "bell \x07 and cr \r.wav",
     ]
     for name in odd_names:
         sf.write(add(f"name {name[:20]!r}", f"names/{name}", INDEXED), good_audio(2.0), RATE)
@@ -131,6 +132,7 @@ def build(folder: Path, seed: int = 0) -> list[Case]:
     # things that are not regular files under audio names
     (folder / "special").mkdir(exist_ok=True)
     os.mkfifo(add("fifo", "special/pipe.wav", FAILED))
+    add("markup in a failed name", "special/[bold]junk[red] \x1b[2J.wav", FAILED).write_bytes(b"not audio" * 50)
     (folder / "special" / "folder.wav").mkdir()
     sf.write(add("inside a folder named .wav", "special/folder.wav/inner.wav", INDEXED), good_audio(2.0), RATE)
     return cases

@@ -99,11 +99,14 @@ def test_the_cli_survives_the_corpus_and_prints_every_name(corpus, tmp_path):
     folder, cases, _ = corpus
     result = subprocess.run(
         [sys.executable, "-c", CLI_WITH_FAKE, str(folder / "corpus"), str(tmp_path / "arch")],
-        capture_output=True, cwd=ROOT, timeout=600,
+        capture_output=True, cwd=ROOT, timeout=600, env={**os.environ, "COLUMNS": "3000"},  # no folded cells
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-3000:]
     assert b"Traceback" not in result.stderr
-    assert b"latin1-\\xe9t\\xe9-\\xff.wav" in result.stdout + result.stderr
+    printed = result.stdout + result.stderr
+    assert b"latin1-\\xe9t\\xe9-\\xff.wav" in printed
+    assert b"\x1b" not in printed and b"\x07" not in printed  # control characters are shown escaped
+    assert b"[bold]junk[red] \\x1b[2J.wav" in printed  # brackets are text, not markup
 
 
 CLI_WITH_FAKE = """
@@ -165,6 +168,28 @@ def test_a_hostile_column_name_that_reached_the_catalog_is_only_ever_quoted(smal
 
     run_audit(archive, inline_labelset("tone 440, tone 1200"), filters)
     assert not leak.exists()
+
+
+def test_ordinary_headers_are_kept_and_trimmed_and_computed_columns_are_not_shadowed(small_archive):
+    archive, drop = small_archive
+    csv = drop / "meta.csv"
+    csv.write_text("file ,Recorder's ID,Temp (°C),Depth [m],Date:Time,modified_at\na.wav,R1,21.5,3,2024-05-02 10:00:00,2001-01-01\n")
+    assert archive.catalog.import_metadata(csv) == 1
+    columns = archive.catalog.metadata_columns()
+    assert columns == ["Recorder's ID", "Temp (°C)", "Depth [m]", "Date:Time", "meta_modified_at"]
+    view = archive.catalog.view_columns()
+    assert "modified_at_1" not in view and view["modified_at"].startswith("TIMESTAMP")
+    hits = search_text(archive, "tone 440", k=5, filters=SearchFilters(where='"Recorder\'s ID" = \'R1\''))
+    assert [Path(h.path).name for h in hits] == ["a.wav"]
+
+
+def test_picks_that_narrow_nothing_filter_nothing(small_archive):
+    from indexer.search_filters import Picks
+
+    archive, _ = small_archive
+    empty = Picks(choices=(("file_name", ()),), dates=(("modified_at", None, None),))
+    assert not empty
+    assert allowed_window_ids(archive, SearchFilters(picks=empty)) is None
 
 
 @pytest.mark.parametrize(

@@ -103,3 +103,83 @@ def test_a_reader_keeps_no_stale_index_file_of_its_own(tmp_path):
         with Archive.open(arch, encoder=FakeEncoder()) as archive:
             assert len(archive.store) == archive.catalog.window_count()  # repaired in memory
         assert (arch / INDEX_FILE).stat().st_mtime_ns == damaged  # but the file is the writer's to write
+
+
+class _OpenAnotherAfterFirstFile:
+    """A progress sink that opens a second, non-writing Archive while the writer is mid-run."""
+
+    def __init__(self, arch):
+        self.arch, self.other = arch, None
+
+    def start(self, files, total_bytes):
+        pass
+
+    def file_done(self, path, outcome, size_bytes, audio_s):
+        if self.other is None:
+            self.other = Archive.open(self.arch, encoder=FakeEncoder())  # its catch-up cannot be saved now
+
+    def windows_embedded(self, count):
+        pass
+
+    def finish(self):
+        pass
+
+
+def test_a_non_writer_never_saves_an_older_index_over_a_newer_one(tmp_path):
+    drop = make_drop(tmp_path / "drop")
+    more = tmp_path / "more"
+    from tests.audio_factory import write_sequence
+
+    for i in range(4):
+        write_sequence(more / f"m{i}.wav", [(700 + 100 * i, 10)])
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    sink = _OpenAnotherAfterFirstFile(arch)
+    with Archive.open(arch, encoder=FakeEncoder()) as writer:
+        writer.index([more], progress=sink)
+        final = writer.catalog.generation()
+    assert Manifest.load(arch).index_generation == final
+    sink.other.close()  # holds an older catch-up; the writer's newer file must stay
+    assert Manifest.load(arch).index_generation == final
+    on_disk = VectorStore.load(arch / INDEX_FILE)
+    with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
+        assert np.array_equal(np.sort(on_disk.ids()), np.sort(archive.catalog.all_window_ids()))
+
+
+def test_a_write_first_folds_in_what_another_process_committed(tmp_path):
+    drop = make_drop(tmp_path / "drop")
+    more = tmp_path / "more"
+    from tests.audio_factory import write_sequence
+
+    write_sequence(more / "m.wav", [(700, 10)])
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    early = Archive.open(arch, encoder=FakeEncoder())
+    with Archive.open(arch, encoder=FakeEncoder()) as other:
+        other.index([more])
+    gone = early.catalog.one("SELECT id FROM recordings WHERE file_name = 'b.wav'")[0]
+    early.delete_recordings([gone])
+    assert np.array_equal(np.sort(early.store.ids()), np.sort(early.catalog.all_window_ids()))
+    assert [h.path.rsplit("/", 1)[-1] for h in early.search("tone 700", k=1)] == ["m.wav"]
+    early.close()
+
+
+@pytest.mark.parametrize("damage", [b"", b"garbage" * 100, "other dimension"])
+def test_an_unreadable_index_file_is_rebuilt_from_the_catalog(tmp_path, damage):
+    drop = make_drop(tmp_path / "drop")
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+        ids = np.sort(archive.catalog.all_window_ids())
+    if damage == "other dimension":
+        store = VectorStore.empty(8)
+        store.add(ids, np.ones((len(ids), 8), np.float32))
+        store.save(arch / INDEX_FILE)
+    else:
+        (arch / INDEX_FILE).write_bytes(damage)
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        assert np.array_equal(np.sort(archive.store.ids()), ids)
+        assert archive.search("tone 440", k=1)
+    assert VectorStore.load(arch / INDEX_FILE).dim == FakeEncoder().identity.dim
