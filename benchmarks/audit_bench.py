@@ -1,7 +1,7 @@
 """Audit throughput: 10 labels against every window of a synthetic archive, against the memory floor.
 
 An audit embeds the label set's text once (a fraction of a second) and then scans the whole
-vector matrix (``indexer.scoring.score_archive``). The scan reads the (windows x 512) float32
+vector matrix (``indexer.audit.scoring.score_archive``). The scan reads the (windows x 512) float32
 matrix once, so its floor is the time to stream that matrix once (``np.sum`` over it); everything
 score_archive does besides the matrix product works on (windows x labels) arrays.
 
@@ -37,11 +37,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.audit import label_vectors  # noqa: E402
-from indexer.catalog import Catalog  # noqa: E402
-from indexer.labelset import inline_labelset  # noqa: E402
-from indexer.scoring import WindowTable, score_archive  # noqa: E402
-from indexer.text_cache import TextVectorCache  # noqa: E402
+from indexer.audit.run import label_vectors  # noqa: E402
+from indexer.archive.catalog import Catalog  # noqa: E402
+from indexer.audit.labelset import inline_labelset  # noqa: E402
+from indexer.audit.scoring import WindowTable, score_archive  # noqa: E402
+from indexer.archive.text_cache import TextVectorCache  # noqa: E402
 
 DIM = 512
 WINDOWS_PER_RECORDING = 6
@@ -69,8 +69,8 @@ def text_encoder():
     """Full-size CLAP (random weights) with the tiny model's tokenizer, so ``embed_text`` works."""
     from transformers import AutoTokenizer
 
-    from indexer.encoder import ClapEncoder
-    from indexer.tiny_clap import build_full_size_random_clap, build_tiny_clap
+    from indexer.model.encoder import ClapEncoder
+    from indexer.model.tiny_clap import build_full_size_random_clap, build_tiny_clap
 
     audio_only = build_full_size_random_clap(device="cpu")
     with tempfile.TemporaryDirectory(prefix="soundtrace-bench-") as tmp:

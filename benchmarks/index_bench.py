@@ -23,8 +23,8 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer import Archive, IndexOptions  # noqa: E402
-from indexer import audio  # noqa: E402
-from indexer.windows import cut_windows  # noqa: E402
+from indexer.audio import decode as audio  # noqa: E402
+from indexer.audio.windows import cut_windows  # noqa: E402
 
 
 def make_recordings(folder: Path, files: int, seconds: float) -> float:
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny test model (smoke run)")
     args = parser.parse_args()
 
-    from indexer.tiny_clap import build_full_size_random_clap, build_tiny_clap
-    from indexer.encoder import load_encoder
+    from indexer.model.tiny_clap import build_full_size_random_clap, build_tiny_clap
+    from indexer.model.loading import load_encoder
     from indexer.config import EncoderConfig
 
     with tempfile.TemporaryDirectory() as tmp:

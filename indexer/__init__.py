@@ -2,9 +2,10 @@
 
 The Python API in one place::
 
-    from indexer import Archive
+    from indexer import Archive, classify_audio, load_labelset, run_audit
     archive = Archive.open("soundtrace-archive")
     hits = archive.search("glass breaking", k=5, where="site = 'north'")
+    run = run_audit(archive, load_labelset("calls.yaml"))
 
 Names load on first use (PEP 562), so importing one submodule (the decoding process does) stays
 cheap, and nothing here imports torch until a model is needed.
@@ -12,23 +13,28 @@ cheap, and nothing here imports torch until a model is needed.
 
 from importlib import import_module
 
-_EXPORTS = {
-    "Archive": "archive", "ArchiveInfo": "archive",
-    "Classification": "classify", "classify_audio": "classify", "classify_file": "classify",
+_NAMES = {
+    "Archive": "api", "ArchiveInfo": "archive.storage",
+    "Classification": "classify.zero_shot", "classify_audio": "classify.zero_shot", "classify_file": "classify.zero_shot",
     "DecodeOptions": "config", "EncoderConfig": "config", "RawPcmFormat": "config", "WindowConfig": "config",
-    "IndexOptions": "pipeline", "IndexReport": "pipeline",
-    "RecordingHit": "search", "SearchFilters": "search",
-    "errors": None,
+    "IndexOptions": "indexing.pipeline", "IndexReport": "indexing.pipeline",
+    "RecordingHit": "search.results", "SearchFilters": "search.filtering",
+    "run_audit": "audit.run", "load_labelset": "audit.labelset_yaml", "inline_labelset": "audit.labelset",
 }
+"""Name -> the module that defines it."""
 
-__all__ = sorted(_EXPORTS)
+_MODULES = {"errors": "errors", "audit_runs": "audit.runs"}
+"""Modules offered under a short name: ``from indexer import audit_runs``."""
+
+__all__ = sorted({*_NAMES, *_MODULES})
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'indexer' has no attribute {name!r}")
-    module = import_module(f".{_EXPORTS[name] or name}", __name__)
-    return module if _EXPORTS[name] is None else getattr(module, name)
+    if name in _MODULES:
+        return import_module(f".{_MODULES[name]}", __name__)
+    if name in _NAMES:
+        return getattr(import_module(f".{_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'indexer' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

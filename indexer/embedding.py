@@ -1,6 +1,6 @@
 """What the engine needs from an embedding model, without importing torch.
 
-``encoder.ClapEncoder`` is the real implementation; tests use a deterministic fake with known
+``indexer.model.encoder.ClapEncoder`` is the real implementation; tests use a deterministic fake with known
 vectors. Everything downstream (pipeline, search, classify) depends only on this protocol.
 """
 

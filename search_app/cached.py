@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from indexer import audio
-from indexer.archive import Archive
-from indexer.classify import Classification, classify_file
+from indexer.audio import decode as audio
+from indexer.api import Archive
+from indexer.classify.zero_shot import Classification, ClassifyOptions, classify_file
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
-from indexer.highlight import Highlight, refine_hits
-from indexer.search import ClipSpec, RecordingHit, clip_query, text_query, window_query
+from indexer.search.highlight import Highlight, refine_hits
+from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
+from indexer.search.results import RecordingHit
 
 from . import tempfiles
 
@@ -80,7 +81,7 @@ def highlight(archive: Archive, hit: RecordingHit, query_vector: np.ndarray) -> 
 def _classify(_encoder, model_key: str, data: bytes, name: str, labels: str, multi_label: bool,
               threshold: float) -> tuple[Classification, np.ndarray]:
     with tempfiles.upload_as_file(data, name) as path:
-        result = classify_file(path, labels, _encoder, multi_label=multi_label, threshold=threshold)
+        result = classify_file(path, labels, _encoder, ClassifyOptions(multi_label=multi_label, threshold=threshold))
         _, samples = audio.load(path, DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), 0.0, PREVIEW_S)
     return result, samples[0]
 

@@ -1,7 +1,7 @@
 """Audio served to the browser: only spans of recordings the catalog knows, found by recording id.
 
 Nothing the browser sends is ever used as a path: the id is checked to be a plain integer, the
-file is looked up in the catalog (``indexer.highlight.decode_span``), the span is cut on the
+file is looked up in the catalog (``indexer.search.highlight.decode_span``), the span is cut on the
 server and sent as an in-memory WAV of exactly that span (st.audio's start_time is whole seconds).
 """
 
@@ -14,10 +14,10 @@ from numbers import Integral, Real
 import numpy as np
 import soundfile as sf
 
-from indexer.archive import Archive
+from indexer.api import Archive
 from indexer.config import SAMPLE_RATE
 from indexer.errors import QueryError
-from indexer.highlight import decode_span
+from indexer.search.highlight import decode_span
 
 MAX_SPAN_S = 60.0
 """Longer than any window or highlight the app plays; bounds the work one request can cause."""

@@ -24,12 +24,12 @@ from typing import Iterator
 import duckdb
 import streamlit as st
 
-from indexer.archive import Archive
-from indexer.catalog import Catalog
+from indexer.api import Archive
+from indexer.archive.catalog import Catalog
 from indexer.config import DEFAULT_MODEL, EncoderConfig, default_archive_dir
 from indexer.embedding import Encoder
 from indexer.errors import ArchiveBusyError, SoundtraceError
-from indexer.manifest import MANIFEST_FILE, Manifest
+from indexer.archive.manifest import MANIFEST_FILE, Manifest
 
 PROJECT_LABELSETS = Path(__file__).resolve().parents[1] / "data" / "labelsets"
 
@@ -78,7 +78,7 @@ def labelset_files() -> list[Path]:
 
 @st.cache_resource(show_spinner="Loading the CLAP model…")
 def _encoder(model: str, device: str) -> Encoder:
-    from indexer.encoder import load_encoder
+    from indexer.model.loading import load_encoder
 
     return load_encoder(EncoderConfig(model=model, device=device))
 

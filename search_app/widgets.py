@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from indexer.archive import Archive
+from indexer.api import Archive
 from indexer.config import SAMPLE_RATE
 from indexer.errors import ArchiveBusyError, SoundtraceError
-from indexer.highlight import decode_span
-from indexer.search import RecordingHit
+from indexer.search.highlight import decode_span
+from indexer.search.results import RecordingHit
 
 from . import cached, media, plots, state
 

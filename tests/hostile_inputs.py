@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from indexer.sources import AUDIO_EXTENSIONS
+from indexer.audio.sources import AUDIO_EXTENSIONS
 
 RATE = 16_000
 FAILED, INDEXED, RECORDED = "failed", "indexed", "recorded"

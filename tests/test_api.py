@@ -8,7 +8,7 @@ import pytest
 
 import indexer
 from indexer import Archive, EncoderConfig, classify_audio
-from indexer.encoder import load_encoder
+from indexer.model.loading import load_encoder
 from indexer.errors import ModelMismatchError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def test_archive_loads_its_own_model_on_first_search(tiny_clap_dir, tmp_path):
 
 
 def test_archive_refuses_a_different_model_given_explicitly(tiny_clap_dir, tmp_path):
-    from indexer.tiny_clap import build_tiny_clap
+    from indexer.model.tiny_clap import build_tiny_clap
 
     encoder = load_encoder(EncoderConfig(model=str(tiny_clap_dir)))
     with Archive.open(tmp_path / "arch", encoder=encoder, create=True) as archive:

@@ -13,9 +13,9 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from indexer import Archive, EncoderConfig  # noqa: E402
-from indexer.audit import run_audit  # noqa: E402
-from indexer.encoder import load_encoder  # noqa: E402
-from indexer.labelset import inline_labelset  # noqa: E402
+from indexer.audit.run import run_audit  # noqa: E402
+from indexer.model.loading import load_encoder  # noqa: E402
+from indexer.audit.labelset import inline_labelset  # noqa: E402
 from search_app import launch, state  # noqa: E402
 from tests.audio_factory import write_sequence  # noqa: E402
 
@@ -221,10 +221,10 @@ def test_library_shows_status_and_failed_files(app):
 def test_a_writer_holding_the_archive_is_reported_not_a_traceback(app, app_archive, monkeypatch):
     """An indexing run yields its lock every few seconds; one that keeps it (here a bare DuckDB
     writer) makes pages say so instead of failing. Readers' 30 s patience is cut to keep this fast."""
-    import indexer.catalog
+    import indexer.archive.catalog
 
-    connect = indexer.catalog._connect
-    monkeypatch.setattr(indexer.catalog, "_connect", lambda path, read_only, wait_s: connect(path, read_only, min(wait_s, 0.3)))
+    connect = indexer.archive.catalog.connect
+    monkeypatch.setattr(indexer.archive.catalog, "connect", lambda path, read_only, wait_s: connect(path, read_only, min(wait_s, 0.3)))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True);"
          " time.sleep(120)", str(app_archive / "catalog.duckdb")],

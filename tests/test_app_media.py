@@ -106,8 +106,8 @@ def test_an_upload_is_a_temp_file_with_only_its_extension_and_is_deleted(tmp_pat
 
 
 def test_an_export_download_is_the_csv_and_leaves_no_file(archive, tmp_path, monkeypatch):
-    from indexer.audit import run_audit
-    from indexer.labelset import inline_labelset
+    from indexer.audit.run import run_audit
+    from indexer.audit.labelset import inline_labelset
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     archive.catalog.yield_lock()  # one process cannot read and write the catalog at once

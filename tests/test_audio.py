@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from indexer.audio import AudioInfo, load, probe, stream
+from indexer.audio.decode import AudioInfo, load, probe, stream
 from indexer.config import SAMPLE_RATE, DecodeOptions, RawPcmFormat
 from indexer.errors import (
     AudioError,

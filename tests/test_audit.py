@@ -10,11 +10,12 @@ import pytest
 import soundfile as sf
 
 from indexer import Archive
-from indexer import audit_runs
-from indexer.audit import run_audit
+from indexer.audit import runs as audit_runs
+from indexer.audit.run import run_audit
 from indexer.errors import AuditError
-from indexer.labelset import inline_labelset, parse_labelset
-from indexer.search import SearchFilters
+from indexer.audit.labelset import inline_labelset
+from indexer.audit.labelset_yaml import parse_labelset
+from indexer.search.filtering import SearchFilters
 from tests.audio_factory import RATE, tone, write_sequence
 from tests.fakes import BAND_EDGES, FakeEncoder
 
@@ -155,8 +156,8 @@ def test_standing_audit_scores_only_new_recordings(archive, tmp_path):
 
 def test_scan_accepts_another_matrix_product(archive):
     """The GPU path hands score_archive its own product; the numbers must not change."""
-    from indexer.audit import collect_windows, label_vectors
-    from indexer.scoring import score_archive
+    from indexer.audit.run import collect_windows, label_vectors
+    from indexer.audit.scoring import score_archive
 
     labelset = inline_labelset([f"tone {MID}", f"tone {HIGH} but not tone {LOW}"], mode="exclusive", threshold=0.5)
     matrix, windows = collect_windows(archive)

@@ -25,8 +25,8 @@ from urllib.parse import urlparse
 import pytest
 
 from indexer import Archive, EncoderConfig
-from indexer.audit import run_audit
-from indexer.labelset import inline_labelset
+from indexer.audit.run import run_audit
+from indexer.audit.labelset import inline_labelset
 from search_app import launch
 
 pytestmark = pytest.mark.browser
@@ -62,7 +62,7 @@ expect.set_options(timeout=LOAD_MS)
 def browser_archive(tiny_clap_dir, tmp_path_factory) -> Path:
     """The project's samples and metadata indexed with the tiny CLAP, plus one saved audit run
     (so the Dashboard has something to chart whichever test runs first)."""
-    from indexer.encoder import load_encoder
+    from indexer.model.loading import load_encoder
 
     directory = tmp_path_factory.mktemp("browser") / "archive"
     encoder = load_encoder(EncoderConfig(model=str(tiny_clap_dir), device="cpu"))

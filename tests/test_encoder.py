@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from indexer import encoder as encoder_module
+from indexer.model import loading as loading_module
 from indexer.config import SAMPLE_RATE, EncoderConfig
 from indexer.embedding import DEFAULT_PROMPTS, l2_normalise
-from indexer.encoder import ClapEncoder, features_tensor, load_encoder, local_revision, resolve_device
+from indexer.model.devices import resolve_device
+from indexer.model.encoder import ClapEncoder, features_tensor
+from indexer.model.loading import load_encoder, local_revision
 from indexer.errors import DeviceError, ModelError, ModelNotAvailableError
-from indexer.melspec import LogMel
-from indexer.tiny_clap import build_tiny_clap
+from indexer.model.melspec import LogMel
+from indexer.model.tiny_clap import build_tiny_clap
 
 SR = SAMPLE_RATE
 
@@ -122,7 +124,7 @@ def test_download_advice_names_a_command_the_installed_hub_client_has() -> None:
     import subprocess
     import sys
 
-    tool, verb, model_id = encoder_module.download_command("laion/clap-htsat-fused").split()
+    tool, verb, model_id = loading_module.download_command("laion/clap-htsat-fused").split()
     assert (verb, model_id) == ("download", "laion/clap-htsat-fused")
     executable = Path(sys.executable).parent / tool
     assert executable.exists(), f"the advice names '{tool}', which this environment does not have"
@@ -135,13 +137,13 @@ def test_download_advice_follows_the_hub_client_version(monkeypatch, installed, 
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
-    assert encoder_module.download_command("m/x") == f"{tool} download m/x"
+    assert loading_module.download_command("m/x") == f"{tool} download m/x"
 
 
 def test_hub_id_not_in_cache_unreachable_hub_is_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(encoder_module, "_hub_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(loading_module, "_hub_reachable", lambda *args, **kwargs: False)
     start = time.perf_counter()
     with pytest.raises(ModelNotAvailableError, match="hf download soundtrace-tests/absent"):
         load_encoder(EncoderConfig(model="soundtrace-tests/absent", cache_dir=str(tmp_path), device="cpu"))
@@ -152,7 +154,7 @@ def test_hub_probe_refuses_error_pages(monkeypatch) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused or error
-    assert encoder_module._hub_reachable("laion/clap-htsat-fused", None, timeout=1.0) is False
+    assert loading_module._hub_reachable("laion/clap-htsat-fused", None, timeout=1.0) is False
 
 
 def test_hub_probe_is_bounded_when_the_network_hangs(monkeypatch) -> None:
@@ -164,7 +166,7 @@ def test_hub_probe_is_bounded_when_the_network_hangs(monkeypatch) -> None:
 
     monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: Hanging())
     start = time.perf_counter()
-    assert encoder_module._hub_reachable("laion/clap-htsat-fused", None, timeout=0.3) is False
+    assert loading_module._hub_reachable("laion/clap-htsat-fused", None, timeout=0.3) is False
     assert time.perf_counter() - start < 3.0
 
 
@@ -372,7 +374,7 @@ def test_features_tensor_handles_both_return_types() -> None:
 def test_torch_mel_matches_the_extractor(truncation: str, padding: str, seconds: float) -> None:
     from transformers import ClapFeatureExtractor
 
-    from indexer.tiny_clap import CLAP_FEATURE_EXTRACTOR
+    from indexer.model.tiny_clap import CLAP_FEATURE_EXTRACTOR
 
     fe = ClapFeatureExtractor(**{**CLAP_FEATURE_EXTRACTOR, "truncation": truncation, "padding": padding})
     wave = realish(seconds, seed=7)
@@ -384,7 +386,7 @@ def test_torch_mel_matches_the_extractor(truncation: str, padding: str, seconds:
 
 def test_gpu_matmul_is_none_off_the_gpu_and_chunks_exactly() -> None:
     """Audits use the GPU product only on CUDA; the chunked product itself must equal numpy's."""
-    from indexer.encoder import _chunked_product, gpu_matmul
+    from indexer.model.devices import _chunked_product, gpu_matmul
 
     assert gpu_matmul("cpu") is None
     rng = np.random.default_rng(0)

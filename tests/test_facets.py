@@ -7,12 +7,15 @@ from datetime import date
 import numpy as np
 import pytest
 
-from indexer import Archive, audit_runs
-from indexer.audit import run_audit
+from indexer import Archive
+
+from indexer.audit import runs as audit_runs
+from indexer.audit.run import run_audit
 from indexer.errors import AuditError, FilterError
-from indexer.facets import Facet, filter_facets, picks_from_choices
-from indexer.labelset import inline_labelset
-from indexer.search import SearchFilters, allowed_window_ids, search_text
+from indexer.search.facets import Facet, filter_facets, picks_from_choices
+from indexer.audit.labelset import inline_labelset
+from indexer.search.filtering import SearchFilters
+from indexer.search.results import allowed_window_ids, search_text
 from tests.audio_factory import write_sequence
 from tests.fakes import BAND_EDGES, FakeEncoder
 
@@ -66,7 +69,7 @@ def test_picks_become_a_filter_that_narrows_the_search(archive):
 
 
 def test_picks_describe_themselves_and_survive_json(archive):
-    from indexer.search_filters import Picks
+    from indexer.search.filtering import Picks
 
     picks = picks_from_choices(archive.catalog.view_columns(), {"site": ["leeds", "o'hare"]}, {"date": ("2024-01-05", None)}, ["is_silent"])
     assert picks.describe() == "site: leeds, o'hare · date 2024-01-05 – … · not is_silent"
@@ -80,7 +83,7 @@ def test_picks_describe_themselves_and_survive_json(archive):
     ["leeds' OR 1=1 --", "x'); DROP TABLE recordings; --", "leeds\\' OR '1'='1", "' || (SELECT 1) || '", "porto%"],
 )
 def test_picked_values_are_only_ever_bound_parameters(archive, hostile):
-    from indexer.search_filters import recording_filter
+    from indexer.search.filtering import recording_filter
 
     picks = picks_from_choices(archive.catalog.view_columns(), {"site": [hostile, "porto"]})
     compiled = recording_filter(archive.catalog, SearchFilters(picks=picks))

@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from indexer.errors import FilterError
-from indexer.filters import ALLOWED_FUNCTIONS, CAST_TYPES, OPERATOR_FUNCTIONS, validate_where
+from indexer.search.where import validate_where
+from indexer.search.where_allowlist import ALLOWED_FUNCTIONS, CAST_TYPES, OPERATOR_FUNCTIONS
 
 ROWS = [
     # id, agent, site, date, duration_s, notes, started_at
@@ -351,9 +352,9 @@ TOLERATED_BY_NEWER_PARSERS = [
 @pytest.mark.parametrize("flags", [{"is_legacy_function_call": False}, {"a_new_flag": True, "a_count": 3, "a_name": ""}])
 @pytest.mark.parametrize(("expr", "expected"), TOLERATED_BY_NEWER_PARSERS)
 def test_new_scalar_flags_in_the_parse_tree_are_tolerated(con, columns, monkeypatch, flags, expr, expected):
-    import indexer.filters as filters
+    import indexer.search.where as where_module
 
-    monkeypatch.setattr(filters, "_serialize", _with_extra_keys(filters._serialize, flags))
+    monkeypatch.setattr(where_module, "_serialize", _with_extra_keys(where_module._serialize, flags))
     assert select_ids(con, columns, expr) == expected
 
 
@@ -367,8 +368,8 @@ def test_new_scalar_flags_in_the_parse_tree_are_tolerated(con, columns, monkeypa
     ids=["object", "list", "name"],
 )
 def test_new_keys_that_could_hold_an_expression_or_a_name_are_refused(columns, monkeypatch, extra):
-    import indexer.filters as filters
+    import indexer.search.where as where_module
 
-    monkeypatch.setattr(filters, "_serialize", _with_extra_keys(filters._serialize, extra))
+    monkeypatch.setattr(where_module, "_serialize", _with_extra_keys(where_module._serialize, extra))
     with pytest.raises(FilterError, match="not supported"):
         validate_where("lower(agent) = 'a17'", columns)

@@ -14,9 +14,9 @@ import soundfile as sf
 from indexer import Archive, IndexOptions
 from indexer.config import DecodeOptions, RawPcmFormat
 from indexer.errors import AudioError, QueryError
-from indexer.highlight import Highlight, HighlightConfig, _highlight, _Plan, refine, refine_hits
-from indexer.search import search_text, search_window
-from indexer.windows import Window, WindowQuality
+from indexer.search.highlight import Highlight, HighlightConfig, _highlight, _Plan, refine, refine_hits
+from indexer.search.results import search_text, search_window
+from indexer.audio.windows import Window, WindowQuality
 from tests.audio_factory import RATE, tone, write_sequence
 from tests.fakes import FakeEncoder
 

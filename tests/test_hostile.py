@@ -15,8 +15,9 @@ import pytest
 
 from indexer import Archive
 from indexer.errors import MetadataError
-from indexer.search import SearchFilters, allowed_window_ids, search_text
-from indexer.sql import quote_identifier
+from indexer.search.filtering import SearchFilters
+from indexer.search.results import allowed_window_ids, search_text
+from indexer.archive.sql import quote_identifier
 from tests import hostile_inputs
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
@@ -38,7 +39,7 @@ def _outcomes(archive) -> dict[str, tuple[str, str | None, str | None]]:
 
 
 def _judge(cases, outcomes):
-    from indexer.sources import path_text
+    from indexer.audio.sources import path_text
 
     tally, wrong = Counter(), []
     for case in cases:
@@ -114,8 +115,8 @@ import sys
 from unittest import mock
 sys.path.insert(0, '.')
 from tests.fakes import FakeEncoder
-with mock.patch('indexer.encoder.load_encoder', lambda cfg: FakeEncoder()):
-    from indexer.cli import cli
+with mock.patch('indexer.model.loading.load_encoder', lambda cfg: FakeEncoder()):
+    from indexer.cli.main import cli
     cli(['index', sys.argv[1], '--archive', sys.argv[2], '--quiet', '--model', 'fake'], prog_name='soundtrace')
 """
 
@@ -163,8 +164,8 @@ def test_a_hostile_column_name_that_reached_the_catalog_is_only_ever_quoted(smal
     filters = SearchFilters(since="2024-05-01", date_column=hostile)
     hits = search_text(archive, "tone 440", k=5, filters=filters)
     assert [Path(h.path).name for h in hits] == ["a.wav"]
-    from indexer.audit import run_audit
-    from indexer.labelset import inline_labelset
+    from indexer.audit.run import run_audit
+    from indexer.audit.labelset import inline_labelset
 
     run_audit(archive, inline_labelset("tone 440, tone 1200"), filters)
     assert not leak.exists()
@@ -184,7 +185,7 @@ def test_ordinary_headers_are_kept_and_trimmed_and_computed_columns_are_not_shad
 
 
 def test_picks_that_narrow_nothing_filter_nothing(small_archive):
-    from indexer.search_filters import Picks
+    from indexer.search.filtering import Picks
 
     archive, _ = small_archive
     empty = Picks(choices=(("file_name", ()),), dates=(("modified_at", None, None),))
@@ -221,8 +222,8 @@ def _long_wav(path: Path, minutes: int, rate: int = 8000) -> Path:
 def test_classify_and_query_by_example_stream_a_long_file(small_archive, tmp_path):
     import tracemalloc
 
-    from indexer.classify import classify_file
-    from indexer.search import ClipSpec, clip_query
+    from indexer.classify.zero_shot import classify_file
+    from indexer.search.queries import ClipSpec, clip_query
 
     archive, _ = small_archive
     path = _long_wav(tmp_path / "long.wav", 30)
@@ -238,23 +239,23 @@ def test_classify_and_query_by_example_stream_a_long_file(small_archive, tmp_pat
 
 
 def test_a_request_longer_than_its_limit_is_refused_in_one_sentence(small_archive, tmp_path):
-    from indexer.classify import classify_file
+    from indexer.classify.zero_shot import ClassifyOptions, classify_file
     from indexer.config import DecodeOptions
     from indexer.errors import AudioTooLongError
-    from indexer.search import ClipSpec, clip_query
+    from indexer.search.queries import ClipSpec, clip_query
 
     archive, _ = small_archive
     path = _long_wav(tmp_path / "two-minutes.wav", 2)
     short = DecodeOptions(max_duration_s=60)
     with pytest.raises(AudioTooLongError, match="more than the 60 s limit"):
-        classify_file(path, "a, b", FakeEncoder(), decode=short)
+        classify_file(path, "a, b", FakeEncoder(), ClassifyOptions(decode=short))
     with pytest.raises(AudioTooLongError, match="more than the 60 s limit"):
         clip_query(archive, ClipSpec(path), short)
     assert clip_query(archive, ClipSpec(path, 30.0, 50.0), short)[0].shape == (FakeEncoder().identity.dim,)
 
 
 def test_an_upload_error_names_the_users_file_not_the_servers(tmp_path):
-    from indexer.classify import classify_file
+    from indexer.classify.zero_shot import classify_file
     from indexer.errors import AudioError
     from search_app.tempfiles import upload_as_file
 
@@ -269,7 +270,7 @@ def test_an_upload_error_names_the_users_file_not_the_servers(tmp_path):
 
 def test_the_catalog_is_free_while_a_slow_first_file_is_embedded(tmp_path):
     """Readers got in only at the first commit: one slow file kept an app page waiting 33 s."""
-    from indexer.catalog import Catalog
+    from indexer.archive.catalog import Catalog
     from tests.test_pipeline import WORKER
 
     (tmp_path / "drop").mkdir()

@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import LabelSetError, QueryError
-from indexer.labelset import (
-    DEFAULT_THRESHOLD,
-    Label,
-    LabelSet,
-    Threshold,
-    inline_labelset,
-    load_labelset,
-    parse_labelset,
-)
+from indexer.audit.labelset import DEFAULT_THRESHOLD, Label, LabelSet, Threshold, inline_labelset
+from indexer.audit.labelset_yaml import load_labelset, parse_labelset
 
 LABELSETS = Path(__file__).resolve().parents[1] / "data" / "labelsets"
 FORMS = 'a cosine score between -1 and 1 (e.g. 0.3) or a share of the archive such as "top 0.5%"'

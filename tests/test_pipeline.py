@@ -15,7 +15,7 @@ import pytest
 
 from indexer import Archive, IndexOptions
 from indexer.errors import ModelMismatchError
-from indexer.store import INDEX_FILE, VectorStore
+from indexer.archive.vector_store import INDEX_FILE, VectorStore
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
 
@@ -338,8 +338,8 @@ def test_memory_stays_flat_on_a_long_recording(tmp_path):
 def test_a_decoder_crash_fails_that_file_and_the_run_goes_on(tmp_path):
     """If the decoding process dies mid-file (a library crash), only that file is lost."""
     from indexer.config import DecodeOptions, WindowConfig
-    from indexer.decoding import OUTCOME, WINDOW, DecodeJob, DecoderProcess
-    from indexer.sources import discover
+    from indexer.indexing.decoding import OUTCOME, WINDOW, DecodeJob, DecoderProcess
+    from indexer.audio.sources import discover
 
     for i in range(3):
         write_sequence(tmp_path / f"f{i}.wav", [(440, 10)] * 4)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from indexer import Archive
-from indexer.audit import run_audit
+from indexer.audit.run import run_audit
 from indexer.config import EncoderConfig
 from indexer.embedding import DEFAULT_PROMPTS
 from indexer.errors import ModelNotAvailableError
-from indexer.labelset import inline_labelset
+from indexer.audit.labelset import inline_labelset
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
 

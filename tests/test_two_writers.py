@@ -13,8 +13,8 @@ import pytest
 
 from indexer import Archive
 from indexer.errors import ArchiveBusyError
-from indexer.manifest import Manifest
-from indexer.store import INDEX_FILE, VectorStore
+from indexer.archive.manifest import Manifest
+from indexer.archive.vector_store import INDEX_FILE, VectorStore
 from tests.fakes import FakeEncoder
 from tests.test_pipeline import ROOT, WORKER, big_drop, clean_snapshot, make_drop, run_worker, snapshot  # noqa: F401
 
@@ -97,7 +97,7 @@ def test_a_reader_keeps_no_stale_index_file_of_its_own(tmp_path):
     store.save(arch / INDEX_FILE)
     damaged = (arch / INDEX_FILE).stat().st_mtime_ns
     assert damaged != before
-    from indexer.locks import WriterLock
+    from indexer.archive.locks import WriterLock
 
     with WriterLock(arch):  # another process is writing (held from here, another descriptor)
         with Archive.open(arch, encoder=FakeEncoder()) as archive:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soxr
 
-from indexer.audio import stream
+from indexer.audio.decode import stream
 from indexer.config import SAMPLE_RATE, WindowConfig
-from indexer.windows import (
+from indexer.audio.windows import (
     CLIPPED_RECORDING_FRACTION,
     RMS_FLOOR_DB,
     QualityAccumulator,

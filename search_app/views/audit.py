@@ -4,9 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from indexer import audit_runs
-from indexer.audit import run_audit
-from indexer.labelset import MODES, inline_labelset, parse_labelset
+from indexer.audit import runs as audit_runs
+from indexer.audit.run import run_audit
+from indexer.audit.labelset import MODES, inline_labelset
+from indexer.audit.labelset_yaml import parse_labelset
 from search_app import cached, plots, state, widgets
 
 TEMPLATE = """name: my audit

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from indexer import audit_runs
-from indexer.audit_runs import PERIODS
-from indexer.search_filters import date_column
+from indexer.audit import runs as audit_runs
+from indexer.audit.runs import PERIODS
+from indexer.search.filtering import date_column
 from search_app import widgets
 
 st.title("Dashboard")

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from indexer.facets import filter_facets, picks_from_choices
-from indexer.search import SearchFilters, search_vector
+from indexer.search.facets import filter_facets, picks_from_choices
+from indexer.search.filtering import SearchFilters
+from indexer.search.results import search_vector
 from search_app import cached, widgets
 
 PAGE_SIZE = 10

@@ -1,0 +1,106 @@
+"""``manifest.json``: what produced an archive's vectors, so two models' vectors are never mixed."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from indexer.config import WindowConfig
+from indexer.embedding import ModelIdentity
+from indexer.errors import ArchiveError, ModelMismatchError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("soundtrace", "faiss-cpu", "faiss-gpu-cu12", "duckdb", "transformers", "torch"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_id: str
+    revision: str
+    dim: int
+    window_s: float
+    hop_s: float
+    min_tail_s: float
+    index_factory: str
+    index_generation: int = -1
+    logit_scale: float | None = None
+    """CLAP's learned temperature, so audits whose text the catalog remembers need no model (None:
+    an archive from before it was recorded; the model says)."""
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    versions: dict[str, str] = field(default_factory=_versions)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def new(cls, identity: ModelIdentity, windows: WindowConfig, index_factory: str, logit_scale: float) -> "Manifest":
+        return cls(
+            model_id=identity.model_id,
+            revision=identity.revision,
+            dim=identity.dim,
+            window_s=windows.length_s,
+            hop_s=windows.hop_s,
+            min_tail_s=windows.min_tail_s,
+            index_factory=index_factory,
+            logit_scale=float(logit_scale),
+        )
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.model_id, self.revision, self.dim)
+
+    @property
+    def windows(self) -> WindowConfig:
+        return WindowConfig(length_s=self.window_s, hop_s=self.hop_s, min_tail_s=self.min_tail_s)
+
+    def check_model(self, identity: ModelIdentity) -> None:
+        """Same weights (revision) and dimension, whatever path or id they were loaded from."""
+        if identity.revision != self.revision or identity.dim != self.dim:
+            raise ModelMismatchError(
+                f"This archive holds vectors from model '{self.model_id}' (revision {self.revision[:12]}, "
+                f"{self.dim} dims); '{identity.model_id}' (revision {identity.revision[:12]}) cannot be mixed in — "
+                "use the archive's model or a new --archive directory."
+            )
+
+    def check_windows(self, windows: WindowConfig) -> None:
+        if (windows.length_s, windows.hop_s) != (self.window_s, self.hop_s):
+            raise ModelMismatchError(
+                f"This archive was indexed with {self.window_s:g} s windows and a {self.hop_s:g} s hop; "
+                f"{windows.length_s:g} s / {windows.hop_s:g} s would mix two kinds of vectors — use a new --archive directory."
+            )
+
+    def with_generation(self, generation: int) -> "Manifest":
+        return replace(self, index_generation=generation, versions=_versions())
+
+    def save(self, directory: Path) -> None:
+        path = Path(directory) / MANIFEST_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Manifest":
+        path = Path(directory) / MANIFEST_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArchiveError(f"The archive manifest {path} cannot be read ({exc}).") from None
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise ArchiveError(f"The archive at {directory} was written by a newer soundtrace; upgrade to open it.")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,114 @@
+"""User metadata: a CSV merged into the catalog, and ``recordings_view``, recordings with their
+metadata, the one surface filters run against. Headers become column names only after a check,
+and reach SQL only through ``sql.quote_identifier``; values never reach SQL text at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from indexer.archive.sql import quote_identifier
+from indexer.errors import MetadataError
+
+RECORDING_VIEW = "recordings_view"
+VIEW_COLUMNS = ("modified_at",)
+"""Columns the view computes beside the recording's own; a metadata column of that name is renamed."""
+KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
+"""Metadata CSV columns that can name a recording, in order of preference."""
+
+
+def import_csv(catalog, csv_path: Path) -> int:  # catalog: the Catalog (not imported: it imports us)
+    """Merge a user CSV into ``metadata``; rows for the same recording are replaced. Returns rows read."""
+    csv_path = Path(csv_path).resolve()
+    if not csv_path.is_file():
+        raise MetadataError(f"Metadata file {csv_path} does not exist.")
+    try:
+        rel = catalog.con.read_csv(str(csv_path), header=True)
+        columns = rel.columns
+    except duckdb.Error as exc:
+        raise MetadataError(f"Cannot read metadata CSV {csv_path}: {str(exc).splitlines()[0]}") from None
+    names = {column: _column_name(column, csv_path.name) for column in columns}
+    lowered = {c.lower(): c for c in columns}
+    key = next((lowered[k] for k in KEY_COLUMNS if k in lowered), None)
+    if key is None:
+        raise MetadataError(
+            f"Metadata CSV {csv_path.name} needs a column naming the recording (one of: {', '.join(KEY_COLUMNS)})."
+        )
+    taken = {c.lower() for c in _recording_columns(catalog.con)} | set(VIEW_COLUMNS) | {"_path", "_name"}
+    renames = {c: (f"meta_{names[c]}" if names[c].lower() in taken else names[c]) for c in columns}
+    select = "".join(f', {quote_identifier(c)} AS {quote_identifier(renames[c])}' for c in columns if c != key)
+    base = str(csv_path.parent)
+    key_q = quote_identifier(key)
+    try:
+        with catalog.transaction():
+            catalog.con.register("_csv", rel)
+            catalog.con.execute(
+                f"CREATE TEMP TABLE _incoming AS SELECT "
+                f"CASE WHEN contains({key_q}::VARCHAR, '/') THEN "
+                f"  CASE WHEN starts_with({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR "
+                f"  ELSE ? || '/' || {key_q}::VARCHAR END END AS _path, "
+                f"CASE WHEN NOT contains({key_q}::VARCHAR, '/') THEN {key_q}::VARCHAR END AS _name{select} "
+                f"FROM _csv WHERE {key_q} IS NOT NULL",
+                [base],
+            )
+            _normalise_incoming_paths(catalog.con)
+            catalog.con.execute(
+                "CREATE OR REPLACE TABLE metadata AS "
+                "SELECT * FROM metadata m WHERE NOT EXISTS (SELECT 1 FROM _incoming i WHERE "
+                "i._path IS NOT DISTINCT FROM m._path AND i._name IS NOT DISTINCT FROM m._name) "
+                "UNION ALL BY NAME SELECT * FROM _incoming"
+            )
+            count = int(catalog.one("SELECT count(*) FROM _incoming")[0])
+            catalog.con.execute("DROP TABLE _incoming")
+            catalog.con.unregister("_csv")
+            refresh_view(catalog.con)
+            catalog.bump_generation()
+    except duckdb.Error as exc:
+        raise MetadataError(f"Cannot import metadata from {csv_path.name}: {str(exc).splitlines()[0]}") from None
+    return count
+
+def _normalise_incoming_paths(con) -> None:
+    """'./calls/../calls/a.wav' in a CSV must meet the resolved path the indexer stored."""
+    raw = [r[0] for r in con.execute("SELECT DISTINCT _path FROM _incoming WHERE _path IS NOT NULL").fetchall()]
+    mapping = pa.table({"raw": pa.array(raw, pa.string()), "norm": pa.array([os.path.normpath(p) for p in raw], pa.string())})
+    con.register("_path_map", mapping)
+    try:
+        con.execute("UPDATE _incoming SET _path = m.norm FROM _path_map m WHERE _incoming._path = m.raw")
+    finally:
+        con.unregister("_path_map")
+
+def _recording_columns(con) -> list[str]:
+    return [r[0] for r in con.execute("DESCRIBE recordings").fetchall()]
+
+def refresh_view(con) -> None:
+    """``recordings_view``: recordings with their metadata, the one surface filters run against."""
+    meta_cols = [r[0] for r in con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]
+    meta_select = "".join(f", m.{quote_identifier(c)}" for c in meta_cols)
+    con.execute(
+        f"CREATE OR REPLACE VIEW {RECORDING_VIEW} AS "
+        f"SELECT r.*, to_timestamp(r.mtime)::TIMESTAMP AS modified_at{meta_select} "
+        "FROM recordings r LEFT JOIN metadata m "
+        "ON (m._path = r.path OR (m._path IS NULL AND m._name = r.file_name)) "
+        "QUALIFY row_number() OVER (PARTITION BY r.id ORDER BY m._path IS NULL) = 1"
+    )
+
+
+_REFUSED_IN_NAMES = frozenset('";`')
+"""Signs no column header means; a name holding one is most likely an attack on some SQL builder
+(``quote_identifier`` would keep it harmless here, but it is refused so that nobody has to)."""
+
+
+def _column_name(name: str, csv_name: str) -> str:
+    """A CSV header as a column name: trimmed; empty, over 64 characters, control characters and
+    the refused signs get one sentence naming the column."""
+    trimmed = name.strip()
+    if not trimmed or len(trimmed) > 64 or any(ord(c) < 32 or ord(c) == 127 or c in _REFUSED_IN_NAMES for c in trimmed):
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise MetadataError(
+            f"Metadata CSV {csv_name} has a column named {shown!r} that cannot be used: a column name is 1 to 64 "
+            "characters without quotes, semicolons, backticks or control characters; rename it in the CSV."
+        )
+    return trimmed

@@ -1,0 +1,138 @@
+"""Audits: a label set scored against every window of the archive, saved as a run.
+
+No audio model work: the label set's text is embedded (a fraction of a second) and the stored
+window vectors are scanned with one matrix product (``scoring``). Standing audits (``audit watch``
+or ``index --audit``) score only the recordings an indexing run added or changed and fold them
+into their saved run, so one definition serves retroactive and ongoing auditing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.audit import runs as audit_runs
+from indexer.session import Session
+from indexer.embedding import l2_normalise
+from indexer.audit.labelset import LabelSet
+from indexer.audit.scoring import AuditScores, LabelVectors, WindowTable, score_archive
+from indexer.search.results import allowed_window_ids
+from indexer.search.filtering import SearchFilters
+
+
+@dataclass(frozen=True)
+class StandingUpdate:
+    run_id: int
+    name: str
+    recordings_scored: int
+    new_flags: list[tuple[str, str, float, float]]  # (path, label, score, best_start_s)
+
+
+def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet) -> LabelVectors:
+    """One ``embed_text`` call (``Session.embed_text``, or an encoder's) for every prompt and exclusion of the set."""
+    prompts = [p for label in labelset.labels for p in label.prompts]
+    excluded = sorted({e for label in labelset.labels for e in label.exclude})
+    vectors = embed_text(prompts + excluded)
+    rows, at = [], 0
+    for label in labelset.labels:
+        rows.append(l2_normalise(vectors[at : at + len(label.prompts)].mean(axis=0)))
+        at += len(label.prompts)
+    dim = vectors.shape[1]
+    return LabelVectors(
+        vectors=np.stack(rows),
+        exclusions=vectors[at:] if excluded else np.empty((0, dim), np.float32),
+        excluded_by=tuple(tuple(excluded.index(e) for e in label.exclude) for label in labelset.labels),
+    )
+
+
+def collect_windows(
+    archive: Session, filters: SearchFilters = SearchFilters(), recording_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, WindowTable]:
+    """The stored vectors and their window rows, aligned, optionally filtered; a view when unfiltered."""
+    ids, matrix = archive.store.matrix()
+    table = archive.catalog.con.execute(
+        "SELECT id, recording_id, start_s, end_s, channel FROM windows ORDER BY id"
+    ).fetchnumpy()
+    at = np.searchsorted(table["id"], ids)
+    windows = WindowTable(
+        ids=ids, recording=table["recording_id"][at].astype(np.int64), start_s=table["start_s"][at],
+        end_s=table["end_s"][at], channel=table["channel"][at],
+    )
+    keep = None
+    allowed = allowed_window_ids(archive, filters)
+    if allowed is not None:
+        keep = np.isin(ids, allowed, assume_unique=True)
+    if recording_ids is not None:
+        chosen = np.isin(windows.recording, recording_ids)
+        keep = chosen if keep is None else keep & chosen
+    runs = 1 + np.count_nonzero(np.diff(windows.recording))
+    if len(ids) and runs != len(np.unique(windows.recording)):
+        order = np.argsort(windows.recording, kind="stable")  # a recording's windows must be contiguous
+        keep = order if keep is None else order[keep[order]]
+    if keep is None:
+        return matrix, windows
+    return np.ascontiguousarray(matrix[keep]), WindowTable(*(getattr(windows, f)[keep] for f in WindowTable.__dataclass_fields__))
+
+
+def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
+          recording_ids: np.ndarray | None = None) -> AuditScores:
+    matrix, windows = collect_windows(archive, filters, recording_ids)
+    vectors = label_vectors(archive.embed_text, labelset)
+    return score_archive(matrix, windows, vectors, labelset, archive.logit_scale, archive.manifest.hop_s,
+                         product=_device_product(archive))
+
+
+def _device_product(archive: Session):
+    """The GPU matrix product when the model runs on CUDA, or — the model not loaded because the
+    label set's text was remembered — when the archive was opened with ``--device cuda``; else numpy."""
+    if archive.encoder_loaded:
+        device = getattr(archive.encoder, "device", None)
+        if getattr(device, "type", None) != "cuda":
+            return None
+    elif str(archive.encoder_config.device).startswith("cuda"):
+        device = archive.encoder_config.device
+    else:
+        return None
+    from indexer.model.devices import gpu_matmul
+
+    return gpu_matmul(device)
+
+
+def run_audit(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(), standing: bool = False) -> audit_runs.AuditRun:
+    """Score the whole (filtered) archive and save the run; returns the saved run."""
+    started = time.perf_counter()
+    scores = score(archive, labelset, filters)
+    return audit_runs.save_run(
+        archive, labelset, _filters_json(filters), scores, standing=standing, seconds=time.perf_counter() - started
+    )
+
+
+def start_standing_audit(archive: Session, labelset: LabelSet) -> StandingUpdate | None:
+    """``index --audit FILE``: a label set not yet standing is run over the whole archive and kept
+    standing; one already standing (same content) was just extended by the indexing run."""
+    if any(run.labelset_hash == labelset.digest() for run in audit_runs.standing_runs(archive.catalog)):
+        return None
+    run = run_audit(archive, labelset, standing=True)
+    flagged = audit_runs.results(archive.catalog, run.id).to_pylist()
+    recordings = archive.catalog.one("SELECT count(DISTINCT recording_id) FROM audit_results WHERE run_id = ?", [run.id])[0]
+    return StandingUpdate(run.id, run.name, int(recordings), [(r["file"], r["label"], r["score"], r["best_start_s"]) for r in flagged])
+
+
+def extend_standing_audits(archive: Session, recording_ids: np.ndarray) -> list[StandingUpdate]:
+    """Fold the recordings an indexing run touched into every standing audit; report new flags."""
+    updates = []
+    for run in audit_runs.standing_runs(archive.catalog):
+        labelset = audit_runs.labelset_of(archive.catalog, run)
+        filters = SearchFilters.from_json(json.loads(run.filters))
+        scores = score(archive, labelset, filters, recording_ids)
+        new_flags = audit_runs.merge_results(archive, run, labelset, scores, recording_ids)
+        updates.append(StandingUpdate(run.id, run.name, len(scores.recording_ids), new_flags))
+    return updates
+
+
+def _filters_json(filters: SearchFilters) -> str:
+    return json.dumps(filters.to_json(), sort_keys=True)

@@ -1,0 +1,334 @@
+"""Saved audit runs in the catalog: writing, reading back, exporting and comparing them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pa_parquet
+
+from indexer.session import Session
+from indexer.archive.catalog import Catalog
+from indexer.archive.metadata import RECORDING_VIEW
+from indexer.archive.sql import quote_identifier
+from indexer.errors import AuditError
+from indexer.audit.labelset import LabelSet
+from indexer.audit.scoring import AuditScores
+from indexer.search.filtering import date_column
+
+RUN_COLUMNS = (
+    "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
+    " archive_windows, standing, seconds, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    id: int
+    name: str
+    labelset_source: str
+    labelset_hash: str
+    mode: str
+    labels: list[str]
+    model_id: str
+    model_revision: str
+    filters: str
+    windows_scored: int
+    archive_windows: int
+    standing: bool
+    seconds: float
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    label: str
+    flagged_recordings: int
+    flagged_seconds: float
+    best_score: float
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    a: AuditRun
+    b: AuditRun
+    newly_flagged: list[tuple[str, str, float]]  # (path, label, score in b)
+    cleared: list[tuple[str, str, float]]  # (path, label, score in a)
+    counts: list[tuple[str, int, int]]  # (label, flagged in a, flagged in b)
+
+
+@dataclass(frozen=True)
+class ScoreSpread:
+    """Every recording's best score for one label of a run (ascending): what a threshold cuts."""
+
+    label: str
+    scores: np.ndarray
+    threshold: float  # the label's threshold as a cosine score ("top x%" resolved over these scores)
+
+    def percentile(self, value: float) -> float:
+        """Percent of recordings scoring at or below ``value`` (the rule audit runs store)."""
+        if not len(self.scores):
+            return 0.0
+        return 100.0 * int(np.searchsorted(self.scores, value, side="right")) / len(self.scores)
+
+    def at_or_above(self, value: float) -> int:
+        """How many recordings a threshold of ``value`` would keep."""
+        return len(self.scores) - int(np.searchsorted(self.scores, value, side="left"))
+
+
+PERIODS = ("day", "week", "month")
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditScores, standing: bool, seconds: float) -> AuditRun:
+    catalog = archive.catalog
+    identity = archive.manifest
+    with catalog.transaction():
+        run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
+        catalog.con.execute(
+            f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
+            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+            [
+                run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
+                identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
+                seconds, json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
+            ],
+        )
+        _insert_results(catalog, run_id, scores)
+    return get_run(catalog, run_id)
+
+
+def merge_results(archive: Session, run: AuditRun, labelset: LabelSet, scores: AuditScores, recording_ids) -> list:
+    """A standing run takes fresh rows for the given recordings; percentiles and "top x%" flags are
+    recomputed over the whole run (earlier recordings keep their flagged-window counts)."""
+    catalog = archive.catalog
+    before = {(r, l) for r, l in catalog.con.execute(
+        "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id]).fetchall()}
+    with catalog.transaction():
+        catalog.con.execute(
+            "DELETE FROM audit_results WHERE run_id = ? AND (list_contains(?, recording_id)"
+            " OR recording_id NOT IN (SELECT id FROM recordings WHERE status = 'indexed'))",
+            [run.id, [int(r) for r in recording_ids]],
+        )
+        _insert_results(catalog, run.id, scores)
+        catalog.con.execute(
+            "UPDATE audit_results a SET percentile = p.pct FROM (SELECT recording_id, label,"
+            " 100 * cume_dist() OVER (PARTITION BY label ORDER BY score) AS pct FROM audit_results WHERE run_id = ?) p"
+            " WHERE a.run_id = ? AND a.recording_id = p.recording_id AND a.label = p.label",
+            [run.id, run.id],
+        )
+        for label in labelset.labels:
+            threshold = labelset.threshold_for(label)
+            if threshold.kind == "top_percent":
+                catalog.con.execute(
+                    "UPDATE audit_results SET flagged = percentile >= ? AND score >= ? WHERE run_id = ? AND label = ?",
+                    [100 - threshold.value, labelset.min_score if labelset.min_score is not None else -2.0, run.id, label.name],
+                )
+        catalog.con.execute(
+            "UPDATE audit_runs SET windows_scored = windows_scored + ?, archive_windows = ?, archive_generation = ?,"
+            " updated_at = now() WHERE id = ?",
+            [scores.windows_scored, catalog.window_count(), catalog.generation(), run.id],
+        )
+    after = catalog.con.execute(
+        "SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"
+        " JOIN recordings r ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC",
+        [run.id],
+    ).fetchall()
+    return [(path, label, score, start) for rec, label, path, score, start in after if (rec, label) not in before]
+
+
+def _insert_results(catalog: Catalog, run_id: int, s: AuditScores) -> None:
+    n_rec, n_lab = s.score.shape
+    if n_rec == 0:
+        return
+    flat = lambda a: np.asarray(a).reshape(-1)  # noqa: E731 — row-major (recording, label)
+    table = pa.table({
+        "run_id": pa.array(np.full(n_rec * n_lab, run_id, np.int64)),
+        "recording_id": pa.array(np.repeat(s.recording_ids, n_lab).astype(np.int64)),
+        "label": pa.DictionaryArray.from_arrays(  # no Python string per row
+            pa.array(np.tile(np.arange(n_lab, dtype=np.int32), n_rec)), pa.array(list(s.labels), pa.string())
+        ),
+        "score": pa.array(flat(s.score).astype(np.float64)),
+        "probability": pa.array(flat(s.probability).astype(np.float64)),
+        "confidence": pa.array(flat(s.confidence).astype(np.float64)),
+        "percentile": pa.array(flat(s.percentile).astype(np.float64)),
+        "best_window_id": pa.array(flat(s.best_window).astype(np.int64)),
+        "best_start_s": pa.array(flat(s.best_start_s).astype(np.float64)),
+        "best_end_s": pa.array(flat(s.best_end_s).astype(np.float64)),
+        "channel": pa.array(flat(s.channel).astype(np.int16)),
+        "flagged_windows": pa.array(flat(s.flagged_windows).astype(np.int32)),
+        "flagged_seconds": pa.array(flat(s.flagged_seconds).astype(np.float64)),
+        "flagged": pa.array(flat(s.flagged).astype(bool)),
+        "is_best": pa.array(flat(s.is_best).astype(bool)),
+    })
+    catalog.con.register("_audit_rows", table)
+    try:
+        catalog.con.execute("INSERT INTO audit_results SELECT * FROM _audit_rows")
+    finally:
+        catalog.con.unregister("_audit_rows")
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def list_runs(catalog: Catalog) -> list[AuditRun]:
+    return [AuditRun(*row) for row in catalog.con.execute(f"SELECT {RUN_COLUMNS} FROM audit_runs ORDER BY id").fetchall()]
+
+
+def standing_runs(catalog: Catalog) -> list[AuditRun]:
+    return [run for run in list_runs(catalog) if run.standing]
+
+
+def get_run(catalog: Catalog, ref: int | str) -> AuditRun:
+    """A run by id, or the latest run with that label-set name."""
+    text = str(ref).strip()
+    if text.isdigit():
+        row = catalog.one(f"SELECT {RUN_COLUMNS} FROM audit_runs WHERE id = ?", [int(text)])
+    else:
+        row = catalog.one(f"SELECT {RUN_COLUMNS} FROM audit_runs WHERE name = ? ORDER BY id DESC LIMIT 1", [text])
+    if row is None:
+        known = ", ".join(f"{r.id} ({r.name})" for r in list_runs(catalog)[-10:]) or "none yet"
+        raise AuditError(f"There is no audit run '{ref}'; runs: {known}.")
+    return AuditRun(*row)
+
+
+def labelset_of(catalog: Catalog, run: AuditRun) -> LabelSet:
+    """The run's label set as it was parsed when the run was made."""
+    text = catalog.one("SELECT labelset_json FROM audit_runs WHERE id = ?", [run.id])[0]
+    return LabelSet.from_dict(json.loads(text), source=run.labelset_source)
+
+
+def set_standing(catalog: Catalog, run_id: int, standing: bool) -> None:
+    catalog.con.execute("UPDATE audit_runs SET standing = ? WHERE id = ?", [standing, run_id]).fetchall()
+
+
+def label_counts(catalog: Catalog, run_id: int) -> list[LabelCount]:
+    rows = catalog.con.execute(
+        "SELECT label, count(*) FILTER (WHERE flagged), coalesce(sum(flagged_seconds) FILTER (WHERE flagged), 0),"
+        " max(score) FROM audit_results WHERE run_id = ? GROUP BY label", [run_id],
+    ).fetchall()
+    order = {label: i for i, label in enumerate(get_run(catalog, run_id).labels)}
+    return sorted((LabelCount(*row) for row in rows), key=lambda c: order.get(c.label, 0))
+
+
+def results(catalog: Catalog, run_id: int, *, flagged_only: bool = True, best_only: bool = False, limit: int | None = None) -> pa.Table:
+    """Result rows joined with each recording's path and metadata, best score first."""
+    meta = "".join(f", r.{quote_identifier(c)}" for c in catalog.metadata_columns())
+    where = " AND a.flagged" if flagged_only else ""
+    where += " AND a.is_best" if best_only else ""
+    sql = (
+        f"SELECT r.path AS file, a.label, a.score, a.probability, a.confidence, a.percentile, a.best_start_s,"
+        f" a.best_end_s, a.channel, a.flagged_windows, a.flagged_seconds, a.flagged, a.is_best, a.recording_id,"
+        f" a.best_window_id{meta} FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
+        f" WHERE a.run_id = {int(run_id)}{where} ORDER BY a.score DESC, r.path, a.label"
+        + (f" LIMIT {int(limit)}" if limit else "")
+    )
+    return catalog.con.sql(sql).to_arrow_table()
+
+
+def export(catalog: Catalog, run_id: int, path: Path, fmt: str, all_labels: bool = False, highlights: dict | None = None) -> int:
+    """The origin tool's batch columns (file, best label, score, confidence, highlight) plus metadata."""
+    table = results(catalog, run_id, flagged_only=False, best_only=not all_labels)
+    rows = table.to_pylist()
+    for row in rows:
+        spot = (highlights or {}).get(row["recording_id"])
+        use = spot is not None and (all_labels is False or row["is_best"])
+        row["highlight_start_s"] = spot.start_s if use else row["best_start_s"]
+        row["highlight_end_s"] = spot.end_s if use else row["best_end_s"]
+        row["best_label" if not all_labels else "label"] = row.pop("label")
+    first = ["file", "label" if all_labels else "best_label", "score", "confidence", "highlight_start_s", "highlight_end_s"]
+    columns = first + [c for c in (rows[0] if rows else {}) if c not in first]
+    out = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]) if rows else pa.table({c: [] for c in first})
+    path = Path(path)
+    if fmt == "parquet":
+        pa_parquet.write_table(out, path)
+    else:
+        pa_csv.write_csv(out, path)
+    return out.num_rows
+
+
+def diff(catalog: Catalog, ref_a: int | str, ref_b: int | str) -> RunDiff:
+    a, b = get_run(catalog, ref_a), get_run(catalog, ref_b)
+    sql = (
+        "SELECT r.path, x.label, x.score FROM audit_results x JOIN recordings r ON r.id = x.recording_id"
+        " WHERE x.run_id = ? AND x.flagged AND NOT EXISTS (SELECT 1 FROM audit_results y WHERE y.run_id = ?"
+        " AND y.recording_id = x.recording_id AND y.label = x.label AND y.flagged) ORDER BY x.score DESC"
+    )
+    newly = catalog.con.execute(sql, [b.id, a.id]).fetchall()
+    cleared = catalog.con.execute(sql, [a.id, b.id]).fetchall()
+    counts_a = {c.label: c.flagged_recordings for c in label_counts(catalog, a.id)}
+    counts_b = {c.label: c.flagged_recordings for c in label_counts(catalog, b.id)}
+    labels = list(dict.fromkeys(a.labels + b.labels))
+    return RunDiff(a, b, newly, cleared, [(label, counts_a.get(label, 0), counts_b.get(label, 0)) for label in labels])
+
+
+# --- summaries for charts ------------------------------------------------------------------------
+
+
+def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
+    """One label's scores over all recordings of a run, with its threshold as a score (for a histogram)."""
+    run = get_run(catalog, run_id)
+    if label not in run.labels:
+        raise AuditError(f"Run {run.id} has no label '{label}'; its labels: {', '.join(run.labels)}.")
+    scores = np.sort(catalog.con.execute(
+        "SELECT score FROM audit_results WHERE run_id = ? AND label = ?", [run.id, label]
+    ).fetchnumpy()["score"].astype(np.float64))
+    labelset = labelset_of(catalog, run)
+    threshold = labelset.threshold_for(next(x for x in labelset.labels if x.name == label))
+    cutoff = threshold.value
+    if threshold.kind == "top_percent":  # the rule of scoring's cutoffs: the k-th best, k = ceil(n · x%)
+        keep = max(1, int(np.ceil(len(scores) * threshold.value / 100)))
+        cutoff = float(scores[len(scores) - keep]) if len(scores) else 1.0
+    if labelset.min_score is not None:
+        cutoff = max(cutoff, labelset.min_score)
+    return ScoreSpread(label, scores, float(cutoff))
+
+
+def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column: str | None = None) -> pa.Table:
+    """(period, label, flagged, scored) per day/week/month of the metadata date (else the file's mtime)."""
+    if period not in PERIODS:
+        raise AuditError(f"A period is one of {', '.join(PERIODS)}, not '{period}'.")
+    dated = date_column(catalog.view_columns(), catalog.metadata_columns(), column)
+    day = f"CAST(r.{quote_identifier(dated)} AS DATE)"
+    counts = _flag_counts_sql(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
+    # every period from the first to the last, empty ones as zeros, so a chart's lines do not
+    # bridge days (weeks, months) when nothing was recorded
+    return catalog.con.sql(
+        f"WITH counts AS ({counts}),"
+        " periods AS (SELECT CAST(unnest(generate_series(min(period), max(period), INTERVAL 1 " + period + ")) AS DATE)"
+        " AS period FROM counts),"
+        " labels AS (SELECT DISTINCT label FROM counts)"
+        " SELECT p.period, l.label, coalesce(c.flagged, 0) AS flagged, coalesce(c.scored, 0) AS scored"
+        " FROM periods p CROSS JOIN labels l LEFT JOIN counts c ON c.period = p.period AND c.label = l.label"
+        " ORDER BY 1, 2"
+    ).to_arrow_table()
+
+
+def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
+    """(value, label, flagged, scored) per value of one catalog or metadata column; NULL is '(none)'."""
+    match = {c.lower(): c for c in catalog.view_columns()}.get(str(column).lower())
+    if match is None:
+        raise AuditError(f"Unknown column '{column}'; known columns: {', '.join(sorted(catalog.view_columns()))}.")
+    value = f"coalesce(CAST(r.{quote_identifier(match)} AS VARCHAR), '(none)')"
+    return _flag_counts(catalog, run_id, value, "value", "TRUE")
+
+
+def _flag_counts(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> pa.Table:
+    return catalog.con.sql(_flag_counts_sql(catalog, run_id, key_sql, key, where)).to_arrow_table()
+
+
+def _flag_counts_sql(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> str:
+    run = get_run(catalog, run_id)
+    return (
+        f"SELECT {key_sql} AS {key}, a.label, count(*) FILTER (WHERE a.flagged) AS flagged, count(*) AS scored"
+        f" FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
+        f" WHERE a.run_id = {int(run.id)} AND {where} GROUP BY ALL ORDER BY 1, 2"
+    )

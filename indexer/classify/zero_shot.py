@@ -1,0 +1,132 @@
+"""The origin tool's single-file zero-shot mode: one recording, a few labels, no archive.
+
+Scores are cosine similarities between the label (prompt ensemble) and the recording's best
+window. Probabilities are CLAP's softmax over the label set at its learned logit scale. The
+confidence of a label is its probability against its strongest rival, p / (p + p_rival): 0.5 is
+a coin toss, above 0.7 the origin tool called "high".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from indexer.audio.decode import AudioInfo
+from indexer.config import DEFAULT_MODEL, REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, WindowConfig
+from indexer.embedding import Encoder
+from indexer.errors import AudioError
+from indexer.indexing.one_file import embed_file
+from indexer.audit.labels import parse_labels
+from indexer.audit.scoring import Rivals, softmax_columns
+from indexer.audio.windows import QualityAccumulator, RecordingQuality
+
+HIGH_CONFIDENCE = 0.7
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+    probability: float
+    confidence: float
+    best_start_s: float
+    best_end_s: float
+    detected: bool
+
+    @property
+    def confidence_level(self) -> str:
+        if self.confidence > HIGH_CONFIDENCE:
+            return "high"
+        return "medium" if self.confidence > 0.55 else "low"
+
+
+@dataclass(frozen=True)
+class Classification:
+    path: Path
+    info: AudioInfo
+    quality: RecordingQuality
+    duration_s: float
+    labels: list[LabelScore]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def detected(self) -> list[LabelScore]:
+        return [s for s in self.labels if s.detected]
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How one file is classified.
+
+    Exclusive mode (default) detects the top label; ``multi_label`` detects every label whose
+    cosine score reaches ``threshold``. ``min_score`` drops labels scoring below it entirely.
+    """
+
+    windows: WindowConfig = WindowConfig()
+    decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S)
+    multi_label: bool = False
+    threshold: float = 0.3
+    min_score: float | None = None
+
+
+def classify_file(
+    path: str | Path, labels: str | Sequence[str], encoder: Encoder, options: ClassifyOptions = ClassifyOptions()
+) -> Classification:
+    """Score ``labels`` against one file, streamed window by window."""
+    path = Path(path)
+    names = parse_labels(labels)
+    text_vectors = encoder.embed_text(names)
+    quality = QualityAccumulator()
+    info, embedded = embed_file(path, encoder, options.windows, options.decode, quality=quality)
+    multi_label, threshold, min_score = options.multi_label, options.threshold, options.min_score
+    cut, rows = [], []  # windows without samples, and one row of label scores each: flat memory
+    for window, vector in embedded:
+        cut.append(window)
+        rows.append(text_vectors @ vector)
+    if not cut:
+        raise AudioError(f"{path.name} holds no audio to classify.")
+    summary = quality.result()
+    similarity = np.stack(rows)  # (windows, labels)
+    best_window = similarity.argmax(axis=0)
+    scores = similarity.max(axis=0)
+    probabilities = softmax_columns(encoder.logit_scale * scores[:, None])
+    confidences = Rivals.of(probabilities).confidence(probabilities)[:, 0]
+    probabilities = probabilities[:, 0]
+    top = int(np.argmax(scores))
+    results = []
+    for i, name in enumerate(names):
+        if min_score is not None and scores[i] < min_score:
+            continue
+        w = cut[int(best_window[i])]
+        detected = bool(scores[i] >= threshold) if multi_label else i == top
+        results.append(
+            LabelScore(name, float(scores[i]), float(probabilities[i]), float(confidences[i]), w.start_s, w.end_s, detected)
+        )
+    results.sort(key=lambda s: s.score, reverse=True)
+    return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary))
+
+
+def _warnings(quality: RecordingQuality) -> list[str]:
+    warnings = []
+    if quality.is_silent:
+        warnings.append("The recording is a flat line (silent or dead channel): scores mean nothing.")
+    if quality.is_clipped:
+        warnings.append(f"The recording is heavily clipped ({quality.clipped_fraction:.1%} of samples at full scale).")
+    return warnings
+
+
+@lru_cache(maxsize=2)
+def _cached_encoder(model: str, device: str) -> Encoder:
+    from indexer.model.loading import load_encoder
+
+    return load_encoder(EncoderConfig(model=model, device=device))
+
+
+def classify_audio(path: str | Path, labels: str | Sequence[str], model: str = DEFAULT_MODEL, device: str = "auto") -> dict[str, float]:
+    """The origin tool's API: ``{label: probability}``, best first. The model is loaded once per process."""
+    result = classify_file(path, labels, _cached_encoder(model, device))
+    return {s.label: s.probability for s in result.labels}

@@ -1,0 +1,1 @@
+"""The ``soundtrace`` command line: the only package that knows click and rich."""

@@ -1,0 +1,48 @@
+"""``soundtrace info`` and ``soundtrace app``: what an archive holds, and the app that browses it."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from indexer.cli.options import archive_option
+from indexer.cli.output import Console, print_info
+from indexer.config import default_archive_dir
+
+
+@click.command()
+@archive_option
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+def info(archive_dir, as_json):
+    """What the archive holds: recordings, hours, windows, failures, model, index, size."""
+    from indexer.api import Archive
+
+    directory = archive_dir or default_archive_dir()
+    with Archive.open(directory, read_only=True) as archive:
+        details = archive.info()
+    if as_json:
+        payload = {k: v for k, v in vars(details).items() if k != "failures"}
+        payload["failures"] = [vars(f) for f in details.failures]
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        print_info(Console(), details)
+
+
+@click.command()
+@archive_option
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the default keeps it on this machine.")
+def app(archive_dir, port, host):
+    """Start the Streamlit app (search, audits, dashboards, classify, library) in the browser."""
+    import importlib.util
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise click.ClickException("The app needs Streamlit: pip install 'soundtrace[app]'.")
+    from search_app.launch import command
+
+    directory = (archive_dir or default_archive_dir()).expanduser().resolve()
+    click.echo(f"soundtrace app on http://{host}:{port} (archive {directory}); Ctrl-C stops it", err=True)
+    raise SystemExit(subprocess.call(command(directory, port, host), env={**os.environ, "SOUNDTRACE_ARCHIVE": str(directory)}))

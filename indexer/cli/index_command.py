@@ -1,0 +1,77 @@
+"""``soundtrace index``: embed every recording under the given paths once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from indexer.cli.options import archive_option, collect, model_options, raw_options, with_default_model
+from indexer.cli.output import Console, IndexProgress, print_index_report
+from indexer.config import DecodeOptions, WindowConfig, default_archive_dir
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    metadata_files: tuple[Path, ...]
+    channels: str
+    window_s: float | None
+    hop_s: float | None
+    prune: bool
+    retry_failed: bool
+    audit_files: tuple[Path, ...]
+    quiet: bool
+
+    def windows(self) -> WindowConfig | None:
+        """The window settings asked for (a new archive's), or None to keep the archive's own."""
+        if self.window_s is None and self.hop_s is None:
+            return None
+        length = self.window_s or 10.0
+        try:
+            return WindowConfig(length_s=length, hop_s=self.hop_s or length)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@archive_option
+@click.option("--metadata", "metadata_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV of per-recording metadata (a path or file column plus any others); repeatable.")
+@click.option("--channels", type=click.Choice(["mix", "split"]), default="mix", show_default=True,
+              help="mix: downmix to mono; split: index each channel as its own stream (agent vs customer).")
+@click.option("--window", "window_s", type=float, default=None, help="Window length in seconds, for a new archive [default: 10].")
+@click.option("--hop", "hop_s", type=float, default=None, help="Hop between windows in seconds [default: the window length].")
+@click.option("--prune", is_flag=True, help="Drop recordings under PATHS whose files are gone.")
+@click.option("--retry-failed", is_flag=True, help="Try again files that failed before, even if unchanged.")
+@click.option("--audit", "audit_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Label set YAML to keep standing: run now if new, then extended by every indexing run; repeatable.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@collect(IndexRequest)
+@raw_options
+@model_options
+def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
+    """Embed every recording under PATHS once (unchanged files are skipped)."""
+    from indexer.api import Archive
+    from indexer.audit.labelset_yaml import load_labelset
+    from indexer.audit.run import start_standing_audit
+    from indexer.indexing.pipeline import IndexOptions
+    from indexer.model.loading import load_encoder
+
+    directory = (archive_dir or default_archive_dir()).expanduser()
+    windows = request.windows()
+    Archive.check_no_writer(directory)  # refuse before the model loads, not after
+    is_new = not Archive.exists(directory)
+    encoder = load_encoder(with_default_model(encoder_config)) if is_new or encoder_config.model else None
+    with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
+        options = IndexOptions(
+            decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
+            retry_failed=request.retry_failed, metadata=request.metadata_files,
+        )
+        labelsets = [load_labelset(f) for f in request.audit_files]  # invalid label sets fail before any work
+        with IndexProgress(disabled=request.quiet) as progress:
+            report = archive.index(paths, options, progress)
+        started = (start_standing_audit(archive, labelset) for labelset in labelsets)
+        report.audits += [update for update in started if update is not None]
+    print_index_report(Console(), report)

@@ -1,0 +1,44 @@
+"""The ``soundtrace`` command group: every command, and typed engine errors turned into one
+sentence on stderr with a non-zero exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import click
+
+from indexer.cli.archive_commands import app, info
+from indexer.cli.audit_commands import audit
+from indexer.cli.classify_command import classify
+from indexer.cli.index_command import index
+from indexer.cli.search_command import search
+from indexer.errors import SoundtraceError
+
+
+class _Group(click.Group):
+    """Typed engine errors become one clear sentence and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SoundtraceError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted; the archive is consistent — run the same command again to resume.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="soundtrace", prog_name="soundtrace")
+def cli() -> None:
+    """Semantic search and auditing over audio archives with LAION's CLAP.
+
+    Index recordings once, then ask in plain words: soundtrace finds where in which recording
+    it happens.
+    """
+
+
+for _command in (index, search, classify, info, audit, app):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="soundtrace")

@@ -1,0 +1,94 @@
+"""Command-line flags shared by the commands, the request objects they fill, and opening the
+archive they name."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from indexer.config import REQUEST_MAX_DURATION_S, EncoderConfig, RawPcmFormat, default_archive_dir
+
+
+def collect(cls: type, name: str = "request") -> Callable:
+    """The command's options named like the fields of dataclass ``cls`` arrive as one ``cls``
+    (argument ``name``), so a command takes one typed request instead of a dozen flags. Put it
+    below the ``click.option`` lines it collects."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+
+    def decorator(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            kwargs[name] = cls(**{key: kwargs.pop(key) for key in list(kwargs) if key in fields})
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def raw_options(func: Callable) -> Callable:
+    """Headerless raw PCM parameters, as ``raw`` (a RawPcmFormat, or None without --raw-rate)."""
+
+    @click.option("--raw-rate", type=int, default=None, help="Sample rate of headerless .raw/.pcm files.")
+    @click.option("--raw-channels", type=int, default=1, show_default=True, help="Channels of headerless raw files.")
+    @click.option("--raw-format", type=click.Choice(["s16le", "s16be", "s24le", "s32le", "f32le", "u8"]), default="s16le", show_default=True)
+    @functools.wraps(func)
+    def wrapper(*args, raw_rate, raw_channels, raw_format, **kwargs):
+        kwargs["raw"] = RawPcmFormat(raw_rate, raw_channels, raw_format) if raw_rate else None
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def max_duration_option(func: Callable) -> Callable:
+    return click.option(
+        "--max-duration", "max_duration_s", type=click.FloatRange(min=1), default=REQUEST_MAX_DURATION_S,
+        show_default=True, help="Seconds of audio one file may hold; longer files (or lying headers) are refused.",
+    )(func)
+
+
+def with_default_model(config: EncoderConfig) -> EncoderConfig:
+    return config if config.model else dataclasses.replace(config, model=EncoderConfig().model)
+
+
+def model_options(func: Callable) -> Callable:
+    """Flags shared by every command that may run the model."""
+
+    @click.option("--model", default=None, help="CLAP model id or local directory [default: the archive's, else laion/clap-htsat-fused].")
+    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+    @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Windows per model call.")
+    @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
+    @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
+    @functools.wraps(func)
+    def wrapper(*args, model, device, batch_size, cache_dir, threads, **kwargs):
+        kwargs["encoder_config"] = EncoderConfig(
+            model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads
+        )
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def archive_option(func: Callable) -> Callable:
+    return click.option(
+        "--archive", "archive_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Archive directory [default: $SOUNDTRACE_ARCHIVE or ./soundtrace-archive].",
+    )(func)
+
+
+def open_archive(archive_dir: Path | None, encoder_config: EncoderConfig | None = None, **kwargs):
+    """The archive; the model is loaded now only when ``--model`` names one (else on first use,
+    which an audit of remembered words never reaches)."""
+    from indexer.api import Archive
+
+    directory = archive_dir or default_archive_dir()
+    encoder = None
+    if encoder_config is not None and encoder_config.model:
+        from indexer.model.loading import load_encoder
+
+        encoder = load_encoder(encoder_config)
+    return Archive.open(directory, encoder=encoder, encoder_config=encoder_config, **kwargs)

@@ -1,0 +1,233 @@
+"""The decoding process: hashes, decodes and windows files ahead of the model.
+
+It is a separate process at the lowest CPU priority, not a thread: on a small machine a decoder
+that competes with torch at equal priority stalls the model's parallel regions (measured on 2
+cores: 6.2 windows/s alone, 2.5 beside a busy decoder at nice 0, 6.0 beside one at nice 19), and
+a thread would also hold the GIL while the scheduler has parked it. (SCHED_IDLE measured no
+better than nice 19 here and is Linux-only.) A process also isolates the
+model from a decoder library that crashes on a hostile file: that file is recorded as failed
+and decoding resumes with the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from indexer.audio import decode as audio
+from indexer.archive.records import KnownFile, RecordingRow
+from indexer.config import DecodeOptions, WindowConfig
+from indexer.errors import AudioError, SilentAudioError, SoundtraceError
+from indexer.audio.sources import SourceFile, content_hash
+from indexer.audio.windows import QualityAccumulator, cut_windows
+
+NICENESS = 19
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one file ended: "indexed" (its windows came before), "failed", "touched" or "reused"."""
+
+    kind: str
+    row: RecordingRow | None = None
+    recording_id: int | None = None  # the row to touch, or the recording whose windows are reused
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    files: Sequence[SourceFile]
+    known: dict[str, KnownFile]
+    hashes: dict[str, int]
+    windows: WindowConfig
+    decode: DecodeOptions
+
+
+WINDOW, OUTCOME, DONE, CRASHED, IDLE = "window", "outcome", "done", "crashed", "idle"
+IDLE_S = 0.2
+"""Waiting this long for the child, ``messages()`` yields IDLE, so the caller can let go of shared resources."""
+
+
+class DecoderCrashed(SoundtraceError):
+    """The decoding process failed in a way that is not about one file."""
+
+
+class DecoderProcess:
+    """Runs ``DecodeJob`` in a child process; ``messages()`` yields (kind, file index, payload).
+
+    The child is a fresh ``python`` running ``_child_main``, talking pickles over its stdin/stdout, not a
+    multiprocessing child: that would re-import the caller's ``__main__`` (breaking scripts fed
+    on stdin and re-running unguarded scripts). A reader thread keeps a bounded queue of decoded
+    windows ahead of the model. If the child dies mid-file (a decoder library crash), that file is
+    reported failed and a new child carries on with the next one.
+    """
+
+    def __init__(self, job: DecodeJob, queue_size: int):
+        self.job = job
+        self.queue_size = max(2, queue_size)
+        self.process: subprocess.Popen | None = None
+        self.inbox: queue.Queue | None = None
+
+    def _start(self, first: int) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from indexer.indexing.decoding import _child_main; _child_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+        )
+        pickle.dump((self.job, first), self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.process.stdin.close()
+        self.inbox = queue.Queue(maxsize=self.queue_size)
+        threading.Thread(target=_read_messages, args=(self.process.stdout, self.inbox), daemon=True).start()
+
+    def messages(self) -> Iterator[tuple[str, int, object]]:
+        next_file = 0
+        while next_file < len(self.job.files):
+            self._start(next_file)
+            while (message := self._next_message()) is not _EOF:
+                if message is _IDLE:
+                    yield IDLE, -1, None
+                    continue
+                kind, index, payload = message
+                if kind == CRASHED:
+                    raise DecoderCrashed(f"The decoding process failed: {payload}")
+                if kind == DONE:
+                    return
+                if kind == OUTCOME:
+                    next_file = index + 1
+                yield kind, index, payload
+            # the child died without finishing: blame the file it was on, go on after it
+            if next_file >= len(self.job.files):
+                return
+            src = self.job.files[next_file]
+            code = self.process.wait()
+            yield OUTCOME, next_file, failed_outcome(
+                src, None, "decoder_crash", f"{src.path.name} crashed the audio decoder (exit code {code})."
+            )
+            next_file += 1
+
+    def _next_message(self):
+        try:
+            return self.inbox.get(timeout=IDLE_S)
+        except queue.Empty:
+            return _IDLE
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+_EOF = object()
+_IDLE = object()
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def _read_messages(stream, inbox: queue.Queue) -> None:
+    """Any end of the stream (EOF, a crash mid-message, garbage) reads as the child having died."""
+    try:
+        while True:
+            inbox.put(pickle.load(stream))
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        inbox.put(_EOF)
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def _child_main() -> None:
+    _yield_cpu_to_the_model()
+    job, first = pickle.load(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the message stream
+
+    def send(message) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+    try:
+        for index in range(first, len(job.files)):
+            for kind, payload in _decode_one(job, job.files[index]):
+                send((kind, index, payload))
+        send((DONE, -1, None))
+    except BrokenPipeError:  # the indexer is gone (kill -9): nothing left to do
+        os._exit(0)
+    except BaseException:  # noqa: BLE001 — reported to the parent, which stops the run
+        send((CRASHED, -1, traceback.format_exc(limit=5)))
+
+
+def _yield_cpu_to_the_model() -> None:
+    """The lowest priority: the model keeps its cores; we decode on what it leaves over."""
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
+
+
+def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]:
+    if src.problem is not None:
+        yield OUTCOME, failed_outcome(src, None, src.problem.kind, src.problem.reason)
+        return
+    try:
+        digest = content_hash(src.path)
+    except OSError as exc:
+        yield OUTCOME, failed_outcome(src, None, "unreadable", f"{src.path.name} cannot be read: {exc.strerror or exc}.")
+        return
+    known = job.known.get(src.key)
+    if known is not None and known.content_hash == digest and known.status == "indexed":
+        yield OUTCOME, Outcome("touched", recording_id=known.recording_id)
+        return
+    if digest in job.hashes:
+        yield OUTCOME, Outcome("reused", recording_id=job.hashes[digest])
+        return
+    count, end = 0, 0.0
+    try:
+        info, blocks = audio.stream(src.path, job.decode)
+        quality = QualityAccumulator()
+        for window in cut_windows(blocks, job.windows):
+            quality.add_window(window)
+            count, end = count + 1, max(end, window.end_s)
+            yield WINDOW, window
+        result = quality.result()
+        if count == 0:
+            raise SilentAudioError(f"{src.path.name} holds no audio long enough to embed.")
+        if result.is_silent:
+            raise SilentAudioError(f"{src.path.name} is silent (flat line): nothing to index.")
+    except AudioError as exc:
+        yield OUTCOME, failed_outcome(src, digest, _kind(exc), str(exc))
+        return
+    except Exception as exc:  # a decoder bug must not stop the run: record it and go on
+        yield OUTCOME, failed_outcome(src, digest, "internal", f"{src.path.name} could not be decoded ({type(exc).__name__}: {exc}).")
+        return
+    row = RecordingRow(
+        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
+        status="indexed", duration_s=max(end, info.duration_s or 0.0),
+        sample_rate=info.sample_rate, channels=info.channels, format=info.format, decoder=info.decoder,
+        peak=result.peak, rms_db=result.rms_db, clipped_fraction=result.clipped_fraction,
+        silent_fraction=result.silent_fraction, is_silent=result.is_silent, is_clipped=result.is_clipped,
+    )
+    yield OUTCOME, Outcome("indexed", row=row)
+
+
+def failed_outcome(src: SourceFile, digest: str | None, kind: str, message: str) -> Outcome:
+    row = RecordingRow(
+        path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime,
+        status="failed", error_kind=kind, error=message,
+    )
+    return Outcome("failed", row=row)
+
+
+def _kind(exc: AudioError) -> str:
+    """SilentAudioError -> "silent_audio": a stable, filterable name for each failure kind."""
+    name = type(exc).__name__.removesuffix("Error")
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+

@@ -1,0 +1,169 @@
+"""Search: a query vector -> the best windows -> ranked recordings with the time of each hit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import duckdb
+import numpy as np
+
+from indexer.archive.metadata import RECORDING_VIEW
+from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
+from indexer.embedding import DEFAULT_PROMPTS
+from indexer.errors import FilterError, QueryError
+from indexer.search.filtering import FILTER_MEMORY_LIMIT, SearchFilters, filtered_window_ids_sql, recording_filter
+from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
+from indexer.session import Session
+
+HIDDEN_COLUMNS = frozenset(
+    "id path file_name content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
+)
+"""Catalog internals left out of a hit's ``metadata`` (they have fields of their own or are noise)."""
+
+
+@dataclass(frozen=True)
+class WindowHit:
+    window_id: int
+    channel: int
+    start_s: float
+    end_s: float
+    score: float
+
+
+@dataclass(frozen=True)
+class RecordingHit:
+    rank: int
+    recording_id: int
+    path: str
+    score: float
+    best: WindowHit
+    windows: tuple[WindowHit, ...]
+    duration_s: float
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank, "recording_id": self.recording_id, "path": self.path, "score": self.score,
+            "start_s": self.best.start_s, "end_s": self.best.end_s, "channel": self.best.channel,
+            "window_id": self.best.window_id, "duration_s": self.duration_s,
+            "windows": [vars(w) for w in self.windows], **{k: _plain(v) for k, v in self.metadata.items()},
+        }
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def search_text(
+    archive: Session, text: str, k: int = 10, filters: SearchFilters = SearchFilters(),
+    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    return search_vector(archive, text_query(archive, text, prompts), k, filters, windows_per_recording)
+
+
+def search_like(
+    archive: Session, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
+    decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    query, exclude = clip_query(archive, clip, decode)
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+
+
+def search_window(
+    archive: Session, window_id: int, k: int = 10, filters: SearchFilters = SearchFilters(),
+    windows_per_recording: int = 3,
+) -> list[RecordingHit]:
+    query, exclude = window_query(archive, window_id)
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+
+
+def search_vector(
+    archive: Session, query: np.ndarray, k: int = 10, filters: SearchFilters = SearchFilters(),
+    windows_per_recording: int = 3, exclude: frozenset[int] = frozenset(),
+) -> list[RecordingHit]:
+    """Top ``k`` recordings by their best window, each with up to ``windows_per_recording`` windows."""
+    if k < 1:
+        raise QueryError("k must be at least 1.")
+    allowed = allowed_window_ids(archive, filters)
+    available = len(archive.store) if allowed is None else len(allowed)
+    fetch = min(available, max(32, k * windows_per_recording * 4))
+    grouped: dict[int, list[tuple[int, float]]] = {}
+    while fetch > 0:
+        scores, ids = archive.store.search(query, fetch + len(exclude), allowed)
+        grouped = _group(archive, ids[0], scores[0], exclude)
+        if len(grouped) >= k or fetch >= available:
+            break
+        fetch = min(available, fetch * 4)
+    return _hits(archive, grouped, k, windows_per_recording)
+
+
+# --- filters -----------------------------------------------------------------------------------
+
+
+def allowed_window_ids(archive: Session, filters: SearchFilters) -> np.ndarray | None:
+    """Window ids of the recordings passing the filters, or None when nothing is filtered."""
+    where = recording_filter(archive.catalog, filters)
+    if where is None:
+        return None
+    try:
+        with archive.catalog.memory_limit(FILTER_MEMORY_LIMIT):
+            result = archive.catalog.con.execute(filtered_window_ids_sql(where), list(where.params)).fetchnumpy()
+    except duckdb.Error as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
+        raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
+    return result["id"].astype(np.int64)
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+
+def _group(archive: Session, ids: np.ndarray, scores: np.ndarray, exclude: frozenset[int]) -> dict:
+    keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and int(i) not in exclude]
+    if not keep:
+        return {}
+    owners = dict(
+        archive.catalog.con.execute(
+            "SELECT id, recording_id FROM windows WHERE list_contains(?, id)", [[i for i, _ in keep]]
+        ).fetchall()
+    )
+    grouped: dict[int, list[tuple[int, float]]] = {}
+    for window_id, score in keep:  # FAISS order: best first
+        grouped.setdefault(owners[window_id], []).append((window_id, score))
+    return grouped
+
+
+def _hits(archive: Session, grouped: dict, k: int, per_recording: int) -> list[RecordingHit]:
+    chosen = list(grouped.items())[:k]
+    if not chosen:
+        return []
+    window_ids = [w for _, wins in chosen for w, _ in wins[:per_recording]]
+    con = archive.catalog.con
+    spans = {
+        i: (c, s, e)
+        for i, c, s, e in con.execute(
+            "SELECT id, channel, start_s, end_s FROM windows WHERE list_contains(?, id)", [window_ids]
+        ).fetchall()
+    }
+    cursor = con.execute(f"SELECT * FROM {RECORDING_VIEW} WHERE list_contains(?, id)", [[r for r, _ in chosen]])
+    names = [d[0] for d in cursor.description]
+    rows = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    hits = []
+    for rank, (rec_id, wins) in enumerate(chosen, start=1):
+        window_hits = tuple(WindowHit(w, *spans[w], score=s) for w, s in wins[:per_recording])
+        row = rows[rec_id]
+        hits.append(
+            RecordingHit(
+                rank=rank, recording_id=rec_id, path=row["path"], score=window_hits[0].score, best=window_hits[0],
+                windows=window_hits, duration_s=row["duration_s"] or 0.0,
+                metadata={k: v for k, v in row.items() if k not in HIDDEN_COLUMNS and k != "duration_s"},
+            )
+        )
+    return hits
+
+
+def _plain(value):
+    """JSON-friendly scalars for metadata values (dates become ISO strings)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value

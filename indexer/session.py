@@ -1,0 +1,96 @@
+"""An archive opened with its model: what every engine job (indexing, search, audits) works on.
+
+The storage layer (``indexer.archive``) knows no model; this adds the one the archive was built
+with, loaded on first use (an audit of remembered words never loads it), and text vectors
+remembered in the catalog so the same words are embedded once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from indexer.archive.catalog import Catalog
+from indexer.archive.manifest import Manifest
+from indexer.archive.storage import ArchiveStorage, NewArchive
+from indexer.archive.text_cache import TextVectorCache
+from indexer.archive.vector_store import StoreConfig
+from indexer.config import EncoderConfig, WindowConfig
+from indexer.embedding import DEFAULT_PROMPTS, Encoder
+from indexer.errors import ArchiveError
+
+
+class Session(ArchiveStorage):
+    def __init__(
+        self, directory: Path, catalog: Catalog, manifest: Manifest, read_only: bool, store_config: StoreConfig,
+        encoder: Encoder | None = None, encoder_config: EncoderConfig | None = None,
+    ):
+        super().__init__(directory, catalog, manifest, read_only, store_config)
+        self._encoder = encoder
+        if encoder_config is None or not encoder_config.model:
+            encoder_config = replace(encoder_config or EncoderConfig(), model=manifest.model_id)
+        self._encoder_config = encoder_config
+        self._text_cache: TextVectorCache | None = None
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        encoder: Encoder | None = None,
+        encoder_config: EncoderConfig | None = None,
+        create: bool = False,
+        windows: WindowConfig | None = None,
+        store_config: StoreConfig = StoreConfig(),
+        read_only: bool = False,
+    ):
+        """Open an archive; with ``create=True`` make it if missing (needs the encoder for its identity).
+
+        ``encoder`` is checked against the archive's model; without one, the archive's own model is
+        loaded on first use with ``encoder_config`` (device, batch size, cache).
+        """
+        new = None
+        if create and not cls.exists(directory):
+            if encoder is None:
+                raise ArchiveError("Creating an archive needs an encoder to record the model it was built with.")
+            new = NewArchive(encoder.identity, encoder.logit_scale, windows or WindowConfig())
+        return super().open(
+            directory, new=new, identity=encoder.identity if encoder is not None else None, windows=windows,
+            store_config=store_config, read_only=read_only, encoder=encoder, encoder_config=encoder_config,
+        )
+
+    @property
+    def encoder(self) -> Encoder:
+        """The archive's own model, loaded once on first use."""
+        if self._encoder is None:
+            from indexer.model.loading import load_encoder  # torch loads only when a model is needed
+
+            encoder = load_encoder(self._encoder_config)
+            self.manifest.check_model(encoder.identity)
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        return self._encoder_config
+
+    @property
+    def logit_scale(self) -> float:
+        """CLAP's temperature from the manifest, so scoring remembered text loads no model."""
+        if self.manifest.logit_scale is not None:
+            return self.manifest.logit_scale
+        return float(self.encoder.logit_scale)
+
+    def embed_text(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
+        """Prompt-ensemble text vectors, remembered in the catalog so the same words are embedded once
+        (and the model is loaded only for words it has not embedded before)."""
+        if self._text_cache is None:
+            self._text_cache = TextVectorCache(self.catalog, self.manifest.identity, lambda: self.encoder)
+        return self._text_cache.embed(texts, prompts)
