@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audit_bench import HOP_S, WINDOW_S, labelsets, synthetic_archive, text_encoder, timed  # noqa: E402
 from indexer import Archive  # noqa: E402
-from indexer.audit.run import collect_windows, label_vectors, run_audit, score  # noqa: E402
-from indexer.audit.runs import save_run  # noqa: E402
+from indexer.audit.runner import collect_windows, label_vectors, run_audit, score  # noqa: E402
+from indexer.audit.saved_runs import save_run  # noqa: E402
 from indexer.config import WindowConfig  # noqa: E402
 from indexer.archive.manifest import MANIFEST_FILE  # noqa: E402
 from indexer.archive.vector_store import INDEX_FILE  # noqa: E402

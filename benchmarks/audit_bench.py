@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.audit.run import label_vectors  # noqa: E402
+from indexer.audit.runner import label_vectors  # noqa: E402
 from indexer.archive.catalog import Catalog  # noqa: E402
 from indexer.audit.labelset import inline_labelset  # noqa: E402
 from indexer.audit.scoring import WindowTable, score_archive  # noqa: E402

@@ -15,15 +15,16 @@ from importlib import import_module
 
 _NAMES = {
     "Archive": "api", "ArchiveInfo": "archive.storage",
-    "Classification": "classify.zero_shot", "classify_audio": "classify.zero_shot", "classify_file": "classify.zero_shot",
+    "Classification": "classify.zero_shot", "ClassifyOptions": "classify.zero_shot", "classify_audio": "classify.zero_shot",
+    "classify_file": "classify.zero_shot",
     "DecodeOptions": "config", "EncoderConfig": "config", "RawPcmFormat": "config", "WindowConfig": "config",
     "IndexOptions": "indexing.pipeline", "IndexReport": "indexing.pipeline",
-    "RecordingHit": "search.results", "SearchFilters": "search.filtering",
-    "run_audit": "audit.run", "load_labelset": "audit.labelset_yaml", "inline_labelset": "audit.labelset",
+    "RecordingHit": "search.ranking", "SearchFilters": "search.filtering",
+    "run_audit": "audit.runner", "load_labelset": "audit.labelset_yaml", "inline_labelset": "audit.labelset",
 }
 """Name -> the module that defines it."""
 
-_MODULES = {"errors": "errors", "audit_runs": "audit.runs"}
+_MODULES = {"errors": "errors", "audit_runs": "audit.saved_runs"}
 """Modules offered under a short name: ``from indexer import audit_runs``."""
 
 __all__ = sorted({*_NAMES, *_MODULES})

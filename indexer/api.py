@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.audit.run import extend_standing_audits
+from indexer.audit.runner import extend_standing_audits
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
 from indexer.search.filtering import SearchFilters
-from indexer.search.results import RecordingHit, search_text
+from indexer.search.ranking import RecordingHit, search_text
 from indexer.session import Session
 
 

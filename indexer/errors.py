@@ -34,10 +34,6 @@ class InvalidSamplesError(AudioError):
     """Sample values no recording holds (NaN, infinity, magnitudes far past full scale)."""
 
 
-class SilentAudioError(AudioError):
-    """Every sample is (near) zero: a dead line, nothing to embed."""
-
-
 class AudioTooLongError(AudioError):
     """The header claims a length beyond the configured guard (a broken or hostile header)."""
 

@@ -46,7 +46,7 @@ class Session(ArchiveStorage):
         windows: WindowConfig | None = None,
         store_config: StoreConfig = StoreConfig(),
         read_only: bool = False,
-    ):
+    ) -> "Session":
         """Open an archive; with ``create=True`` make it if missing (needs the encoder for its identity).
 
         ``encoder`` is checked against the archive's model; without one, the archive's own model is

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from indexer.audio import decode as audio
 from indexer.api import Archive
+from indexer.audio import decode as audio
 from indexer.classify.zero_shot import Classification, ClassifyOptions, classify_file
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.search.highlight import Highlight, refine_hits
 from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
-from indexer.search.results import RecordingHit
+from indexer.search.ranking import RecordingHit
 
-from . import tempfiles
+from . import media, tempfiles
 
 PREVIEW_S = 600.0
 """The classify page draws at most the first ten minutes of an upload."""
@@ -84,6 +84,14 @@ def _classify(_encoder, model_key: str, data: bytes, name: str, labels: str, mul
         result = classify_file(path, labels, _encoder, ClassifyOptions(multi_label=multi_label, threshold=threshold))
         _, samples = audio.load(path, DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), 0.0, PREVIEW_S)
     return result, samples[0]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def upload_span(data: bytes, name: str, start_s: float, end_s: float) -> bytes:
+    """WAV bytes of ``[start_s, end_s)`` of an uploaded file (the classify page's highlight player)."""
+    with tempfiles.upload_as_file(data, name) as path:
+        _, samples = audio.load(path, DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), start_s, end_s)
+    return media.wav_bytes(samples[0])
 
 
 def classify_upload(encoder, data: bytes, name: str, labels: str, multi_label: bool = False,

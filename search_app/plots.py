@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 WINDOW_COLOUR = "tab:blue"
 HIGHLIGHT_COLOUR = "tab:orange"
@@ -53,6 +54,7 @@ def histogram_figure(scores: np.ndarray, threshold: float, label: str) -> Figure
     ax.axvline(threshold, color=THRESHOLD_COLOUR, linewidth=2, label=f"threshold {threshold:.3f}")
     ax.set_xlabel(f"best score for '{label}' (cosine)")
     ax.set_ylabel("recordings")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts are whole recordings
     ax.legend(loc="upper left", fontsize="small")
     return fig
 
@@ -67,6 +69,7 @@ def _waveform(ax, samples: np.ndarray, rate: int, offset_s: float) -> None:
     else:
         ax.plot(offset_s + np.arange(len(x)) / rate, x, color="tab:gray", linewidth=0.6)
     ax.set_ylim(-1.05, 1.05)
+    ax.set_xlim(offset_s, offset_s + max(len(x), 1) / rate)  # no margin: a band to the end reaches the edge
     ax.set_ylabel("amplitude")
 
 

@@ -1,8 +1,10 @@
 """The archive and the model, opened once per app process and shared by every page and session.
 
 Where the archive is: ``--archive DIR`` after ``--`` on the streamlit command line, else the
-SOUNDTRACE_ARCHIVE variable, else ``./soundtrace-archive``. The model: SOUNDTRACE_MODEL, else the
-archive's own; the device: SOUNDTRACE_DEVICE (default auto).
+SOUNDTRACE_ARCHIVE variable, else ``./soundtrace-archive``. The model: ``--model`` there, else
+SOUNDTRACE_MODEL, else the archive's own; the device: ``--device``, else SOUNDTRACE_DEVICE, else
+auto; ``--cache-dir``, ``--batch-size`` and ``--threads`` as for the CLI (``soundtrace app``
+passes its own flags on).
 
 DuckDB lets a writer in only while nobody reads, so the shared read-only archive lets go of its
 catalog connection whenever no page is running (:func:`page_run`); it reconnects on next use,
@@ -26,10 +28,10 @@ import streamlit as st
 
 from indexer.api import Archive
 from indexer.archive.catalog import Catalog
+from indexer.archive.manifest import MANIFEST_FILE, Manifest
 from indexer.config import DEFAULT_MODEL, EncoderConfig, default_archive_dir
 from indexer.embedding import Encoder
 from indexer.errors import ArchiveBusyError, SoundtraceError
-from indexer.archive.manifest import MANIFEST_FILE, Manifest
 
 PROJECT_LABELSETS = Path(__file__).resolve().parents[1] / "data" / "labelsets"
 
@@ -45,25 +47,37 @@ _writing = threading.Lock()
 # --- configuration -----------------------------------------------------------------------------
 
 
-def archive_dir() -> Path:
+def _app_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--archive")
-    given, _ = parser.parse_known_args(sys.argv[1:])
-    return Path(given.archive or default_archive_dir()).expanduser().resolve()
+    for flag in ("--archive", "--model", "--device", "--cache-dir"):
+        parser.add_argument(flag)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--threads", type=int)
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+def archive_dir() -> Path:
+    return Path(_app_args().archive or default_archive_dir()).expanduser().resolve()
 
 
 def model_name(directory: Path | None = None) -> str:
-    """SOUNDTRACE_MODEL, else the model the archive was built with, else the default CLAP."""
-    if os.environ.get("SOUNDTRACE_MODEL"):
-        return os.environ["SOUNDTRACE_MODEL"]
+    """``--model``, else SOUNDTRACE_MODEL, else the model the archive was built with, else the default CLAP."""
+    given = _app_args().model or os.environ.get("SOUNDTRACE_MODEL")
+    if given:
+        return given
     directory = directory or archive_dir()
     if (directory / MANIFEST_FILE).is_file():
         return Manifest.load(directory).model_id
     return DEFAULT_MODEL
 
 
-def device() -> str:
-    return os.environ.get("SOUNDTRACE_DEVICE") or "auto"
+def encoder_config(directory: Path | None = None) -> EncoderConfig:
+    """The model and where it runs, as the app was started with."""
+    args = _app_args()
+    return EncoderConfig(
+        model=model_name(directory), device=args.device or os.environ.get("SOUNDTRACE_DEVICE") or "auto",
+        cache_dir=args.cache_dir, batch_size=args.batch_size or EncoderConfig.batch_size, threads=args.threads,
+    )
 
 
 def labelset_files() -> list[Path]:
@@ -77,10 +91,10 @@ def labelset_files() -> list[Path]:
 
 
 @st.cache_resource(show_spinner="Loading the CLAP model…")
-def _encoder(model: str, device: str) -> Encoder:
+def _encoder(config: EncoderConfig) -> Encoder:
     from indexer.model.loading import load_encoder
 
-    return load_encoder(EncoderConfig(model=model, device=device))
+    return load_encoder(config)
 
 
 def _forget(archive: Archive) -> None:
@@ -103,21 +117,21 @@ def _still_current(archive: Archive) -> bool:
 
 
 @st.cache_resource(show_spinner="Opening the archive…", validate=_still_current)
-def _archive(directory: str, model: str, device: str) -> Archive:
-    archive = Archive.open(directory, encoder=_encoder(model, device), read_only=True)
+def _archive(directory: str, config: EncoderConfig) -> Archive:
+    archive = Archive.open(directory, encoder=_encoder(config), read_only=True)
     _opened[id(archive)] = (archive, archive.catalog.generation(), time.monotonic())
     return archive
 
 
 def encoder() -> Encoder:
     """The one CLAP model of this process (the classify page needs no archive)."""
-    return _encoder(model_name(), device())
+    return _encoder(encoder_config())
 
 
 def archive() -> Archive:
     """The shared read-only archive; ArchiveBusyError when a writer kept it for too long."""
     directory = archive_dir()
-    return _archive(str(directory), model_name(directory), device())
+    return _archive(str(directory), encoder_config(directory))
 
 
 def release_archive() -> None:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from indexer.audit import runs as audit_runs
 from indexer.archive.catalog import Catalog
+from indexer.audit import saved_runs as audit_runs
 from indexer.errors import SoundtraceError
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
@@ -36,7 +36,7 @@ def upload_as_file(data: bytes, name: str) -> Iterator[Path]:
 
 
 def export_bytes(catalog: Catalog, run_id: int, fmt: str = "csv", all_labels: bool = False) -> bytes:
-    """``indexer.audit.runs.export`` of a run, read back as bytes for a download button."""
+    """``indexer.audit.saved_runs.export`` of a run, read back as bytes for a download button."""
     handle = tempfile.NamedTemporaryFile(prefix="soundtrace-export-", suffix=f".{fmt}", delete=False)
     handle.close()
     try:

@@ -14,7 +14,7 @@ from indexer.api import Archive
 from indexer.config import SAMPLE_RATE
 from indexer.errors import ArchiveBusyError, SoundtraceError
 from indexer.search.highlight import decode_span
-from indexer.search.results import RecordingHit
+from indexer.search.ranking import RecordingHit
 
 from . import cached, media, plots, state
 
@@ -74,11 +74,16 @@ def hit_rows(hits: list[RecordingHit], columns: list[str]) -> pd.DataFrame:
         {
             "#": h.rank, "file": Path(h.path).name, "score": round(h.score, 4),
             "from (s)": round(h.best.start_s, 1), "to (s)": round(h.best.end_s, 1),
-            "length (s)": round(h.duration_s, 1), **{c: h.metadata.get(c) for c in columns},
+            "length (s)": round(h.duration_s, 1), **{c: _cell(h.metadata.get(c)) for c in columns},
         }
         for h in hits
     ]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _cell(value):
+    """A metadata value for a table: missing shows as an empty cell, not a grey "None"."""
+    return "" if value is None or value != value else value
 
 
 def name_first(table: pd.DataFrame, column: str = "file") -> pd.DataFrame:
@@ -88,6 +93,27 @@ def name_first(table: pd.DataFrame, column: str = "file") -> pd.DataFrame:
     out[column] = paths.map(lambda p: p.name)
     out.insert(out.columns.get_loc(column) + 1, "folder", paths.map(lambda p: str(p.parent)))
     return out
+
+
+FLAGGED_HEADERS = {
+    "label": "label", "score": "score", "confidence": "confidence", "percentile": "percentile",
+    "best_start_s": "from (s)", "best_end_s": "to (s)", "flagged_seconds": "flagged (s)",
+}
+"""An audit's flagged rows as a person reads them: plain headers, in this order."""
+_ROUNDING = {"score": 3, "confidence": 2, "percentile": 1, "from (s)": 1, "to (s)": 1, "flagged (s)": 1}
+
+
+def flagged_rows(flagged: pd.DataFrame, metadata_columns: list[str]) -> pd.DataFrame:
+    """File name first, the figures rounded, then the metadata, and the (wide) folder last."""
+    paths = flagged["file"].map(Path)
+    table = pd.DataFrame({"file": paths.map(lambda p: p.name)})
+    for column, header in FLAGGED_HEADERS.items():
+        table[header] = flagged[column].round(_ROUNDING[header]) if header in _ROUNDING else flagged[column]
+    for column in metadata_columns:
+        if column in flagged and column not in table:
+            table[column] = flagged[column].map(_cell)
+    table["folder"] = paths.map(lambda p: str(p.parent))
+    return table
 
 
 def diff_rows(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

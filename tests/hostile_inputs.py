@@ -105,7 +105,7 @@ def build(folder: Path, seed: int = 0) -> list[Case]:
         one_bad[RATE] = value
         sf.write(add(f"one_{name}", f"values/one_{name}.wav", FAILED), one_bad, RATE, subtype="FLOAT")
         sf.write(add(f"all_{name}", f"values/all_{name}.wav", FAILED), np.full(RATE * 2, value, np.float32), RATE, subtype="FLOAT")
-    sf.write(add("denormals", "values/denormals.wav", RECORDED), np.full(RATE * 2, 1e-42, np.float32), RATE, subtype="FLOAT")
+    sf.write(add("denormals", "values/denormals.wav", INDEXED), np.full(RATE * 2, 1e-42, np.float32), RATE, subtype="FLOAT")
     sf.write(add("full_scale_square", "values/square.wav", INDEXED), np.sign(good_audio(2.0)), RATE, subtype="FLOAT")
 
     # links that cannot be followed

@@ -13,7 +13,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from indexer import Archive, EncoderConfig  # noqa: E402
-from indexer.audit.run import run_audit  # noqa: E402
+from indexer.audit.runner import run_audit  # noqa: E402
 from indexer.model.loading import load_encoder  # noqa: E402
 from indexer.audit.labelset import inline_labelset  # noqa: E402
 from search_app import launch, state  # noqa: E402
@@ -109,7 +109,7 @@ def test_paging_moves_through_the_results(app):
     first = set(results(search(app))["file"])
     app.button(key="next").click().run()
     second = results(app)
-    assert len(second) == 3 and not first & set(second["file"])
+    assert len(second) == 4 and not first & set(second["file"])  # 14 recordings: the silent one too
     assert app.button(key="next").disabled
     app.button(key="previous").click().run()
     assert set(results(app)["file"]) == first
@@ -154,8 +154,10 @@ def test_running_an_audit_shows_counts_flagged_calls_and_a_diff(app):
     assert not app.exception, app.exception
     counts = table(app, "flagged recordings")
     assert list(counts["label"]) == ["tone", "noise", "music"] and counts["flagged recordings"].sum() > 0
-    flagged = table(app, "best_start_s", "flagged_seconds")
-    assert len(flagged) > 0 and list(flagged.columns[:3]) == ["file", "folder", "label"]
+    flagged = table(app, "from (s)", "flagged (s)")
+    assert len(flagged) > 0 and list(flagged.columns[:3]) == ["file", "label", "score"]
+    assert flagged.columns[-1] == "folder" and not any("_" in c for c in flagged.columns[:9])
+    assert all(round(p, 1) == p for p in flagged["percentile"]) and all(round(x, 3) == x for x in flagged["score"])
     assert all("/" not in name and name.endswith((".wav", ".flac", ".opus")) for name in flagged["file"])
     assert all(Path(folder).is_absolute() for folder in flagged["folder"])
     assert len(app.get("audio")) == 1  # the flagged span, cut on the server
@@ -206,14 +208,62 @@ def test_classify_shows_info_and_a_sorted_table(app):
     assert list(scores["score"]) == sorted(scores["score"], reverse=True)
     assert [m.label for m in app.metric] == ["Sample rate", "Channels", "Duration", "Format"]
     assert any("clipped" in w.value for w in app.warning)
+    assert len(app.get("audio")) == 2  # the whole upload, and the highlighted seconds of the top label
+    start, end = (float(x) for x in scores["highlight"][0].removesuffix(" s").split("–"))
+    assert 1.0 <= end - start <= 3.0 and all(h == "" for h in scores["highlight"][1:])
+
+
+def test_classify_with_one_label_claims_no_confidence(app):
+    on_page(app, "classify")
+    if not hasattr(app, "file_uploader"):
+        pytest.skip("this Streamlit's AppTest cannot upload files")
+    app.file_uploader(key="upload").upload("tone.flac", (SAMPLES / "tone_440hz_3s.flac").read_bytes(), "audio/flac")
+    app.text_input(key="labels").input("a tone").run()
+    (row,) = table(app, "probability", "confidence").to_dict("records")
+    assert row["probability"] is None or row["probability"] != row["probability"]  # empty, never 1.000
+    assert "high" not in row["confidence"] and any("no rival" in c.value for c in app.caption)
+
+
+def test_missing_metadata_shows_as_an_empty_cell(app):
+    shown = results(search(app, "silence"))
+    assert "None" not in set(map(str, shown["agent"])) and "" in set(shown["agent"])
+
+
+def test_a_new_run_is_compared_with_the_one_before(app):
+    on_page(app, "audit")
+    for labels in ("tone, noise", "tone, music"):
+        app.radio(key="source").set_value("Quick list").run()
+        app.text_input(key="quick").input(labels).run()
+        app.button(key="run").click().run()
+        assert not app.exception, app.exception
+    newest = app.selectbox(key="run_choice").value
+    assert app.selectbox(key=f"diff_b_{newest}").value == newest
+    assert app.selectbox(key=f"diff_a_{newest}").value == newest - 1
+
+
+def test_searching_an_empty_archive_says_how_to_fill_it(tiny_clap_dir, tmp_path, monkeypatch):
+    encoder = load_encoder(EncoderConfig(model=str(tiny_clap_dir), device="cpu"))
+    (tmp_path / "nothing").mkdir()
+    with Archive.open(tmp_path / "empty", encoder=encoder, create=True) as archive:
+        archive.index([tmp_path / "nothing"])
+    monkeypatch.setenv("SOUNDTRACE_ARCHIVE", str(tmp_path / "empty"))
+    monkeypatch.setenv("SOUNDTRACE_MODEL", str(tiny_clap_dir))
+    at = AppTest.from_file(str(MAIN), default_timeout=120)
+    at.run()
+    try:
+        assert not at.exception
+        assert any("holds no recordings yet" in i.value for i in at.info)
+        assert not at.get("text_input")  # nothing to search, so no search box
+    finally:
+        state.release_archive()
 
 
 def test_library_shows_status_and_failed_files(app):
     on_page(app, "library")
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Recordings"] == "13" and metrics["Windows"] != "0"
+    assert metrics["Recordings"] == "14" and metrics["Windows"] != "0"  # the silent sample is indexed, flagged
     failures = table(app, "reason")
-    assert {"silence_10s.flac", "tone_440hz_2s_16k_s16le_mono.raw"} == set(failures["file"])
+    assert {"tone_440hz_2s_16k_s16le_mono.raw"} == set(failures["file"])
     assert set(failures["folder"]) == {str(SAMPLES)}
     assert not any(str(SAMPLES) in reason for reason in failures["reason"])  # the folder column says where
 
@@ -268,3 +318,42 @@ def test_launch_command_binds_localhost_headless_without_telemetry(tmp_path):
     }  # fmt: skip
     assert argv[-3:] == ["--", "--archive", str(tmp_path.resolve())]
     assert "--" not in launch.command(None, 1, "0.0.0.0") and "0.0.0.0" in launch.command(None, 1, "0.0.0.0")
+
+
+def _specs(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def test_dashboard_has_one_tick_per_period_and_keeps_equal_counts_apart(app):
+    on_page(app, "dashboard")
+    assert [m.label for m in app.metric] == ["Recordings scored", "Flagged for any label", "Share flagged"]
+    over_time, by_column = _specs(app)
+    assert over_time["mark"]["type"] == "bar" and over_time["encoding"]["x"]["type"] == "ordinal"
+    assert over_time["encoding"]["y"]["stack"] == "zero" and over_time["encoding"]["color"]["field"] == "label"
+    assert by_column["encoding"]["y"]["type"] == "nominal" and by_column["encoding"]["x"]["type"] == "quantitative"
+    assert by_column["encoding"]["y"]["sort"] == {"field": "flagged", "op": "sum", "order": "descending"}
+    app.radio(key="measure").set_value("share").run()
+    over_time, by_column = _specs(app)
+    assert over_time["mark"]["type"] == "rect" and over_time["encoding"]["y"]["field"] == "label"
+    assert by_column["encoding"]["x"]["field"] == "share" and "yOffset" in by_column["encoding"]
+
+
+def test_over_time_labels_each_period_once():
+    import pandas as pd
+
+    from search_app import charts
+
+    days = pd.to_datetime(["2024-05-01", "2024-05-02", "2024-05-03"]).date
+    counts = pd.DataFrame({
+        "period": [d for d in days for _ in range(2)], "label": ["complaint", "abuse"] * 3,
+        "flagged": [2, 2, 0, 0, 1, 1], "scored": [4, 4, 4, 4, 2, 2],
+    })
+    spec = charts.over_time(counts, "day").to_dict()
+    assert spec["encoding"]["x"]["sort"] == ["Wed 2024-05-01", "Thu 2024-05-02", "Fri 2024-05-03"]
+    week = charts.over_time(counts.assign(period=[days[0]] * 6), "week").to_dict()
+    assert week["encoding"]["x"]["sort"] == ["week of 2024-05-01"]
+    assert list(charts.with_share(counts)["share"]) == [0.5, 0.5, 0.0, 0.0, 0.5, 0.5]
+    table = charts.value_table(counts.rename(columns={"period": "value"}).assign(value=["a", "a", "b", "b", "c", "c"]))
+    assert list(table.index) == ["a", "c", "b"] and list(table.columns) == ["abuse", "complaint", "abuse %", "complaint %"]

@@ -106,7 +106,7 @@ def test_an_upload_is_a_temp_file_with_only_its_extension_and_is_deleted(tmp_pat
 
 
 def test_an_export_download_is_the_csv_and_leaves_no_file(archive, tmp_path, monkeypatch):
-    from indexer.audit.run import run_audit
+    from indexer.audit.runner import run_audit
     from indexer.audit.labelset import inline_labelset
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -116,3 +116,20 @@ def test_an_export_download_is_the_csv_and_leaves_no_file(archive, tmp_path, mon
         data = export_bytes(writable.catalog, run.id)
     assert data.decode().splitlines()[0].startswith('"file","best_label","score"')
     assert os.listdir(tmp_path) == []
+
+
+def test_the_score_histogram_counts_whole_recordings():
+    from search_app.plots import histogram_figure
+
+    fig = histogram_figure(np.array([0.10, 0.12, 0.31]), 0.2, "tone")
+    ticks = fig.axes[0].get_yticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+def test_a_highlight_band_at_the_end_reaches_the_edge_of_the_waveform():
+    from search_app.plots import waveform_figure
+
+    samples = np.zeros(SAMPLE_RATE * 4, np.float32)
+    fig = waveform_figure(samples, SAMPLE_RATE, (3.0, 4.0))
+    left, right = fig.axes[0].get_xlim()
+    assert (left, right) == (0.0, 4.0)

@@ -436,3 +436,42 @@ def test_project_samples_decode() -> None:
     active = np.abs(call).reshape(2, -1, SAMPLE_RATE // 10).max(axis=2) > 0.05  # 100 ms frames
     assert active[0].any() and active[1].any()
     assert (active[0] & active[1]).mean() < 0.05  # agent and customer take turns
+
+
+# --- SILK v3: WeChat and QQ voice notes --------------------------------------------------------
+
+
+def _silk_voice_note(path: Path, seconds: float = 2.0, frequency: float = 440.0, tencent: bool = True) -> Path:
+    """A SILK v3 file encoded here (as WeChat records: 24 kHz mono), with Tencent's leading byte."""
+    import io
+
+    import pysilk
+
+    t = np.arange(int(24_000 * seconds)) / 24_000
+    pcm = (0.3 * np.sin(2 * np.pi * frequency * t) * 32767).astype("<i2").tobytes()
+    out = io.BytesIO()
+    pysilk.encode(io.BytesIO(pcm), out, 24_000, 24_000, tencent=tencent)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+@pytest.mark.parametrize(("name", "tencent"), [("note.slk", True), ("note.silk", False), ("wechat_voice.amr", True)])
+def test_silk_voice_notes_decode_natively(tmp_path, name, tencent):
+    path = _silk_voice_note(tmp_path / name, tencent=tencent)
+    assert path.read_bytes()[: 1 + tencent] == (b"\x02#" if tencent else b"#")
+    info = probe(path)
+    assert (info.format, info.decoder, info.sample_rate, info.channels) == ("SILK v3", "silk", 24_000, 1)
+    assert info.duration_s == pytest.approx(2.0, abs=0.05)
+    _, samples = load(path)
+    assert samples.shape[1] == pytest.approx(2.0 * SAMPLE_RATE, abs=0.05 * SAMPLE_RATE)
+    spectrum = np.abs(np.fft.rfft(samples[0, SAMPLE_RATE // 2 : SAMPLE_RATE // 2 + SAMPLE_RATE]))
+    assert abs(np.argmax(spectrum) - 440) <= 2  # one second of the 440 Hz tone, 1 Hz bins
+
+
+def test_a_broken_silk_file_is_a_decode_error(tmp_path):
+    from indexer.errors import DecodeError
+
+    good = _silk_voice_note(tmp_path / "good.slk").read_bytes()
+    (tmp_path / "cut.slk").write_bytes(good[:12] + b"\xff" * 40)
+    with pytest.raises(DecodeError, match="looks like SILK v3 but cannot be decoded"):
+        load(tmp_path / "cut.slk")

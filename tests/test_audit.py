@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from indexer import Archive
-from indexer.audit import runs as audit_runs
-from indexer.audit.run import run_audit
+from indexer.audit import saved_runs as audit_runs
+from indexer.audit.runner import run_audit
 from indexer.errors import AuditError
 from indexer.audit.labelset import inline_labelset
 from indexer.audit.labelset_yaml import parse_labelset
@@ -156,7 +156,7 @@ def test_standing_audit_scores_only_new_recordings(archive, tmp_path):
 
 def test_scan_accepts_another_matrix_product(archive):
     """The GPU path hands score_archive its own product; the numbers must not change."""
-    from indexer.audit.run import collect_windows, label_vectors
+    from indexer.audit.runner import collect_windows, label_vectors
     from indexer.audit.scoring import score_archive
 
     labelset = inline_labelset([f"tone {MID}", f"tone {HIGH} but not tone {LOW}"], mode="exclusive", threshold=0.5)

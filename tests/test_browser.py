@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pytest
 
 from indexer import Archive, EncoderConfig
-from indexer.audit.run import run_audit
+from indexer.audit.runner import run_audit
 from indexer.audit.labelset import inline_labelset
 from search_app import launch
 
@@ -372,11 +372,12 @@ def test_audit_runs_label_sets_and_shows_counts(page: Page):
     expect(page.get_by_test_id("stImage").first).to_be_visible()  # the score histogram
 
     # The flagged recordings, and the first one's flagged span playing in the browser.
-    flagged = grid(page, "flagged_seconds")
+    flagged = grid(page, "flagged (s)")
     assert flagged and {r["label"] for r in flagged} <= {"tone", "noise", "music"}, flagged
+    assert list(flagged[0])[:3] == ["file", "label", "score"] and list(flagged[0])[-1] == "folder", list(flagged[0])
     shows(page, "Listen to", f"{Path(flagged[0]['file']).name}: {flagged[0]['label']}")
     state = playable(page, page.locator("audio"))
-    span = float(flagged[0]["best_end_s"]) - float(flagged[0]["best_start_s"])
+    span = float(flagged[0]["to (s)"]) - float(flagged[0]["from (s)"])
     assert abs(state["duration"] - span) < 0.15, (state, flagged[0])
     expect(page.get_by_test_id("stDownloadButton")).to_be_visible()
 
@@ -394,9 +395,16 @@ def test_dashboard_charts_flagged_recordings(page: Page):
     settle(page)
     expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(2, timeout=LOAD_MS)
     expect(page.get_by_test_id("stVegaLiteChart").first.locator("canvas, svg").first).to_be_visible()
+    metrics = page.get_by_test_id("stMetricLabel").all_inner_texts()
+    assert metrics == ["Recordings scored", "Flagged for any label", "Share flagged"], metrics
     assert grid(page, "value") is not None
     assert_no_errors(page)
     screenshot(page, "dashboard")
+    page.get_by_test_id("stRadio").filter(has_text="Show").get_by_text("share of recordings flagged").click()
+    settle(page)
+    expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(2)
+    assert_no_errors(page)
+    screenshot(page, "dashboard-share")
 
 
 def test_classify_an_uploaded_recording(page: Page):
@@ -410,6 +418,12 @@ def test_classify_an_uploaded_recording(page: Page):
     scores = grid(page, "probability")
     assert {r["label"] for r in scores} == {"speech", "music", "silence", "noise"}, scores
     expect(page.get_by_test_id("stImage").first).to_be_visible()  # the waveform
+    players = page.get_by_test_id("stAudio")
+    expect(players).to_have_count(2)  # the whole upload, and the highlighted seconds
+    expect(page.get_by_text("that make it")).to_be_visible()
+    whole = players.nth(0).evaluate(LOAD_AUDIO)
+    assert whole["error"] is None and abs(whole["duration"] - 3.0) < 0.1, whole  # the upload as sent
+    assert 1.0 <= playable(page, players.nth(1))["duration"] <= 3.05  # the 1–3 s, cut as WAV
     assert_no_errors(page)
     screenshot(page, "classify")
 
@@ -419,10 +433,10 @@ def test_library_lists_the_archive_and_its_failures(page: Page):
     expect(page.get_by_test_id("stMetricLabel").filter(has_text="Recordings")).to_be_visible(timeout=LOAD_MS)
     settle(page)
     metrics = dict(zip(page.get_by_test_id("stMetricLabel").all_inner_texts(), page.get_by_test_id("stMetricValue").all_inner_texts()))
-    assert metrics["Recordings"] == "10" and metrics["Windows"] not in ("", "0"), metrics
-    expect(page.get_by_test_id("stHeading").filter(has_text="Failed files (2)")).to_be_visible()
+    assert metrics["Recordings"] == "11" and metrics["Windows"] not in ("", "0"), metrics  # silence is indexed
+    expect(page.get_by_test_id("stHeading").filter(has_text="Failed files (1)")).to_be_visible()
     failures = {Path(r["file"]).name for r in grid(page, "reason")}
-    assert failures == {"silence_10s.flac", "tone_440hz_2s_16k_s16le_mono.raw"}, failures
+    assert failures == {"tone_440hz_2s_16k_s16le_mono.raw"}, failures
     expect(page.get_by_text("No indexing run is writing to the archive right now.")).to_be_visible()
     assert_no_errors(page)
     screenshot(page, "library")

@@ -30,7 +30,8 @@ def archive(tiny_clap_dir, tmp_path_factory):
         if sample.name != "tone_1khz_25s.opus":  # kept back for the standing-audit test
             shutil.copy(sample, folder / sample.name)
     arch = folder.parent / "arch"
-    result = run("index", folder, "--archive", arch, "--model", tiny_clap_dir, "--metadata", ROOT / "data" / "metadata.csv", "-q")
+    result = run("index", folder, "--archive", arch, "--model", tiny_clap_dir, "--metadata", ROOT / "data" / "metadata.csv",
+                 "--raw-rate", "16000", "-q")
     assert result.exit_code == 0, result.output
     return arch, folder
 

@@ -9,13 +9,13 @@ import pytest
 
 from indexer import Archive
 
-from indexer.audit import runs as audit_runs
-from indexer.audit.run import run_audit
+from indexer.audit import saved_runs as audit_runs
+from indexer.audit.runner import run_audit
 from indexer.errors import AuditError, FilterError
 from indexer.search.facets import Facet, filter_facets, picks_from_choices
 from indexer.audit.labelset import inline_labelset
 from indexer.search.filtering import SearchFilters
-from indexer.search.results import allowed_window_ids, search_text
+from indexer.search.ranking import allowed_window_ids, search_text
 from tests.audio_factory import write_sequence
 from tests.fakes import BAND_EDGES, FakeEncoder
 

@@ -15,7 +15,7 @@ from indexer import Archive, IndexOptions
 from indexer.config import DecodeOptions, RawPcmFormat
 from indexer.errors import AudioError, QueryError
 from indexer.search.highlight import Highlight, HighlightConfig, _highlight, _Plan, refine, refine_hits
-from indexer.search.results import search_text, search_window
+from indexer.search.ranking import search_text, search_window
 from indexer.audio.windows import Window, WindowQuality
 from tests.audio_factory import RATE, tone, write_sequence
 from tests.fakes import FakeEncoder

@@ -22,7 +22,7 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
                for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
     text = "\n".join(outputs.values())
     assert "Using a tiny random CLAP" in text
-    assert "indexed 10, failed 2" in text
+    assert "indexed 12, failed 0" in text  # every sample, the raw one with its rate, the silent one flagged
     assert "leeds" in text and "tone_1khz_25s.opus" in text
     assert "angry complaint" in text
     assert "audit 1: " in text and "windows in" in text

@@ -9,7 +9,7 @@ from indexer import Archive
 from indexer.errors import FilterError, QueryError
 from indexer.search.filtering import SearchFilters
 from indexer.search.queries import ClipSpec, parse_clip_spec
-from indexer.search.results import search_like, search_text, search_vector, search_window
+from indexer.search.ranking import search_like, search_text, search_vector, search_window
 from tests.audio_factory import RATE, tone, write_sequence
 from tests.fakes import BAND_EDGES, FakeEncoder
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexer import Archive
-from indexer.audit.run import run_audit
+from indexer.audit.runner import run_audit
 from indexer.config import EncoderConfig
 from indexer.embedding import DEFAULT_PROMPTS
 from indexer.errors import ModelNotAvailableError

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.archive.connection import LOCK_WAIT_S, connect
-from indexer.archive.metadata import RECORDING_VIEW, import_csv, refresh_view
+from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW, import_csv, refresh_view
 from indexer.archive.records import KnownFile, RecordingRow, WindowRows
 from indexer.errors import ArchiveError
 
@@ -307,8 +307,12 @@ class Catalog:
         refresh_view(self.con)
 
     def view_columns(self) -> dict[str, str]:
-        """Column name -> DuckDB type of ``recordings_view`` (what --where may use)."""
+        """Column name -> DuckDB type of ``recordings_view``."""
         return {r[0]: r[1] for r in self.con.execute(f"DESCRIBE {RECORDING_VIEW}").fetchall()}
+
+    def filter_columns(self) -> dict[str, str]:
+        """The view's columns a person filters on (``--where``, dates, picks): all but bookkeeping."""
+        return {name: kind for name, kind in self.view_columns().items() if name not in INTERNAL_COLUMNS}
 
     def metadata_columns(self) -> list[str]:
         return [r[0] for r in self.con.execute("DESCRIBE metadata").fetchall() if r[0] not in ("_path", "_name")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ContextManager, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -16,17 +17,30 @@ from indexer.errors import MetadataError
 RECORDING_VIEW = "recordings_view"
 VIEW_COLUMNS = ("modified_at",)
 """Columns the view computes beside the recording's own; a metadata column of that name is renamed."""
+INTERNAL_COLUMNS = frozenset(
+    "id content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
+)
+"""Bookkeeping columns of ``recordings_view``: not offered to filters or shown as metadata."""
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
 """Metadata CSV columns that can name a recording, in order of preference."""
 
 
-def import_csv(catalog, csv_path: Path) -> int:  # catalog: the Catalog (not imported: it imports us)
-    """Merge a user CSV into ``metadata``; rows for the same recording are replaced. Returns rows read."""
-    csv_path = Path(csv_path).resolve()
+def check_csv(csv_path: Path) -> None:
+    """MetadataError now if ``csv_path`` cannot be imported (unreadable, no key column, a bad header):
+    a run checks its CSVs before it creates an archive."""
+    con = duckdb.connect(":memory:")
+    try:
+        _read(con, Path(csv_path).resolve())
+    finally:
+        con.close()
+
+
+def _read(con: duckdb.DuckDBPyConnection, csv_path: Path) -> tuple[duckdb.DuckDBPyRelation, dict[str, str], str]:
+    """(the CSV as a relation, header -> column name, the column naming the recording)."""
     if not csv_path.is_file():
         raise MetadataError(f"Metadata file {csv_path} does not exist.")
     try:
-        rel = catalog.con.read_csv(str(csv_path), header=True)
+        rel = con.read_csv(str(csv_path), header=True)
         columns = rel.columns
     except duckdb.Error as exc:
         raise MetadataError(f"Cannot read metadata CSV {csv_path}: {str(exc).splitlines()[0]}") from None
@@ -37,6 +51,26 @@ def import_csv(catalog, csv_path: Path) -> int:  # catalog: the Catalog (not imp
         raise MetadataError(
             f"Metadata CSV {csv_path.name} needs a column naming the recording (one of: {', '.join(KEY_COLUMNS)})."
         )
+    return rel, names, key
+
+
+class _Catalog(Protocol):
+    """What the import needs of ``catalog.Catalog`` (which imports this module, so it is not imported here)."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def transaction(self) -> ContextManager[None]: ...
+
+    def one(self, sql: str, params: list | None = None) -> tuple | None: ...
+
+    def bump_generation(self) -> None: ...
+
+
+def import_csv(catalog: _Catalog, csv_path: Path) -> int:
+    """Merge a user CSV into ``metadata``; rows for the same recording are replaced. Returns rows read."""
+    csv_path = Path(csv_path).resolve()
+    rel, names, key = _read(catalog.con, csv_path)
+    columns = rel.columns
     taken = {c.lower() for c in _recording_columns(catalog.con)} | set(VIEW_COLUMNS) | {"_path", "_name"}
     renames = {c: (f"meta_{names[c]}" if names[c].lower() in taken else names[c]) for c in columns}
     select = "".join(f', {quote_identifier(c)} AS {quote_identifier(renames[c])}' for c in columns if c != key)
@@ -70,6 +104,7 @@ def import_csv(catalog, csv_path: Path) -> int:  # catalog: the Catalog (not imp
         raise MetadataError(f"Cannot import metadata from {csv_path.name}: {str(exc).splitlines()[0]}") from None
     return count
 
+
 def _normalise_incoming_paths(con) -> None:
     """'./calls/../calls/a.wav' in a CSV must meet the resolved path the indexer stored."""
     raw = [r[0] for r in con.execute("SELECT DISTINCT _path FROM _incoming WHERE _path IS NOT NULL").fetchall()]
@@ -80,8 +115,10 @@ def _normalise_incoming_paths(con) -> None:
     finally:
         con.unregister("_path_map")
 
+
 def _recording_columns(con) -> list[str]:
     return [r[0] for r in con.execute("DESCRIBE recordings").fetchall()]
+
 
 def refresh_view(con) -> None:
     """``recordings_view``: recordings with their metadata, the one surface filters run against."""

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.archive.catalog import CATALOG_FILE, Catalog
-from indexer.archive.records import RecordingRow, WindowRows
 from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
+from indexer.archive.records import RecordingRow, WindowRows
 from indexer.archive.vector_store import INDEX_FILE, StoreConfig, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
@@ -44,6 +44,11 @@ class FailedFile:
     path: str
     error_kind: str
     error: str
+
+    @property
+    def reason(self) -> str:
+        """The error without the file's own path in front, for a table that shows the file beside it."""
+        return self.error.removeprefix(f"{self.path}: ")
 
 
 @dataclass(frozen=True)

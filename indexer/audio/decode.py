@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import soxr
 
-from indexer.audio.decoders import AudioInfo, RawSource, SfSource, Source, open_av
+from indexer.audio.formats import AudioInfo, RawSource, SfSource, SilkSource, Source, is_silk, open_av
 from indexer.audio.guards import check_length, check_rate, check_values, too_long_message
 from indexer.config import SAMPLE_RATE, DecodeOptions
 from indexer.errors import AudioError, AudioTooLongError, DecodeError, EmptyAudioError, UnsupportedFormatError
@@ -75,6 +75,8 @@ def _open(path: Path, opts: DecodeOptions) -> Source:
             f"{path}: headerless raw PCM cannot say its own sample rate; pass it "
             "(--raw-rate, plus --raw-channels/--raw-format when not mono s16le)."
         )
+    elif is_silk(path):
+        src = SilkSource(path, size)
     else:
         try:
             src = SfSource(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.audio.decoders import AudioInfo
+from indexer.audio.formats import AudioInfo
 from indexer.config import DecodeOptions
 from indexer.errors import AudioTooLongError, DecodeError, InvalidSamplesError
 

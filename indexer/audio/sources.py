@@ -19,7 +19,7 @@ from indexer.errors import InputPathError
 
 AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .mp2 .aif .aiff .aifc .afc .au .snd .caf .w64 .rf64 .wv"
-    " .m4a .mp4 .m4b .aac .alac .amr .3gp .3ga .webm .mka .mkv .wma .asf .spx .raw .pcm .ac3".split()
+    " .m4a .mp4 .m4b .aac .alac .amr .3gp .3ga .webm .mka .mkv .wma .asf .spx .raw .pcm .ac3 .slk .silk".split()
 )
 """Extensions picked up when a folder is named; a file named explicitly is always tried."""
 
@@ -80,13 +80,7 @@ def discover(paths: Iterable[Path], extensions: frozenset[str] = AUDIO_EXTENSION
     """
     found: dict[str, SourceFile] = {}
     result = Discovery()
-    roots = []
-    for given in paths:
-        given = Path(given).expanduser()
-        if not os.path.lexists(given):
-            raise InputPathError(f"{path_text(given)} does not exist.")
-        roots.append(given)
-    for given in roots:
+    for given in check_paths(paths):
         if given.is_dir():
             candidates = list(_walk(given, extensions, result))
         else:
@@ -96,6 +90,16 @@ def discover(paths: Iterable[Path], extensions: frozenset[str] = AUDIO_EXTENSION
             found.setdefault(source.key, source)
     result.files = [found[key] for key in sorted(found)]
     return result
+
+
+def check_paths(paths: Iterable[Path]) -> list[Path]:
+    """The named paths, or InputPathError for the first that does not exist at all: a run that
+    cannot start says so before it creates or loads anything."""
+    roots = [Path(given).expanduser() for given in paths]
+    for root in roots:
+        if not os.path.lexists(root):
+            raise InputPathError(f"{path_text(root)} does not exist; nothing was indexed.")
+    return roots
 
 
 def _walk(folder: Path, extensions: frozenset[str], result: Discovery) -> Iterable[Path]:

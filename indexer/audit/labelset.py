@@ -39,8 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from indexer.errors import LabelError, LabelSetError
 from indexer.audit.labels import NO_LABELS_MESSAGE, label_key, normalise_label, parse_labels, split_labels
+from indexer.errors import LabelError, LabelSetError
 
 Mode = Literal["exclusive", "multi-label"]
 MODES: tuple[str, ...] = ("exclusive", "multi-label")

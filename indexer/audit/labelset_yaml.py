@@ -12,8 +12,18 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from indexer.audit.labels import label_key
 from indexer.audit.labelset import (
-    DEFAULT_THRESHOLD, MODES, THRESHOLD_FORMS, Label, LabelSet, Mode, Threshold, clean_text, label_text, number_text,
-    unique_texts, unknown_mode_message,
+    DEFAULT_THRESHOLD,
+    MODES,
+    THRESHOLD_FORMS,
+    Label,
+    LabelSet,
+    Mode,
+    Threshold,
+    clean_text,
+    label_text,
+    number_text,
+    unique_texts,
+    unknown_mode_message,
 )
 from indexer.errors import LabelSetError
 

@@ -3,26 +3,30 @@
 Scores are cosine similarities between the label (prompt ensemble) and the recording's best
 window. Probabilities are CLAP's softmax over the label set at its learned logit scale. The
 confidence of a label is its probability against its strongest rival, p / (p + p_rival): 0.5 is
-a coin toss, above 0.7 the origin tool called "high".
+a coin toss, above 0.7 the origin tool called "high". With a single label there is nothing to
+share probability with (softmax over one label is always 1), so probability and confidence are
+None and only the cosine score speaks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from indexer.audio import decode as audio
 from indexer.audio.decode import AudioInfo
+from indexer.audio.windows import QualityAccumulator, RecordingQuality
+from indexer.audit.labels import parse_labels
+from indexer.audit.scoring import Rivals, softmax_columns
 from indexer.config import DEFAULT_MODEL, REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, WindowConfig
 from indexer.embedding import Encoder
 from indexer.errors import AudioError
 from indexer.indexing.one_file import embed_file
-from indexer.audit.labels import parse_labels
-from indexer.audit.scoring import Rivals, softmax_columns
-from indexer.audio.windows import QualityAccumulator, RecordingQuality
+from indexer.search.highlight import refine_samples
 
 HIGH_CONFIDENCE = 0.7
 
@@ -31,14 +35,20 @@ HIGH_CONFIDENCE = 0.7
 class LabelScore:
     label: str
     score: float
-    probability: float
-    confidence: float
+    probability: float | None
+    """CLAP's softmax over the label set; None for a single label, where it would always be 1."""
+    confidence: float | None
+    """Against the strongest rival label; None without a rival."""
     best_start_s: float
     best_end_s: float
     detected: bool
+    highlight: tuple[float, float] | None = None
+    """The 1–3 s of the best window that score highest (``search.highlight``), for detected labels."""
 
     @property
     def confidence_level(self) -> str:
+        if self.confidence is None:
+            return "n/a: one label, no rival"
         if self.confidence > HIGH_CONFIDENCE:
             return "high"
         return "medium" if self.confidence > 0.55 else "low"
@@ -71,6 +81,8 @@ class ClassifyOptions:
     multi_label: bool = False
     threshold: float = 0.3
     min_score: float | None = None
+    highlight: bool = True
+    """Refine each detected label's best window to the 1–3 s that matter (a few short embeddings)."""
 
 
 def classify_file(
@@ -93,9 +105,12 @@ def classify_file(
     similarity = np.stack(rows)  # (windows, labels)
     best_window = similarity.argmax(axis=0)
     scores = similarity.max(axis=0)
-    probabilities = softmax_columns(encoder.logit_scale * scores[:, None])
-    confidences = Rivals.of(probabilities).confidence(probabilities)[:, 0]
-    probabilities = probabilities[:, 0]
+    if len(names) > 1:
+        probabilities = softmax_columns(encoder.logit_scale * scores[:, None])
+        confidences = [float(c) for c in Rivals.of(probabilities).confidence(probabilities)[:, 0]]
+        probabilities = [float(p) for p in probabilities[:, 0]]
+    else:
+        probabilities = confidences = [None]
     top = int(np.argmax(scores))
     results = []
     for i, name in enumerate(names):
@@ -103,11 +118,18 @@ def classify_file(
             continue
         w = cut[int(best_window[i])]
         detected = bool(scores[i] >= threshold) if multi_label else i == top
+        spot = _highlight(path, encoder, options.decode, w, text_vectors[i]) if detected and options.highlight else None
         results.append(
-            LabelScore(name, float(scores[i]), float(probabilities[i]), float(confidences[i]), w.start_s, w.end_s, detected)
+            LabelScore(name, float(scores[i]), probabilities[i], confidences[i], w.start_s, w.end_s, detected, spot)
         )
     results.sort(key=lambda s: s.score, reverse=True)
     return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary))
+
+
+def _highlight(path: Path, encoder: Encoder, decode: DecodeOptions, window, label_vector: np.ndarray) -> tuple[float, float]:
+    _, samples = audio.load(path, replace(decode, channels="mix"), window.start_s, window.end_s)
+    spot = refine_samples(encoder, samples[0], window.start_s, label_vector)
+    return spot.start_s, spot.end_s
 
 
 def _warnings(quality: RecordingQuality) -> list[str]:
@@ -126,7 +148,10 @@ def _cached_encoder(model: str, device: str) -> Encoder:
     return load_encoder(EncoderConfig(model=model, device=device))
 
 
-def classify_audio(path: str | Path, labels: str | Sequence[str], model: str = DEFAULT_MODEL, device: str = "auto") -> dict[str, float]:
-    """The origin tool's API: ``{label: probability}``, best first. The model is loaded once per process."""
+def classify_audio(
+    path: str | Path, labels: str | Sequence[str], model: str = DEFAULT_MODEL, device: str = "auto"
+) -> dict[str, float | None]:
+    """The origin tool's API: ``{label: probability}``, best first (None for a single label: see the
+    module docstring). The model is loaded once per process."""
     result = classify_file(path, labels, _cached_encoder(model, device))
     return {s.label: s.probability for s in result.labels}

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from indexer.cli.options import archive_option
+from indexer.cli.options import archive_option, model_options
 from indexer.cli.output import Console, print_info
 from indexer.config import default_archive_dir
 
@@ -33,16 +33,20 @@ def info(archive_dir, as_json):
 @archive_option
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535), help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; the default keeps it on this machine.")
-def app(archive_dir, port, host):
-    """Start the Streamlit app (search, audits, dashboards, classify, library) in the browser."""
+@model_options
+def app(archive_dir, port, host, encoder_config):
+    """Start the Streamlit app (search, audits, dashboards, classify, library) in the browser.
+
+    The app becomes this process (the same PID), so Ctrl-C or a SIGTERM to it stops the server.
+    """
     import importlib.util
     import os
-    import subprocess
 
     if importlib.util.find_spec("streamlit") is None:
         raise click.ClickException("The app needs Streamlit: pip install 'soundtrace[app]'.")
     from search_app.launch import command
 
     directory = (archive_dir or default_archive_dir()).expanduser().resolve()
+    argv = command(directory, port, host, encoder_config)
     click.echo(f"soundtrace app on http://{host}:{port} (archive {directory}); Ctrl-C stops it", err=True)
-    raise SystemExit(subprocess.call(command(directory, port, host), env={**os.environ, "SOUNDTRACE_ARCHIVE": str(directory)}))
+    os.execve(argv[0], argv, {**os.environ, "SOUNDTRACE_ARCHIVE": str(directory)})

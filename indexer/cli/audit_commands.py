@@ -80,7 +80,7 @@ def audit() -> None:
 @model_options
 def run_command(labelset: LabelSetRequest, archive_dir, filters: FilterRequest, watch, limit, as_json, encoder_config):
     """Run label set FILE (or --labels) over the whole archive and save the run."""
-    from indexer.audit.run import run_audit
+    from indexer.audit.runner import run_audit
 
     chosen = labelset.load()
     with open_archive(archive_dir, encoder_config) as archive:
@@ -94,7 +94,7 @@ def run_command(labelset: LabelSetRequest, archive_dir, filters: FilterRequest, 
 @model_options
 def watch_command(labelset: LabelSetRequest, archive_dir, encoder_config):
     """Run a label set now and keep it standing (same as `audit run --watch`)."""
-    from indexer.audit.run import run_audit
+    from indexer.audit.runner import run_audit
 
     chosen = labelset.load()
     with open_archive(archive_dir, encoder_config) as archive:
@@ -107,7 +107,7 @@ def watch_command(labelset: LabelSetRequest, archive_dir, encoder_config):
 @archive_option
 def unwatch_command(run_ref, archive_dir):
     """Stop extending a standing run after indexing (its results stay)."""
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     with open_archive(archive_dir) as archive:
         run = audit_runs.get_run(archive.catalog, run_ref)
@@ -120,7 +120,7 @@ def unwatch_command(run_ref, archive_dir):
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def list_command(archive_dir, as_json):
     """Saved audit runs."""
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     with open_archive(archive_dir, read_only=True) as archive:
         runs = audit_runs.list_runs(archive.catalog)
@@ -137,14 +137,14 @@ def list_command(archive_dir, as_json):
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def show_command(run_ref, archive_dir, limit, as_json):
     """One run: its label set, counts per label, the top flagged recordings (RUN is an id or a name)."""
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     with open_archive(archive_dir, read_only=True) as archive:
         _show(archive, audit_runs.get_run(archive.catalog, run_ref), limit, as_json)
 
 
 def _show(archive, run, limit: int, as_json: bool) -> None:
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     counts = audit_runs.label_counts(archive.catalog, run.id)
     flagged = audit_runs.results(archive.catalog, run.id, limit=limit).to_pylist()
@@ -166,7 +166,7 @@ def _show(archive, run, limit: int, as_json: bool) -> None:
 @model_options
 def export_command(run_ref, archive_dir, csv_path, parquet_path, all_labels, refine_top, encoder_config):
     """File, best label, score, confidence, highlight start/end and metadata, per recording."""
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     if (csv_path is None) == (parquet_path is None):
         raise click.UsageError("Give exactly one of --csv FILE or --parquet FILE.")
@@ -179,8 +179,8 @@ def export_command(run_ref, archive_dir, csv_path, parquet_path, all_labels, ref
 
 def _refine_flagged(archive, run, top: int) -> dict:
     """Best-label highlights of the top flagged recordings, one model call per label."""
-    from indexer.audit import runs as audit_runs
-    from indexer.audit.run import label_vectors
+    from indexer.audit import saved_runs as audit_runs
+    from indexer.audit.runner import label_vectors
     from indexer.search.highlight import refine_hits
 
     labelset = audit_runs.labelset_of(archive.catalog, run)
@@ -195,7 +195,7 @@ def _refine_flagged(archive, run, top: int) -> dict:
 
 
 def _as_hit(row: dict):
-    from indexer.search.results import RecordingHit, WindowHit
+    from indexer.search.ranking import RecordingHit, WindowHit
 
     best = WindowHit(row["best_window_id"], row["channel"], row["best_start_s"], row["best_end_s"], row["score"])
     return RecordingHit(0, row["recording_id"], row["file"], row["score"], best, (best,), 0.0)
@@ -208,7 +208,7 @@ def _as_hit(row: dict):
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 def diff_command(run_a, run_b, archive_dir, as_json):
     """What changed from RUN_A to RUN_B: newly flagged, cleared, counts per label."""
-    from indexer.audit import runs as audit_runs
+    from indexer.audit import saved_runs as audit_runs
 
     with open_archive(archive_dir, read_only=True) as archive:
         change = audit_runs.diff(archive.catalog, run_a, run_b)

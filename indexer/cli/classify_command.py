@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from indexer.cli.options import collect, max_duration_option, model_options, raw_options, with_default_model
+from indexer.cli.options import collect, file_model_options, max_duration_option, raw_options, with_default_model
 from indexer.cli.output import Console, print_classification
 from indexer.config import DecodeOptions, WindowConfig
 
@@ -21,6 +21,7 @@ class ClassifyRequest:
     threshold: float
     min_score: float | None
     window_s: float
+    highlight: bool
     as_json: bool
 
 
@@ -32,11 +33,13 @@ class ClassifyRequest:
 @click.option("--threshold", default=0.3, show_default=True, type=float, help="Cosine score a label needs in --multi-label mode.")
 @click.option("--min-score", default=None, type=float, help="Hide labels scoring below this cosine score.")
 @click.option("--window", "window_s", type=float, default=10.0, show_default=True, help="Window length in seconds.")
+@click.option("--highlight/--no-highlight", default=True, show_default=True,
+              help="Refine each detected label's best window to the 1–3 s that matter (a few more embeddings).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @collect(ClassifyRequest)
 @max_duration_option
 @raw_options
-@model_options
+@file_model_options
 def classify(file, request: ClassifyRequest, max_duration_s, raw, encoder_config):
     """Zero-shot classify one FILE against labels, no archive needed."""
     from indexer.audit.labels import parse_labels
@@ -52,7 +55,7 @@ def classify(file, request: ClassifyRequest, max_duration_s, raw, encoder_config
     encoder = load_encoder(with_default_model(encoder_config))
     options = ClassifyOptions(
         windows=WindowConfig(length_s=r.window_s, hop_s=r.window_s), decode=DecodeOptions(raw=raw, max_duration_s=max_duration_s),
-        multi_label=r.multi_label, threshold=r.threshold, min_score=r.min_score,
+        multi_label=r.multi_label, threshold=r.threshold, min_score=r.min_score, highlight=r.highlight,
     )
     result = classify_file(file, names, encoder, options)
     if r.as_json:

@@ -34,10 +34,17 @@ class IndexRequest:
             raise click.BadParameter(str(exc)) from None
 
 
-@click.command()
+EXIT_SOME_FAILED = 3
+"""The run finished and recorded every file, but some failed (their reasons are printed)."""
+
+
+@click.command(epilog=(
+    "Exit status: 0 when every file was indexed or unchanged; 3 when the run finished but some files "
+    "failed (the table lists them and why); 1 when the run could not proceed; 2 for a usage error."
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @archive_option
-@click.option("--metadata", "metadata_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--metadata", "metadata_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of per-recording metadata (a path or file column plus any others); repeatable.")
 @click.option("--channels", type=click.Choice(["mix", "split"]), default="mix", show_default=True,
               help="mix: downmix to mono; split: index each channel as its own stream (agent vs customer).")
@@ -45,7 +52,7 @@ class IndexRequest:
 @click.option("--hop", "hop_s", type=float, default=None, help="Hop between windows in seconds [default: the window length].")
 @click.option("--prune", is_flag=True, help="Drop recordings under PATHS whose files are gone.")
 @click.option("--retry-failed", is_flag=True, help="Try again files that failed before, even if unchanged.")
-@click.option("--audit", "audit_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--audit", "audit_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Label set YAML to keep standing: run now if new, then extended by every indexing run; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @collect(IndexRequest)
@@ -54,24 +61,32 @@ class IndexRequest:
 def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
     """Embed every recording under PATHS once (unchanged files are skipped)."""
     from indexer.api import Archive
+    from indexer.archive.manifest import MANIFEST_FILE
+    from indexer.archive.metadata import check_csv
+    from indexer.audio.sources import check_paths
     from indexer.audit.labelset_yaml import load_labelset
-    from indexer.audit.run import start_standing_audit
+    from indexer.audit.runner import start_standing_audit
     from indexer.indexing.pipeline import IndexOptions
     from indexer.model.loading import load_encoder
 
     directory = (archive_dir or default_archive_dir()).expanduser()
     windows = request.windows()
+    check_paths(paths)  # a run that cannot start creates nothing: all checked before the archive exists
+    for csv_path in request.metadata_files:
+        check_csv(csv_path)
+    labelsets = [load_labelset(f) for f in request.audit_files]
     Archive.check_no_writer(directory)  # refuse before the model loads, not after
-    is_new = not Archive.exists(directory)
+    is_new = not (directory / MANIFEST_FILE).exists()
     encoder = load_encoder(with_default_model(encoder_config)) if is_new or encoder_config.model else None
     with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
         options = IndexOptions(
             decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
             retry_failed=request.retry_failed, metadata=request.metadata_files,
         )
-        labelsets = [load_labelset(f) for f in request.audit_files]  # invalid label sets fail before any work
         with IndexProgress(disabled=request.quiet) as progress:
             report = archive.index(paths, options, progress)
         started = (start_standing_audit(archive, labelset) for labelset in labelsets)
         report.audits += [update for update in started if update is not None]
     print_index_report(Console(), report)
+    if report.failed:
+        raise SystemExit(EXIT_SOME_FAILED)

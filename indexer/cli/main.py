@@ -42,3 +42,7 @@ for _command in (index, search, classify, info, audit, app):
 
 def main() -> None:
     cli(prog_name="soundtrace")
+
+
+if __name__ == "__main__":
+    main()

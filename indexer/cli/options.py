@@ -55,22 +55,32 @@ def with_default_model(config: EncoderConfig) -> EncoderConfig:
     return config if config.model else dataclasses.replace(config, model=EncoderConfig().model)
 
 
-def model_options(func: Callable) -> Callable:
-    """Flags shared by every command that may run the model."""
+def _model_flags(model_help: str) -> Callable:
+    def decorator(func: Callable) -> Callable:
+        @click.option("--model", default=None, envvar="SOUNDTRACE_MODEL", show_envvar=True,
+                      help=f"CLAP model id or local directory [default: {model_help}].")
+        @click.option("--device", default="auto", envvar="SOUNDTRACE_DEVICE", show_envvar=True, show_default=True,
+                      help="auto, cpu, cuda or cuda:N.")
+        @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Windows per model call.")
+        @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
+        @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
+        @functools.wraps(func)
+        def wrapper(*args, model, device, batch_size, cache_dir, threads, **kwargs):
+            kwargs["encoder_config"] = EncoderConfig(
+                model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads
+            )
+            return func(*args, **kwargs)
 
-    @click.option("--model", default=None, help="CLAP model id or local directory [default: the archive's, else laion/clap-htsat-fused].")
-    @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-    @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Windows per model call.")
-    @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
-    @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
-    @functools.wraps(func)
-    def wrapper(*args, model, device, batch_size, cache_dir, threads, **kwargs):
-        kwargs["encoder_config"] = EncoderConfig(
-            model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads
-        )
-        return func(*args, **kwargs)
+        return wrapper
 
-    return wrapper
+    return decorator
+
+
+model_options = _model_flags("the archive's own, else laion/clap-htsat-fused")
+"""Model flags of the commands that work on an archive (which remembers its model)."""
+
+file_model_options = _model_flags("laion/clap-htsat-fused")
+"""Model flags of ``classify``, which has no archive."""
 
 
 def archive_option(func: Callable) -> Callable:

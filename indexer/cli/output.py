@@ -49,7 +49,7 @@ class Console:
         self.error = RichConsole(stderr=True, highlight=False, markup=False)
 
     def err(self, message: str) -> None:
-        self.error.print(shown(message))
+        self.error.print(shown(message), soft_wrap=True)  # a sentence is never broken mid-command
 
 
 # --- indexing ----------------------------------------------------------------------------------
@@ -143,12 +143,19 @@ def print_index_report(console: Console, report) -> None:
         for path, label, score, start in update.new_flags[:20]:
             console.err(f"  {label}: {Path(path).name} at {format_seconds(start)} (score {score:.3f})")
     if report.failed:
-        table = Table(title="failed files", title_justify="left", show_lines=False)
-        table.add_column("file", overflow="fold")
-        table.add_column("reason", overflow="fold")
-        for failure in report.failed:
-            table.add_row(shown(failure.path), shown(failure.error))
-        console.error.print(table)
+        console.error.print(_failure_table(report.failed))
+
+
+def _failure_table(failures) -> Table:
+    """File name first (what a person scans for), then why, then the folder it is in."""
+    table = Table(title="failed files", title_justify="left", show_lines=False)
+    table.add_column("file", overflow="fold", ratio=2)
+    table.add_column("reason", overflow="fold", ratio=4)
+    table.add_column("folder", overflow="fold", ratio=2)
+    for failure in failures:
+        path = Path(failure.path)
+        table.add_row(shown(path.name), shown(failure.reason), shown(path.parent))
+    return table
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -168,6 +175,13 @@ def _metadata_columns(hits) -> list[str]:
 
 def _span(spot) -> str:
     return "" if spot is None else f"{format_seconds(spot.start_s)}–{format_seconds(spot.end_s)}"
+
+
+def empty_archive_message(directory) -> str:
+    return (
+        f"The archive at {directory} holds no recordings yet, so nothing can match; fill it with "
+        f"`soundtrace index FOLDER --archive {directory}`."
+    )
 
 
 def print_hits(console: Console, hits, query: str, highlights: dict | None = None) -> None:
@@ -210,14 +224,20 @@ def print_classification(console: Console, result, multi_label: bool) -> None:
     for warning in result.warnings:
         console.out.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     table = Table(title_justify="left")
-    for column in ("label", "score", "probability", "confidence", "highlight", "detected" if multi_label else "top"):
-        table.add_column(column, justify="left" if column in ("label", "highlight") else "right")
+    for column in ("label", "score", "probability", "confidence", "best window", "highlight", "detected" if multi_label else "top"):
+        table.add_column(column, justify="left" if column in ("label", "best window", "highlight") else "right")
     for s in result.labels:
+        probability = "—" if s.probability is None else f"{s.probability:.3f}"
+        confidence = f"— ({s.confidence_level})" if s.confidence is None else f"{s.confidence:.2f} ({s.confidence_level})"
         table.add_row(
-            shown(s.label), f"{s.score:.3f}", f"{s.probability:.3f}", f"{s.confidence:.2f} ({s.confidence_level})",
-            f"{format_seconds(s.best_start_s)}–{format_seconds(s.best_end_s)}", "yes" if s.detected else "",
+            shown(s.label), f"{s.score:.3f}", probability, confidence,
+            f"{format_seconds(s.best_start_s)}–{format_seconds(s.best_end_s)}",
+            f"{format_seconds(s.highlight[0])}–{format_seconds(s.highlight[1])}" if s.highlight else "",
+            "yes" if s.detected else "",
         )
     console.out.print(table)
+    if len(result.labels) == 1 and result.labels[0].probability is None:
+        console.out.print("one label: probability and confidence need a second label to compare with; read the score")
 
 
 # --- info ----------------------------------------------------------------------------------------
@@ -234,19 +254,14 @@ def print_info(console: Console, info) -> None:
         ("model", f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)"),
         ("index", info.index_factory),
         ("metadata", shown(", ".join(info.metadata_columns)) or "none"),
-        ("last indexed", str(info.last_indexed_at or "never")),
+        ("last indexed", f"{info.last_indexed_at:%Y-%m-%d %H:%M:%S}" if info.last_indexed_at else "never"),
         ("size on disk", format_bytes(info.disk_bytes)),
     ]
     for row in rows:
         table.add_row(*row)
     console.out.print(table)
     if info.failures:
-        failures = Table(title="failed files", title_justify="left")
-        failures.add_column("file", overflow="fold")
-        failures.add_column("reason", overflow="fold")
-        for f in info.failures[:50]:
-            failures.add_row(shown(f.path), shown(f.error))
-        console.out.print(failures)
+        console.out.print(_failure_table(info.failures[:50]))
         if len(info.failures) > 50:
             console.out.print(f"... and {len(info.failures) - 50} more (soundtrace info --json lists all)")
 

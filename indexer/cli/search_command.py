@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import click
 
 from indexer.cli.options import archive_option, collect, max_duration_option, model_options, open_archive, raw_options
-from indexer.cli.output import Console, print_hits
+from indexer.cli.output import Console, empty_archive_message, print_hits
 from indexer.config import DecodeOptions
 
 
@@ -52,7 +52,7 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
     """Find where TEXT happens across the archive (or what sounds like a clip)."""
     from indexer.search.filtering import SearchFilters
     from indexer.search.queries import clip_query, parse_clip_spec, text_query, window_query
-    from indexer.search.results import search_vector
+    from indexer.search.ranking import search_vector
 
     r = request
     if sum(x is not None for x in (text, r.like, r.like_window)) != 1:
@@ -67,6 +67,9 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
         else:
             query, exclude = window_query(archive, r.like_window)
         hits = search_vector(archive, query, r.k, filters, r.per_recording, exclude=exclude)
+        if not hits and archive.catalog.window_count() == 0:
+            Console().err(empty_archive_message(archive.directory))
+            return
         highlights = {}
         if r.refine_top:
             from indexer.search.highlight import refine_hits

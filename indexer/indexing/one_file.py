@@ -13,10 +13,11 @@ import numpy as np
 
 from indexer.audio import decode as audio
 from indexer.audio.decode import AudioInfo
+from indexer.audio.windows import QualityAccumulator, Window, cut_windows
 from indexer.config import DecodeOptions, WindowConfig
 from indexer.embedding import Encoder
 from indexer.errors import AudioError
-from indexer.audio.windows import QualityAccumulator, Window, cut_windows
+
 
 def embed_file(
     path: Path, encoder: Encoder, windows: WindowConfig, decode: DecodeOptions,

@@ -17,14 +17,14 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from indexer.archive.storage import FailedFile
-from indexer.session import Session
 from indexer.archive.records import WindowRows
-from indexer.config import DecodeOptions
-from indexer.indexing.decoding import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome, failed_outcome
-from indexer.indexing.one_file import no_vector_reason
+from indexer.archive.storage import FailedFile
 from indexer.audio.sources import SourceFile, discover
 from indexer.audio.windows import Window
+from indexer.config import DecodeOptions
+from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome, failed_outcome
+from indexer.indexing.one_file import no_vector_reason
+from indexer.session import Session
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Literal
 
 from indexer.archive.catalog import Catalog
 from indexer.archive.metadata import RECORDING_VIEW
-from indexer.search.filtering import Picks, as_date, known_column, yes_no_column
 from indexer.archive.sql import quote_identifier
+from indexer.search.filtering import Picks, as_date, known_column, yes_no_column
 
 MAX_CHOICES = 50
 """A text column with more distinct values than this is not offered as a pick list."""

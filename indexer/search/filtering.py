@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 from indexer.archive.catalog import Catalog
 from indexer.archive.metadata import RECORDING_VIEW
+from indexer.archive.sql import quote_identifier
 from indexer.errors import FilterError
 from indexer.search.where import validate_where
-from indexer.archive.sql import quote_identifier
 
 FILTER_MEMORY_LIMIT = "1GB"
 """DuckDB memory a filter query's joins and sorts may use. It does not bound the text an
@@ -104,7 +104,7 @@ def recording_filter(catalog: Catalog, filters: SearchFilters) -> RecordingFilte
     """The compiled filter, or None when nothing narrows the archive."""
     if not filters:
         return None
-    columns = catalog.view_columns()
+    columns = catalog.filter_columns()
     clauses: list[str] = []
     params: list[Any] = []
     if filters.where:

@@ -39,13 +39,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from indexer.audio import decode as audio
-from indexer.config import SAMPLE_RATE, DecodeOptions, RawPcmFormat, WindowConfig
-from indexer.errors import AudioError, QueryError
 from indexer.audio.windows import Window, cut_windows
+from indexer.config import SAMPLE_RATE, DecodeOptions, RawPcmFormat, WindowConfig
+from indexer.embedding import Encoder
+from indexer.errors import AudioError, QueryError
 
 if TYPE_CHECKING:
+    from indexer.search.ranking import RecordingHit
     from indexer.session import Session
-    from indexer.search.results import RecordingHit
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class HighlightConfig:
 
 @dataclass(frozen=True)
 class Highlight:
-    recording_id: int
+    recording_id: int | None
+    """None for audio outside the archive (classify's upload)."""
     channel: int
     start_s: float
     end_s: float
@@ -93,7 +95,7 @@ class Highlight:
 class _Plan:
     """One coarse window decoded and cut, waiting for its sub-window vectors."""
 
-    recording_id: int
+    recording_id: int | None
     channel: int
     window_start_s: float
     window_end_s: float
@@ -109,6 +111,17 @@ def refine(
     unit = check_query(archive, query)
     plan = _plan(archive, int(recording_id), float(start_s), float(end_s), int(channel), config)
     vectors = archive.encoder.embed_audio([w.samples for w in plan.subs])
+    return _highlight(plan, np.asarray(vectors, np.float32) @ unit, config)
+
+
+def refine_samples(
+    encoder: Encoder, samples: np.ndarray, start_s: float, query: np.ndarray, config: HighlightConfig = HighlightConfig()
+) -> Highlight:
+    """The best 1–3 s of decoded mono 48 kHz ``samples`` that begin at ``start_s`` of their file:
+    the same rule, for audio outside the archive (classify's best window of an upload)."""
+    unit = unit_query(query, encoder.identity.dim)
+    plan = _cut(np.asarray(samples, np.float32), None, 0, float(start_s), float(start_s) + len(samples) / SAMPLE_RATE, config)
+    vectors = encoder.embed_audio([w.samples for w in plan.subs])
     return _highlight(plan, np.asarray(vectors, np.float32) @ unit, config)
 
 
@@ -150,10 +163,13 @@ def refine_hits(
 
 def check_query(archive: "Session", query: np.ndarray) -> np.ndarray:
     """The query as a unit float32 vector of the archive's dimension, or a QueryError."""
+    return unit_query(query, archive.manifest.dim)
+
+
+def unit_query(query: np.ndarray, dim: int) -> np.ndarray:
     q = np.asarray(query, dtype=np.float32)
     if q.ndim == 2 and q.shape[0] == 1:
         q = q[0]
-    dim = archive.manifest.dim
     if q.shape != (dim,):
         raise QueryError(f"The query vector has shape {tuple(q.shape)}; this archive's vectors have {dim} dimensions.")
     norm = float(np.linalg.norm(q))
@@ -199,7 +215,11 @@ def decode_span(archive: "Session", recording_id: int, start_s: float, end_s: fl
 
 def _plan(archive: "Session", recording_id: int, start_s: float, end_s: float, channel: int,
           config: HighlightConfig) -> _Plan:
-    stream = decode_span(archive, recording_id, start_s, end_s, channel)
+    return _cut(decode_span(archive, recording_id, start_s, end_s, channel), recording_id, channel, start_s, end_s, config)
+
+
+def _cut(stream: np.ndarray, recording_id: int | None, channel: int, start_s: float, end_s: float,
+         config: HighlightConfig) -> _Plan:
     subs = [
         Window(w.channel, start_s + w.start_s, start_s + w.end_s, w.samples, w.quality)
         for w in cut_windows([stream], config.windows)

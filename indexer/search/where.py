@@ -29,9 +29,9 @@ from typing import Any
 
 import duckdb
 
+from indexer.archive.sql import quote_identifier
 from indexer.errors import FilterError
 from indexer.search.where_walker import MAX_DEPTH, TreeWalker
-from indexer.archive.sql import quote_identifier
 
 MAX_LENGTH = 4000
 """Longer than any filter a person types; keeps parsing and error messages small."""

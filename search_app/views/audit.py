@@ -4,10 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from indexer.audit import runs as audit_runs
-from indexer.audit.run import run_audit
+from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import MODES, inline_labelset
 from indexer.audit.labelset_yaml import parse_labelset
+from indexer.audit.runner import run_audit
 from search_app import cached, plots, state, widgets
 
 TEMPLATE = """name: my audit
@@ -17,7 +17,6 @@ labels:
   - complaint
   - hold music but not speech
 """
-FLAGGED_COLUMNS = ["file", "label", "score", "confidence", "percentile", "best_start_s", "best_end_s", "flagged_seconds"]
 
 
 def run_label(run_id: int) -> str:
@@ -93,8 +92,8 @@ flagged = audit_runs.results(catalog, run.id).to_pandas()
 if flagged.empty:
     st.info("Nothing was flagged in this run.")
 else:
-    shown = flagged[FLAGGED_COLUMNS + [c for c in catalog.metadata_columns() if c in flagged]]
-    st.dataframe(widgets.name_first(shown), hide_index=True)
+    st.dataframe(widgets.flagged_rows(flagged, catalog.metadata_columns()), hide_index=True,
+                 column_config={"folder": st.column_config.TextColumn(width="small")})
     row = flagged.iloc[st.selectbox(
         "Listen to", range(len(flagged)), key="flagged_pick",
         format_func=lambda i: f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",
@@ -112,8 +111,9 @@ st.dataframe(
 if len(runs) >= 2:
     st.subheader("Compare two runs")
     left, right = st.columns(2)
-    before = left.selectbox("Before", list(by_id), index=1, format_func=run_label, key="diff_a")
-    after = right.selectbox("After", list(by_id), index=0, format_func=run_label, key="diff_b")
+    newest = runs[0].id  # keyed by the newest run: after a new run the pair starts as it against the one before
+    before = left.selectbox("Before", list(by_id), index=1, format_func=run_label, key=f"diff_a_{newest}")
+    after = right.selectbox("After", list(by_id), index=0, format_func=run_label, key=f"diff_b_{newest}")
     with widgets.shown_errors():
         diff = audit_runs.diff(catalog, before, after)
     st.dataframe([{"label": name, "before": x, "after": y, "change": y - x} for name, x, y in diff.counts], hide_index=True)

@@ -28,11 +28,22 @@ fmt.metric("Format", info.format)
 for warning in result.warnings:
     st.warning(warning)
 
+st.audio(upload.getvalue(), format=upload.type or None)
 top = result.labels[0] if result.labels else None
-st.pyplot(plots.waveform_figure(samples, SAMPLE_RATE, (top.best_start_s, top.best_end_s) if top else None))
+spot = top.highlight if top and top.highlight else None
+st.pyplot(plots.waveform_figure(samples, SAMPLE_RATE, spot or ((top.best_start_s, top.best_end_s) if top else None)))
+if spot is not None:
+    st.markdown(f"**The {spot[1] - spot[0]:.1f} s that make it “{top.label}”**: {spot[0]:.1f}–{spot[1]:.1f} s")
+    with widgets.shown_errors(stop=False):
+        st.audio(cached.upload_span(upload.getvalue(), upload.name, *spot), format="audio/wav")
+if len(result.labels) == 1:
+    st.caption("One label: there is no rival to compare it with, so no probability or confidence; read the score.")
 st.dataframe(
-    [{"label": s.label, "score": round(s.score, 4), "probability": round(s.probability, 4),
-      "confidence": f"{s.confidence:.2f} ({s.confidence_level})", "highlight": f"{s.best_start_s:.1f}–{s.best_end_s:.1f} s",
+    [{"label": s.label, "score": round(s.score, 3),
+      "probability": None if s.probability is None else round(s.probability, 3),
+      "confidence": s.confidence_level if s.confidence is None else f"{s.confidence:.2f} ({s.confidence_level})",
+      "best window": f"{s.best_start_s:.1f}–{s.best_end_s:.1f} s",
+      "highlight": f"{s.highlight[0]:.1f}–{s.highlight[1]:.1f} s" if s.highlight else "",
       "detected": s.detected} for s in result.labels],
     hide_index=True,
 )  # fmt: skip

@@ -31,8 +31,7 @@ if info.metadata_columns:
 st.subheader(f"Failed files ({info.failed})")
 if info.failures:
     failures = pd.DataFrame(
-        # the reason names the file first; the table already does
-        [{"file": f.path, "kind": f.error_kind, "reason": f.error.removeprefix(f"{f.path}: ")} for f in info.failures]
+        [{"file": f.path, "kind": f.error_kind, "reason": f.reason} for f in info.failures]
     )
     st.dataframe(widgets.name_first(failures), hide_index=True)
 else:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from indexer.search.facets import filter_facets, picks_from_choices
 from indexer.search.filtering import SearchFilters
-from indexer.search.results import search_vector
+from indexer.search.ranking import search_vector
 from search_app import cached, widgets
 
 PAGE_SIZE = 10
@@ -25,6 +25,12 @@ def turn_page(step: int) -> None:
 
 st.title("Search")
 archive = widgets.require_archive()
+if archive.catalog.window_count() == 0:
+    st.info(
+        f"The archive at {archive.directory} holds no recordings yet, so there is nothing to search. Fill it with "
+        f"`soundtrace index FOLDER --archive {archive.directory}`, then come back."
+    )
+    st.stop()
 
 text = st.text_input("What are you listening for?", key="text", placeholder="a customer yelling at the agent",
                      on_change=forget_like)
@@ -46,7 +52,7 @@ with st.sidebar:
     leave_out = [column for column, label in FLAG_FILTERS.items() if st.checkbox(label, key=f"flag_{column}")]
 
 with widgets.shown_errors():
-    picks = picks_from_choices(archive.catalog.view_columns(), choices, dates, leave_out)
+    picks = picks_from_choices(archive.catalog.filter_columns(), choices, dates, leave_out)
     like = st.session_state.get("like_window")
     query = cached.query(archive, text, (example.getvalue(), example.name) if example else None, like)
 

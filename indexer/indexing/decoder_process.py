@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from indexer.audio import decode as audio
 from indexer.archive.records import KnownFile, RecordingRow
-from indexer.config import DecodeOptions, WindowConfig
-from indexer.errors import AudioError, SilentAudioError, SoundtraceError
+from indexer.audio import decode as audio
 from indexer.audio.sources import SourceFile, content_hash
 from indexer.audio.windows import QualityAccumulator, cut_windows
+from indexer.config import DecodeOptions, WindowConfig
+from indexer.errors import AudioError, EmptyAudioError, SoundtraceError
 
 NICENESS = 19
 
@@ -78,7 +78,7 @@ class DecoderProcess:
     def _start(self, first: int) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from indexer.indexing.decoding import _child_main; _child_main()"],
+            [sys.executable, "-c", "from indexer.indexing.decoder_process import _child_main; _child_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
         pickle.dump((self.job, first), self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
@@ -196,11 +196,9 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
             quality.add_window(window)
             count, end = count + 1, max(end, window.end_s)
             yield WINDOW, window
-        result = quality.result()
+        result = quality.result()  # a silent recording is indexed and flagged is_silent: a finding, not an error
         if count == 0:
-            raise SilentAudioError(f"{src.path.name} holds no audio long enough to embed.")
-        if result.is_silent:
-            raise SilentAudioError(f"{src.path.name} is silent (flat line): nothing to index.")
+            raise EmptyAudioError(f"{src.path.name} holds no audio to embed.")
     except AudioError as exc:
         yield OUTCOME, failed_outcome(src, digest, _kind(exc), str(exc))
         return
@@ -226,7 +224,7 @@ def failed_outcome(src: SourceFile, digest: str | None, kind: str, message: str)
 
 
 def _kind(exc: AudioError) -> str:
-    """SilentAudioError -> "silent_audio": a stable, filterable name for each failure kind."""
+    """EmptyAudioError -> "empty_audio": a stable, filterable name for each failure kind."""
     name = type(exc).__name__.removesuffix("Error")
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 

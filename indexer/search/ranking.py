@@ -8,7 +8,7 @@ from typing import Sequence
 import duckdb
 import numpy as np
 
-from indexer.archive.metadata import RECORDING_VIEW
+from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.embedding import DEFAULT_PROMPTS
 from indexer.errors import FilterError, QueryError
@@ -16,9 +16,7 @@ from indexer.search.filtering import FILTER_MEMORY_LIMIT, SearchFilters, filtere
 from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
 from indexer.session import Session
 
-HIDDEN_COLUMNS = frozenset(
-    "id path file_name content_hash size_bytes mtime status error_kind error indexed_at decoder".split()
-)
+HIDDEN_COLUMNS = INTERNAL_COLUMNS | {"path", "file_name"}
 """Catalog internals left out of a hit's ``metadata`` (they have fields of their own or are noise)."""
 
 

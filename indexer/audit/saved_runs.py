@@ -12,14 +12,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
-from indexer.session import Session
 from indexer.archive.catalog import Catalog
 from indexer.archive.metadata import RECORDING_VIEW
 from indexer.archive.sql import quote_identifier
-from indexer.errors import AuditError
 from indexer.audit.labelset import LabelSet
 from indexer.audit.scoring import AuditScores
+from indexer.errors import AuditError
 from indexer.search.filtering import date_column
+from indexer.session import Session
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
@@ -292,11 +292,20 @@ def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
     return ScoreSpread(label, scores, float(cutoff))
 
 
+def recordings_flagged(catalog: Catalog, run_id: int) -> tuple[int, int]:
+    """(recordings the run scored, recordings it flagged for at least one label)."""
+    scored, flagged = catalog.one(
+        "SELECT count(DISTINCT recording_id), count(DISTINCT recording_id) FILTER (WHERE flagged)"
+        " FROM audit_results WHERE run_id = ?", [int(run_id)],
+    )
+    return int(scored), int(flagged)
+
+
 def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column: str | None = None) -> pa.Table:
     """(period, label, flagged, scored) per day/week/month of the metadata date (else the file's mtime)."""
     if period not in PERIODS:
         raise AuditError(f"A period is one of {', '.join(PERIODS)}, not '{period}'.")
-    dated = date_column(catalog.view_columns(), catalog.metadata_columns(), column)
+    dated = date_column(catalog.filter_columns(), catalog.metadata_columns(), column)
     day = f"CAST(r.{quote_identifier(dated)} AS DATE)"
     counts = _flag_counts_sql(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
     # every period from the first to the last, empty ones as zeros, so a chart's lines do not
@@ -314,9 +323,9 @@ def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column
 
 def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
     """(value, label, flagged, scored) per value of one catalog or metadata column; NULL is '(none)'."""
-    match = {c.lower(): c for c in catalog.view_columns()}.get(str(column).lower())
+    match = {c.lower(): c for c in catalog.filter_columns()}.get(str(column).lower())
     if match is None:
-        raise AuditError(f"Unknown column '{column}'; known columns: {', '.join(sorted(catalog.view_columns()))}.")
+        raise AuditError(f"Unknown column '{column}'; known columns: {', '.join(sorted(catalog.filter_columns()))}.")
     value = f"coalesce(CAST(r.{quote_identifier(match)} AS VARCHAR), '(none)')"
     return _flag_counts(catalog, run_id, value, "value", "TRUE")
 

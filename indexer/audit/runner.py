@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.audit import runs as audit_runs
-from indexer.session import Session
-from indexer.embedding import l2_normalise
+from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import LabelSet
 from indexer.audit.scoring import AuditScores, LabelVectors, WindowTable, score_archive
-from indexer.search.results import allowed_window_ids
+from indexer.embedding import l2_normalise
 from indexer.search.filtering import SearchFilters
+from indexer.search.ranking import allowed_window_ids
+from indexer.session import Session
 
 
 @dataclass(frozen=True)
