@@ -20,6 +20,7 @@ from . import cached, media, plots, state
 
 AUDIO_TYPES = [
     "wav", "flac", "ogg", "opus", "mp3", "aif", "aiff", "m4a", "aac", "alac", "amr", "webm", "wma", "spx", "caf", "au",
+    "slk", "silk",
 ]  # fmt: skip
 """Upload formats: what libsndfile or FFmpeg decode (headerless raw PCM needs its rate, so not here)."""
 

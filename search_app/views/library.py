@@ -33,7 +33,8 @@ if info.failures:
     failures = pd.DataFrame(
         [{"file": f.path, "kind": f.error_kind, "reason": f.reason} for f in info.failures]
     )
-    st.dataframe(widgets.name_first(failures), hide_index=True)
+    st.dataframe(widgets.name_first(failures), hide_index=True,
+                 column_config={"reason": st.column_config.TextColumn(width="large")})
 else:
     st.write("None: every file was indexed.")
 
