@@ -331,7 +331,10 @@ def latest_run(page: Page) -> int:
 
 
 def run_audit_button(page: Page, expected_run: str) -> None:
-    page.get_by_role("button", name="Run audit").click()
+    settle(page)  # a click that lands while the page is still running can be dropped by Streamlit
+    button = page.get_by_role("button", name="Run audit")
+    expect(button).to_be_enabled()
+    button.click()
     shows(page, "Audit run", expected_run)
     settle(page)
 
