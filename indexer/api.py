@@ -28,10 +28,12 @@ class Archive(Session):
             report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
             if report.recording_ids or report.pruned:
                 report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+            report.ann = self.maintain_ann()
         finally:
             self.end_write()
         return report
 
-    def search(self, text: str, k: int = 10, where: str | None = None, **filters) -> list[RecordingHit]:
-        """Same as ``soundtrace search TEXT``: the ``k`` best recordings, best window first."""
-        return search_text(self, text, k=k, filters=SearchFilters(where=where, **filters))
+    def search(self, text: str, k: int = 10, where: str | None = None, exact: bool = False, **filters) -> list[RecordingHit]:
+        """Same as ``soundtrace search TEXT``: the ``k`` best recordings, best window first;
+        ``exact`` scans every window instead of asking the ANN index (to check it)."""
+        return search_text(self, text, k=k, filters=SearchFilters(where=where, **filters), exact=exact)

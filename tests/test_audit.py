@@ -160,7 +160,8 @@ def test_scan_accepts_another_matrix_product(archive):
     from indexer.audit.scoring import score_archive
 
     labelset = inline_labelset([f"tone {MID}", f"tone {HIGH} but not tone {LOW}"], mode="exclusive", threshold=0.5)
-    matrix, windows = collect_windows(archive)
+    windows = collect_windows(archive)
+    matrix = archive.window_vectors(windows.ids)
     vectors = label_vectors(archive.embed_text, labelset)
     calls = []
 

@@ -32,8 +32,12 @@ def test_audit_benchmark_prints_its_table():
 
 
 @pytest.mark.slow
-def test_audit_archive_benchmark_prints_its_table():
-    out = run_benchmark("benchmarks/audit_archive_bench.py", "--windows", "3000", "--repeat", "1")
-    lines = out.splitlines()
-    for step in ("open read-only, index file 10% behind (caught up)", "run_audit end to end", "  save_run (one row"):
-        assert any(line.startswith(step) for line in lines), step
+def test_scale_benchmark_prints_its_table_with_the_ann_in_use():
+    out = run_benchmark("benchmarks/scale_bench.py", "--windows", "6000", "--ann-min-windows", "2000")
+    assert "ANN: IVF" in out.splitlines()[0]
+    for measure in ("disk bytes per window", "open (fresh process)", "search filter 30%: recall@10 vs exact",
+                    "audit 10 labels end to end", "  floor: stream the fp16 rows once", "search process peak RSS",
+                    "CLI search, remembered text (wall)"):
+        assert any(line.startswith(measure) for line in out.splitlines()), measure
+    torch_line = next(line for line in out.splitlines() if line.startswith("torch imported by search"))
+    assert torch_line.split()[-2] == "False"  # remembered text: the search process never imports torch

@@ -41,7 +41,7 @@ def test_index_reports_counts_and_failures(indexed):
     info = json.loads(result.output)
     assert info["recordings"] == len(list(SAMPLES.iterdir())) and info["failed"] == 0 and info["failures"] == []
     assert info["windows"] == info["vectors"] > info["recordings"]
-    assert info["dim"] == 32 and info["index_factory"] == "Flat"
+    assert info["dim"] == 32 and info["index_factory"] == "exact (float16)" and info["ann"] is None
     assert "agent" in info["metadata_columns"]
 
 
@@ -164,3 +164,35 @@ def test_split_channels_index_each_side(tiny_clap_dir, tmp_path):
     assert result.exit_code == 0, result.output
     hits = json.loads(run("search", "customer", "--archive", arch, "-k", "1", "--windows", "10", "--json").output)
     assert {w["channel"] for w in hits[0]["windows"]} == {0, 1}
+
+
+PAYS_FOR_WHAT_IT_USES = """
+import sys
+from indexer.cli.main import cli
+try:
+    cli(sys.argv[1:])
+except SystemExit as exc:
+    print("exit", exc.code, file=sys.stderr)
+print("torch" in sys.modules, "transformers" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [
+    ["index", str(SAMPLES), "--raw-rate", "16000", "-q", "--model", "{model}"],  # every file unchanged
+    ["search", "someone speaking angrily", "--json"],  # words the archive remembers (searched before)
+    ["search", "--like-window", "3", "--json"],
+    ["info", "--json"],
+])
+def test_the_cli_loads_no_model_for_work_that_needs_none(indexed, tiny_clap_dir, command):
+    import subprocess
+    import sys
+
+    from indexer import Archive
+    from indexer.config import EncoderConfig
+
+    with Archive.open(indexed, encoder_config=EncoderConfig(model=str(tiny_clap_dir))) as archive:
+        archive.embed_text(["someone speaking angrily"])  # remembered from now on (as an audit would)
+    args = [a.replace("{model}", str(tiny_clap_dir)) for a in command] + ["--archive", str(indexed)]
+    done = subprocess.run([sys.executable, "-c", PAYS_FOR_WHAT_IT_USES, *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.stderr.strip().splitlines()[-1] == "False False", done.stderr[-2000:]
+    assert "exit 0" in done.stderr or "exit None" in done.stderr, done.stderr[-2000:]

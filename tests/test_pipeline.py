@@ -15,7 +15,7 @@ import pytest
 
 from indexer import Archive, IndexOptions
 from indexer.errors import ModelMismatchError
-from indexer.archive.vector_store import INDEX_FILE, VectorStore
+from indexer.archive.segments import SegmentFiles
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
 
@@ -41,15 +41,21 @@ def snapshot(directory: Path) -> dict:
             "SELECT id, path, status, error_kind, content_hash, duration_s FROM recordings ORDER BY id"
         ).fetchall()
         windows = con.execute(
-            "SELECT id, recording_id, channel, start_s, end_s, embedding FROM windows ORDER BY id"
+            "SELECT id, recording_id, channel, start_s, end_s FROM windows ORDER BY id"
         ).fetchall()
-        store_ids = np.sort(archive.store.ids())
-    on_disk = VectorStore.load(directory / INDEX_FILE)
+        store_ids = archive.store.ids()
+        vectors = archive.window_vectors([w[0] for w in windows]) if windows else np.empty((0, 0), np.float32)
+        next_id = archive.catalog.next_window_id()
+        dead = archive.catalog.dead_window_ids().tolist()
+    segments = SegmentFiles(directory, FakeEncoder().identity.dim)
+    stored_bytes = sum(s.path.stat().st_size for s in segments.committed(next_id))
     return {
         "recordings": recordings,
-        "windows": [(i, r, c, s, e, np.asarray(v, np.float32).tobytes()) for i, r, c, s, e, v in windows],
+        "windows": [(*w, v.tobytes()) for w, v in zip(windows, vectors)],
         "store_ids": store_ids.tolist(),
-        "disk_ids": np.sort(on_disk.ids()).tolist(),
+        "dead": dead,
+        "next_window_id": next_id,
+        "segment_bytes": stored_bytes,
     }
 
 
@@ -80,7 +86,7 @@ def test_index_records_failures_and_goes_on(drop, tmp_path):
         ).fetchall()
         assert spans == [(0, 10), (10, 20), (20, 25)]
     snap = snapshot(tmp_path / "arch")
-    assert snap["store_ids"] == snap["disk_ids"] == [w[0] for w in snap["windows"]]
+    assert snap["store_ids"] == [w[0] for w in snap["windows"]]
 
 
 def test_rerun_does_no_model_work(drop, tmp_path):
@@ -161,19 +167,6 @@ def test_archive_refuses_another_model(drop, tmp_path):
         Archive.open(tmp_path / "arch", encoder=FakeEncoder(revision="other-weights"))
 
 
-def test_stale_index_file_is_rebuilt_from_catalog(drop, tmp_path):
-    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
-        archive.index([drop])
-    expected = snapshot(tmp_path / "arch")
-    (tmp_path / "arch" / INDEX_FILE).unlink()
-    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), read_only=True) as archive:
-        assert np.sort(archive.store.ids()).tolist() == expected["store_ids"]
-    assert not (tmp_path / "arch" / INDEX_FILE).exists()
-    with Archive.open(tmp_path / "arch", encoder=FakeEncoder()):
-        pass
-    assert snapshot(tmp_path / "arch") == expected
-
-
 def test_window_ids_are_never_reused(drop, tmp_path):
     """Replacing the newest recording once gave its new windows its old ids; a stale index file
     could then hold a different vector under an id the catalog still has."""
@@ -187,58 +180,6 @@ def test_window_ids_are_never_reused(drop, tmp_path):
         archive.index([folder])
         after = archive.catalog.window_ids(_rec_id(archive, "b.wav"))
     assert after.min() > before.max()
-
-
-@pytest.mark.parametrize("lose_one", [False, True])
-def test_an_index_file_left_behind_is_brought_up_to_date_not_rebuilt(drop, tmp_path, monkeypatch, lose_one):
-    """What a search pays while `index` writes: the FAISS file on disk, plus what the run committed."""
-    arch = tmp_path / "arch"
-    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
-        archive.index([drop / "a.wav", drop / "b.wav"])
-    old_file, old_manifest = (arch / INDEX_FILE).read_bytes(), (arch / "manifest.json").read_text()
-    write_sequence(drop / "b.wav", [(6000, 5)])  # changed: its windows replaced
-    with Archive.open(arch, encoder=FakeEncoder()) as archive:
-        archive.index([drop])
-    expected = snapshot(arch)
-    (arch / INDEX_FILE).write_bytes(old_file)  # as if the run had not flushed yet
-    (arch / "manifest.json").write_text(old_manifest)
-    if lose_one:  # a window the file should hold but does not: fetched by id
-        stale = VectorStore.load(arch / INDEX_FILE)
-        stale.remove(np.sort(stale.ids())[:1])
-        stale.save(arch / INDEX_FILE)
-
-    def no_rebuild(self, config=None):
-        raise AssertionError("rebuilt from scratch")
-
-    monkeypatch.setattr(Archive, "rebuild_index", no_rebuild)
-    with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
-        ids, matrix = archive.store.matrix()
-        assert np.sort(ids).tolist() == expected["store_ids"]
-        np.testing.assert_array_equal(matrix, archive.catalog.vectors_for(ids, matrix.shape[1]))
-        assert archive.search("tone 6000", k=1)[0].path.endswith("b.wav")
-    with Archive.open(arch, encoder=FakeEncoder()):  # a writer saves the caught-up file
-        pass
-    assert snapshot(arch) == expected
-
-
-def test_an_index_file_from_before_unique_ids_is_rebuilt(drop, tmp_path):
-    arch = tmp_path / "arch"
-    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
-        archive.index([drop])
-        archive.catalog.con.execute("UPDATE state SET value = 1000 WHERE key = 'ids_unique_since'").fetchall()
-        archive.catalog.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'").fetchall()
-    calls = []
-    original = Archive.rebuild_index
-
-    def counted(self, config=None):
-        calls.append(1)
-        original(self, config)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Archive, "rebuild_index", counted)
-        with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
-            assert len(archive.store) == archive.catalog.window_count()
-    assert calls == [1]
 
 
 def _rec_id(archive, name):

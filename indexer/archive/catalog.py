@@ -1,8 +1,9 @@
-"""The DuckDB catalog: recordings, windows (with their vectors), metadata, and schema migrations.
+"""The DuckDB catalog: recordings, windows, metadata, and schema migrations.
 
-The catalog is the archive's single source of truth. Vectors live in the ``windows`` table next
-to the row that describes them, so every write of a recording is one transaction and the FAISS
-index can always be rebuilt from here after a crash.
+The catalog is the archive's source of truth for what exists; the vectors themselves are rows of
+the segment files (``segments``), whose window ids the catalog hands out (``next_window_id``)
+in the same transaction as the windows they belong to. An id below the counter has its vector on
+disk; a window deleted or replaced becomes a ``dead_windows`` row in that transaction too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from indexer.archive.records import KnownFile, RecordingRow, WindowRows
 from indexer.errors import ArchiveError
 
 CATALOG_FILE = "catalog.duckdb"
+VECTORS_OUT_VERSION = 6
+"""The migration that moved vectors out of ``windows.embedding`` into segment files."""
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -55,11 +58,13 @@ class Catalog:
     # --- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: Path | None, read_only: bool = False, wait_s: float = LOCK_WAIT_S) -> "Catalog":
-        """Open (and migrate) the catalog in ``directory``; ``None`` gives an in-memory catalog."""
+    def open(cls, directory: Path | None, read_only: bool = False, wait_s: float = LOCK_WAIT_S,
+             migrate: bool = True) -> "Catalog":
+        """Open (and unless told otherwise, migrate) the catalog in ``directory``; ``None`` gives an
+        in-memory catalog."""
         path = None if directory is None else Path(directory) / CATALOG_FILE
         catalog = cls(connect(path, read_only, wait_s), path, read_only)
-        if not read_only:
+        if migrate and not read_only:
             catalog.migrate()
         return catalog
 
@@ -116,7 +121,8 @@ class Catalog:
         return bool(self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])[0])
 
     def migrate(self) -> None:
-        """Apply numbered migrations not yet applied, each in its own transaction."""
+        """Apply numbered migrations not yet applied, each in its own transaction (after its
+        Python step, if it has one, which must be safe to repeat)."""
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
         )
@@ -124,10 +130,24 @@ class Catalog:
         for version, sql in _migrations():
             if version <= current:
                 continue
+            dead = self._vectors_out() if version == VECTORS_OUT_VERSION else None
             with self.transaction():
                 self.con.execute(sql)
+                if dead is not None and len(dead):
+                    self.mark_dead(dead)
                 self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
                 self._refresh_view()
+
+    def needs_migration(self) -> bool:
+        return self.schema_version() < max(version for version, _ in _migrations())
+
+    def _vectors_out(self) -> np.ndarray:
+        """Migration 006's Python step: the vectors move to segment files (an in-memory catalog has none)."""
+        if self.path is None:
+            return np.empty(0, np.int64)
+        from indexer.archive.vector_migration import move_vectors
+
+        return move_vectors(self.con, self.path.parent)
 
     # --- generation ----------------------------------------------------------------------------
 
@@ -140,7 +160,22 @@ class Catalog:
         return int(self.one("SELECT value FROM state WHERE key = 'ids_unique_since'")[0])
 
     def all_window_ids(self) -> np.ndarray:
-        return self.con.sql("SELECT id FROM windows").fetchnumpy()["id"].astype(np.int64)
+        return self.con.sql("SELECT id FROM windows ORDER BY id").fetchnumpy()["id"].astype(np.int64)
+
+    def next_window_id(self) -> int:
+        """Every id below this has its vector in the segment files."""
+        return int(self.one("SELECT value FROM state WHERE key = 'next_window_id'")[0])
+
+    def dead_window_ids(self) -> np.ndarray:
+        return self.con.sql("SELECT id FROM dead_windows ORDER BY id").fetchnumpy()["id"].astype(np.int64)
+
+    def mark_dead(self, window_ids: np.ndarray) -> None:
+        if len(window_ids):
+            self.con.register("_dead", pa.table({"id": pa.array(np.asarray(window_ids, np.int64))}))
+            try:
+                self.con.execute("INSERT INTO dead_windows SELECT id FROM _dead ON CONFLICT DO NOTHING")
+            finally:
+                self.con.unregister("_dead")
 
     def bump_generation(self) -> None:
         self.con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
@@ -178,42 +213,20 @@ class Catalog:
         ).fetchnumpy()
         return rows["id"].astype(np.int64)
 
-    def iter_vectors(self, dim: int, after_id: int = 0, chunk: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, vectors) of the windows with ids above ``after_id``, in storage order (which is id
-        order: ids only grow), streamed from one scan, for building the vector index. The catalog
-        cannot be used until the iteration ends."""
-        for batch in self.con.sql(f"SELECT id, embedding FROM windows WHERE id > {int(after_id)}").to_arrow_reader(chunk):
-            ids = batch.column(0).to_numpy().astype(np.int64)
-            flat = batch.column(1).flatten().to_numpy()
-            if len(flat) != len(ids) * dim:
-                raise ArchiveError(f"The catalog holds vectors that are not {dim}-dimensional; it was not written by this archive's model.")
-            yield ids, np.ascontiguousarray(flat.reshape(-1, dim), dtype=np.float32)
-
-    def vectors_for(self, window_ids: Sequence[int], dim: int) -> np.ndarray:
-        """The vectors of ``window_ids``, in that order (a join returns rows in no promised order)."""
-        wanted = np.asarray(window_ids, dtype=np.int64)
-        self.con.register("_wanted", pa.table({"id": pa.array(wanted), "position": pa.array(np.arange(len(wanted)))}))
-        try:
-            table = self.con.sql(
-                f"SELECT w.embedding::FLOAT[{int(dim)}] AS e FROM _wanted JOIN windows w USING (id) ORDER BY position"
-            ).to_arrow_table()
-        finally:
-            self.con.unregister("_wanted")
-        if table.num_rows != len(wanted):
-            raise ArchiveError("Some requested windows are not in the catalog.")
-        return table.column("e").combine_chunks().flatten().to_numpy().reshape(-1, dim).astype(np.float32)
-
     # --- writes --------------------------------------------------------------------------------
 
     def save_recording(
-        self, row: RecordingRow, windows: WindowRows | None, copy_from: int | None = None
+        self, row: RecordingRow, windows: WindowRows | None, first_id: int, copy_from: int | None = None
     ) -> tuple[int, np.ndarray, np.ndarray]:
-        """Insert or replace one recording and its windows atomically.
+        """Insert or replace one recording and its windows atomically; the windows' vectors are
+        already in the segment files from ``first_id`` on (so the counter must still be there).
 
-        Returns (recording id, removed window ids, added window ids) so the caller can mirror the
-        change in the vector index. ``copy_from`` reuses another recording's windows (same content).
+        Returns (recording id, removed window ids, added window ids). ``copy_from`` gives the new
+        windows another recording's rows (same content; its vectors were copied the same way).
         """
         with self.transaction():
+            if self.next_window_id() != first_id:
+                raise ArchiveError("Another process wrote this archive meanwhile; run again.")
             existing = self.one("SELECT id FROM recordings WHERE path = ?", [row.path])
             if existing is None:
                 rec_id = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
@@ -221,14 +234,15 @@ class Catalog:
             else:
                 rec_id = int(existing[0])
                 removed = self.window_ids(rec_id)
+                self.mark_dead(removed)
                 self.con.execute("DELETE FROM windows WHERE recording_id = ?", [rec_id])
                 self.con.execute("DELETE FROM recordings WHERE id = ?", [rec_id])
             self._insert_recording(rec_id, row)
-            first = int(self.one("SELECT value FROM state WHERE key = 'next_window_id'")[0])
+            first = first_id
             if copy_from is not None:
                 self.con.execute(
                     "INSERT INTO windows SELECT row_number() OVER (ORDER BY id) + ? - 1, ?, channel, start_s, end_s,"
-                    " rms_db, peak, clipped_fraction, silent_fraction, embedding FROM windows WHERE recording_id = ?",
+                    " rms_db, peak, clipped_fraction, silent_fraction FROM windows WHERE recording_id = ?",
                     [first, rec_id, copy_from],
                 )
                 count = int(self.one("SELECT count(*) FROM windows WHERE recording_id = ?", [rec_id])[0])
@@ -240,6 +254,43 @@ class Catalog:
             self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first + count])
             self.bump_generation()
         return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
+
+    def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows], first_id: int) -> np.ndarray:
+        """Insert many new recordings and their windows in one transaction (bulk imports: a few
+        rows each would otherwise cost a transaction apiece); their vectors are in the segment
+        files from ``first_id`` on. Returns the recordings' ids."""
+        with self.transaction():
+            if self.next_window_id() != first_id:
+                raise ArchiveError("Another process wrote this archive meanwhile; run again.")
+            paths = [row.path for row in rows]
+            taken = self.one("SELECT count(*) FROM recordings WHERE list_contains(?, path)", [paths])[0]
+            if taken or len(set(paths)) != len(paths):
+                raise ArchiveError("Some of these recordings are in the archive already; index them instead.")
+            start = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
+            ids = np.arange(start, start + len(rows), dtype=np.int64)
+            columns = {f: [getattr(row, f) for row in rows] for f in RecordingRow.__dataclass_fields__}
+            recordings = pa.table({"id": ids, "file_name": [Path(p).name for p in paths], **columns})
+            counts = np.array([len(w) for w in windows], np.int64)
+            cat = lambda name, kind: np.concatenate([np.asarray(getattr(w, name), kind) for w in windows]) if windows else np.empty(0, kind)  # noqa: E731
+            total = int(counts.sum())
+            table = pa.table({
+                "id": np.arange(first_id, first_id + total, dtype=np.int64), "recording_id": np.repeat(ids, counts),
+                "channel": cat("channel", np.int16), "start_s": cat("start_s", np.float64), "end_s": cat("end_s", np.float64),
+                "rms_db": cat("rms_db", np.float64), "peak": cat("peak", np.float64),
+                "clipped_fraction": cat("clipped_fraction", np.float64), "silent_fraction": cat("silent_fraction", np.float64),
+            })  # fmt: skip
+            names = ", ".join(recordings.column_names)
+            self.con.register("_new_recordings", recordings)
+            self.con.register("_new_windows", table)
+            try:
+                self.con.execute(f"INSERT INTO recordings ({names}, indexed_at) SELECT {names}, now() FROM _new_recordings")
+                self.con.execute("INSERT INTO windows SELECT * FROM _new_windows")
+            finally:
+                self.con.unregister("_new_recordings")
+                self.con.unregister("_new_windows")
+            self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first_id + total])
+            self.bump_generation()
+        return ids
 
     def touch(self, recording_id: int, size_bytes: int, mtime: float) -> None:
         """A file whose bytes are unchanged but whose mtime moved: remember the new stat only."""
@@ -255,6 +306,7 @@ class Catalog:
             removed = self.con.execute(
                 "SELECT id FROM windows WHERE list_contains(?, recording_id) ORDER BY id", [ids]
             ).fetchnumpy()["id"].astype(np.int64)
+            self.mark_dead(removed)
             self.con.execute("DELETE FROM windows WHERE list_contains(?, recording_id)", [ids])
             self.con.execute("DELETE FROM recordings WHERE list_contains(?, id)", [ids])
             self.bump_generation()
@@ -274,7 +326,7 @@ class Catalog:
         )
 
     def _insert_windows(self, first_id: int, rec_id: int, w: WindowRows) -> None:
-        n, dim = w.vectors.shape
+        n = len(w)
         table = pa.table(
             {
                 "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
@@ -286,9 +338,6 @@ class Catalog:
                 "peak": pa.array(np.asarray(w.peak, dtype=np.float64)),
                 "clipped_fraction": pa.array(np.asarray(w.clipped_fraction, dtype=np.float64)),
                 "silent_fraction": pa.array(np.asarray(w.silent_fraction, dtype=np.float64)),
-                "embedding": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.ascontiguousarray(w.vectors, dtype=np.float32).ravel()), dim
-                ),
             }
         )
         self.con.register("_new_windows", table)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from indexer.archive.durable import replace_atomically
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
 from indexer.errors import ArchiveError, ModelMismatchError
 
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: vectors in segment files (catalog migration 006); a soundtrace that knows only 1 must not open it."""
 
 
 def _versions() -> dict[str, str]:
@@ -36,8 +37,6 @@ class Manifest:
     window_s: float
     hop_s: float
     min_tail_s: float
-    index_factory: str
-    index_generation: int = -1
     logit_scale: float | None = None
     """CLAP's learned temperature, so audits whose text the catalog remembers need no model (None:
     an archive from before it was recorded; the model says)."""
@@ -46,7 +45,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     @classmethod
-    def new(cls, identity: ModelIdentity, windows: WindowConfig, index_factory: str, logit_scale: float) -> "Manifest":
+    def new(cls, identity: ModelIdentity, windows: WindowConfig, logit_scale: float) -> "Manifest":
         return cls(
             model_id=identity.model_id,
             revision=identity.revision,
@@ -54,7 +53,6 @@ class Manifest:
             window_s=windows.length_s,
             hop_s=windows.hop_s,
             min_tail_s=windows.min_tail_s,
-            index_factory=index_factory,
             logit_scale=float(logit_scale),
         )
 
@@ -82,16 +80,13 @@ class Manifest:
                 f"{windows.length_s:g} s / {windows.hop_s:g} s would mix two kinds of vectors — use a new --archive directory."
             )
 
-    def with_generation(self, generation: int) -> "Manifest":
-        return replace(self, index_generation=generation, versions=_versions())
+    def upgraded(self) -> "Manifest":
+        """This manifest at the current format, with the versions that wrote it."""
+        return replace(self, format_version=FORMAT_VERSION, versions=_versions())
 
     def save(self, directory: Path) -> None:
-        path = Path(directory) / MANIFEST_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        replace_atomically(Path(directory) / MANIFEST_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, directory: Path) -> "Manifest":

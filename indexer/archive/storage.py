@@ -1,14 +1,14 @@
-"""An archive directory on disk: the catalog, the vector index and the manifest, kept consistent.
+"""An archive directory on disk: the catalog, the vector segments, the ANN index and the manifest.
 
 This layer knows no model: a new archive is told the identity of the model that will fill it
 (``NewArchive``), and vectors arrive already computed. ``indexer.session`` adds the model.
 
-Every change goes to the catalog first (one transaction per recording), then to the in-memory
-vector index; ``flush`` writes the index atomically and records in the manifest which catalog
-generation it reflects. The index file is never trusted: on open its window ids are compared
-with the catalog's and whatever differs (a crash between the two writes, a run still going) is
-brought up to date from the catalog's vectors, so a killed run loses nothing. One process
-writes at a time (``locks.WriterLock``): a second ``index`` is refused with one sentence.
+A recording's vectors are appended to the segment files and fsynced, then one catalog
+transaction records the recording, its windows and the id counter that vouches for those rows;
+a run killed between the two leaves rows nobody counts, which the next writer cuts off. Readers
+open the segments by memory-mapping (``VectorStore``), in time independent of the archive's
+size, and reopen them when the catalog's generation moves. One process writes at a time
+(``locks.WriterLock``): a second ``index`` is refused with one sentence.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.archive import ann_build
+from indexer.archive.ann import AnnRecord
 from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
 from indexer.archive.records import RecordingRow, WindowRows
-from indexer.archive.vector_store import INDEX_FILE, StoreConfig, VectorStore
+from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
+from indexer.archive.vector_store import StoreConfig, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
 from indexer.errors import ArchiveError, ArchiveNotFoundError
@@ -65,6 +68,7 @@ class ArchiveInfo:
     window_s: float
     hop_s: float
     index_factory: str
+    ann: AnnRecord | None
     disk_bytes: int
     metadata_columns: list[str]
     last_indexed_at: datetime | None
@@ -72,21 +76,19 @@ class ArchiveInfo:
 
 
 class ArchiveStorage:
-    """The archive's files: every vector the index holds is a window row of the catalog, and back."""
+    """The archive's files: every live window of the catalog has its row in the segment files."""
 
     def __init__(self, directory: Path, catalog: Catalog, manifest: Manifest, read_only: bool, store_config: StoreConfig):
         self.directory = directory
         self.catalog = catalog
         self.manifest = manifest
-        self.store = VectorStore.empty(manifest.dim, store_config)
         self.read_only = read_only
+        self.store_config = store_config
+        self.segment_files = SegmentFiles(directory, manifest.dim)
         self._writer = WriterLock(directory)
+        self._store: VectorStore | None = None
         self._store_generation = -1
-        """The catalog generation the in-memory vector index reflects."""
-        self._file_stale = False
-        """The in-memory index holds other windows than the index file."""
-        self._manifest_stale = False
-        """The manifest names another generation than ``_store_generation``."""
+        """The catalog generation ``_store`` was opened at."""
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -112,9 +114,9 @@ class ArchiveStorage:
         directory = Path(directory).expanduser().resolve()
         if cls.exists(directory):
             manifest = Manifest.load(directory)
-            catalog = Catalog.open(directory, read_only=read_only)
+            catalog = _open_catalog(directory, read_only)
         elif new is not None:
-            catalog, manifest = _create(directory, new, store_config)
+            catalog, manifest = _create(directory, new)
         else:
             raise ArchiveNotFoundError(
                 f"No soundtrace archive at {directory}; run `soundtrace index FOLDER --archive {directory}` first."
@@ -124,81 +126,39 @@ class ArchiveStorage:
                 manifest.check_model(identity)
             if windows is not None:
                 manifest.check_windows(windows)
-            store_config = StoreConfig(factory=manifest.index_factory, gpu=store_config.gpu)
             archive = cls(directory, catalog, manifest, read_only, store_config, **extra)
-            archive._load_store(store_config)
         except Exception:
             catalog.close()
             raise
         return archive
 
-    def _load_store(self, config: StoreConfig) -> None:
-        """The FAISS file, made to agree with the catalog; rebuilt from the catalog when it is
-        missing, unreadable, of another dimension or older than unique window ids."""
-        path = self.directory / INDEX_FILE
-        store = None
-        if path.exists() and self.manifest.index_generation >= self.catalog.ids_unique_since():
-            try:
-                store = VectorStore.load(path, config)
-            except Exception:  # noqa: BLE001 - truncated or foreign: the catalog has every vector
-                store = None
-        if store is None or store.dim != self.manifest.dim:
-            self.rebuild_index(config)
-        else:
-            self._sync(store, self.manifest.index_generation)
-
-    def _sync(self, store: VectorStore, reflects: int) -> None:
-        """Make ``store`` hold exactly the catalog's windows: drop the ids the catalog no longer has,
-        add the ones it lacks. Ids are never reused, so an id both hold is the same vector, and
-        windows written later have higher ids (read in one scan; any other missing id by id)."""
+    @property
+    def store(self) -> VectorStore:
+        """The committed vectors, reopened (a few memory maps) when the catalog has moved on."""
         generation = self.catalog.generation()
-        held, current = store.ids(), self.catalog.all_window_ids()
-        gone = np.setdiff1d(held, current)
-        missing = np.setdiff1d(current, held)
-        store.remove(gone)
-        newest = int(held.max(initial=0))
-        stray = missing[missing <= newest]
-        if len(stray):
-            store.add(stray, self.catalog.vectors_for(stray, self.manifest.dim))
-        if len(missing) > len(stray):
-            for ids, vectors in self.catalog.iter_vectors(self.manifest.dim, after_id=newest):
-                store.add(ids, vectors)
-        if len(store) != len(current):  # an id held twice: nothing to repair from, start over
-            self.rebuild_index(store.config)
-            return
-        self.store, self._store_generation = store, generation
-        self._file_stale |= bool(len(gone) or len(missing))
-        self._manifest_stale |= self._file_stale or reflects != generation
-        self.flush()
+        if self._store is None or generation != self._store_generation:
+            self._store = VectorStore.open(
+                self.directory, self.manifest.dim, self.catalog.next_window_id(), self.catalog.dead_window_ids(),
+                self.store_config,
+            )
+            self._store_generation = generation
+        return self._store
 
     def refresh(self) -> None:
-        """Bring the in-memory index up to date with what other processes committed since it loaded."""
-        if self.catalog.generation() != self._store_generation:
-            self._sync(self.store, self._store_generation)
-
-    def rebuild_index(self, config: StoreConfig | None = None) -> None:
-        """Recreate the vector index from the catalog's vectors (the source of truth)."""
-        generation = self.catalog.generation()
-        store = VectorStore.empty(self.manifest.dim, config or self.store.config)
-        for ids, vectors in self.catalog.iter_vectors(self.manifest.dim):
-            store.add(ids, vectors)
-        self.store, self._store_generation = store, generation
-        self._file_stale = self._manifest_stale = True
-        self.flush()
+        """Pick up what other processes committed (the next use of ``store`` does it anyway)."""
+        self._store = None
 
     @property
     def generation(self) -> int:
-        """The catalog generation this archive's vector index reflects (a cache key for readers)."""
+        """The catalog generation the vectors were read at (a cache key for readers)."""
+        self.store
         return self._store_generation
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.catalog.close()
         finally:
-            try:
-                self.catalog.close()
-            finally:
-                self._writer.release()
+            self._writer.release()
 
     def __enter__(self):
         return self
@@ -217,73 +177,79 @@ class ArchiveStorage:
     # --- writes (used by the pipeline) -----------------------------------------------------------
 
     def save_recording(self, row: RecordingRow, windows: WindowRows | None = None, copy_from: int | None = None) -> int:
+        """Vectors to the segments (durably), then the catalog transaction that vouches for them."""
         self.begin_write()
-        rec_id, removed, added = self.catalog.save_recording(row, windows, copy_from=copy_from)
-        self.store.remove(removed)
+        first = self.catalog.next_window_id()
+        if copy_from is not None:
+            vectors = self.store.vectors(self.catalog.window_ids(copy_from))
+        else:
+            vectors = windows.vectors if windows is not None and len(windows) else None
+        if vectors is not None and len(vectors):
+            self.segment_files.append(first, vectors, self.segment_files.committed(first))
+        rec_id, _, added = self.catalog.save_recording(row, windows, first, copy_from=copy_from)
         if len(added):
-            vectors = windows.vectors if copy_from is None else self.catalog.vectors_for(added, self.manifest.dim)
-            self.store.add(added, vectors)
-        self._wrote(vectors_changed=bool(len(removed) or len(added)))
+            self.segment_files.mark_committed(first + len(added))
         return rec_id
+
+    def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows]) -> np.ndarray:
+        """Many new recordings at once (an import of vectors computed elsewhere), the same way:
+        vectors first, then one transaction. Returns their ids."""
+        self.begin_write()
+        first = self.catalog.next_window_id()
+        vectors = [w.vectors for w in windows if len(w)]
+        if vectors:
+            self.segment_files.append(first, np.concatenate(vectors), self.segment_files.committed(first))
+        ids = self.catalog.add_recordings(rows, windows, first)
+        self.segment_files.mark_committed(self.catalog.next_window_id())
+        return ids
 
     def delete_recordings(self, recording_ids: Sequence[int]) -> int:
         self.begin_write()
-        removed = self.catalog.delete_recordings(recording_ids)
-        self.store.remove(removed)
-        self._wrote(vectors_changed=bool(len(removed)))
-        return len(removed)
+        return len(self.catalog.delete_recordings(recording_ids))
 
     def import_metadata(self, csv_path: Path) -> int:
         """Merge a metadata CSV (``Catalog.import_metadata``); returns the rows read."""
         self.begin_write()
-        rows = self.catalog.import_metadata(csv_path)
-        self._wrote(vectors_changed=False)
-        return rows
+        return self.catalog.import_metadata(csv_path)
 
     def begin_write(self) -> None:
-        """Take the writer lock (held until ``end_write`` or close); what other processes committed
-        before we had it is folded into the in-memory index first."""
+        """Take the writer lock (held until ``end_write`` or close), and cut off rows a killed run
+        wrote but never committed."""
         if self.read_only:
             raise ArchiveError("This archive was opened read-only.")
         if not self._writer.held:
             self._writer.acquire()
+            self.segment_files.discard_uncommitted(self.catalog.next_window_id())
             self.refresh()
 
     def end_write(self) -> None:
-        """Save the index file and let other writers in."""
+        """Let other writers in."""
+        self._writer.release()
+
+    def maintain_ann(self, progress: ann_build.Progress | None = None) -> AnnRecord | None:
+        """After an indexing run: build, extend or drop the ANN index as the archive's size asks
+        (built aside and swapped in; searches meanwhile use the previous one)."""
+        store = self.store
+        if ann_build.plan(store, self.store_config) in ("none", "keep"):
+            return store.ann.record if store.ann else None
+        self.begin_write()
+        remembered = self.remembered_text_vectors()
+        self.catalog.yield_lock()  # the build reads only the segment files: readers may use the catalog
         try:
-            self.flush()
+            return ann_build.maintain(self.directory, store, remembered, self.store_config, progress or ann_build._no_progress)
         finally:
-            self._writer.release()
+            self.refresh()
 
-    def _wrote(self, vectors_changed: bool) -> None:
-        """Under the writer lock nobody else changes windows, so the index reflects the catalog now."""
-        self._store_generation = self.catalog.generation()
-        self._file_stale |= vectors_changed
-        self._manifest_stale = True
-
-    def flush(self) -> None:
-        """Write the vector index atomically (when its windows changed), then record in the
-        manifest the generation it reflects.
-
-        Only a writer does this. A process without the writer lock takes it for the write if it
-        is free, and writes only if no writer has saved a file as new as its own since it read
-        the manifest; when another process holds the lock, the file is left to it."""
-        if self.read_only or not (self._file_stale or self._manifest_stale):
-            return
-        writing = self._writer.held
-        with self._writer.briefly() as ours:
-            if not ours:
-                return
-            on_disk = Manifest.load(self.directory).index_generation
-            if not writing and on_disk != self.manifest.index_generation and on_disk >= self._store_generation:
-                self._file_stale = self._manifest_stale = False  # a writer saved one as new since we read it
-                return
-            if self._file_stale:
-                self.store.save(self.directory / INDEX_FILE)
-            self.manifest = self.manifest.with_generation(self._store_generation)
-            self.manifest.save(self.directory)
-            self._file_stale = self._manifest_stale = False
+    def remembered_text_vectors(self) -> np.ndarray:
+        """Text vectors this archive's model made (remembered label texts): sample queries for recall."""
+        if not self.catalog.has_table("text_vectors"):
+            return np.empty((0, self.manifest.dim), np.float32)
+        rows = self.catalog.con.execute(  # the model key is "id@revision"; the id is however it was loaded
+            "SELECT vector FROM text_vectors WHERE suffix(model_key, ?) ORDER BY created_at DESC, text LIMIT 100",
+            [f"@{self.manifest.revision}"],
+        ).fetchall()
+        vectors = [np.asarray(r[0], np.float32) for r in rows if len(r[0]) == self.manifest.dim]
+        return np.stack(vectors) if vectors else np.empty((0, self.manifest.dim), np.float32)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -299,20 +265,41 @@ class ArchiveStorage:
                 "SELECT path, error_kind, error FROM recordings WHERE status = 'failed' ORDER BY path"
             ).fetchall()
         ]
-        disk = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        disk = sum(p.stat().st_size for folder in (self.directory, self.directory / SEGMENTS_DIR)
+                   if folder.is_dir() for p in folder.iterdir() if p.is_file())
+        store = self.store
         m = self.manifest
         return ArchiveInfo(
             directory=self.directory, recordings=int(indexed), failed=int(failed), hours=float(seconds) / 3600,
-            windows=self.catalog.window_count(), vectors=len(self.store), model_id=m.model_id, revision=m.revision,
-            dim=m.dim, window_s=m.window_s, hop_s=m.hop_s, index_factory=m.index_factory, disk_bytes=disk,
+            windows=self.catalog.window_count(), vectors=len(store), model_id=m.model_id, revision=m.revision,
+            dim=m.dim, window_s=m.window_s, hop_s=m.hop_s,
+            index_factory=store.ann.record.factory if store.ann else "exact (float16)",
+            ann=store.ann.record if store.ann else None, disk_bytes=disk,
             metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
         )
 
     def window_vectors(self, window_ids: Sequence[int]) -> np.ndarray:
-        return self.catalog.vectors_for(window_ids, self.manifest.dim)
+        """The stored vectors of ``window_ids``, in that order (float32)."""
+        try:
+            return self.store.vectors(window_ids)
+        except KeyError:
+            raise ArchiveError("Some requested windows are not in the archive.") from None
 
 
-def _create(directory: Path, new: NewArchive, store_config: StoreConfig) -> tuple[Catalog, Manifest]:
+def _open_catalog(directory: Path, read_only: bool) -> Catalog:
+    """The catalog, migrated first (under the writer lock, whoever opens it) if it is older than
+    this code: a migration moves vectors, which only the writer may do."""
+    catalog = Catalog.open(directory, read_only=read_only, migrate=False)
+    if not catalog.needs_migration():
+        return catalog
+    catalog.close()
+    with WriterLock(directory):
+        Catalog.open(directory).close()
+        Manifest.load(directory).upgraded().save(directory)
+    return Catalog.open(directory, read_only=read_only, migrate=False)
+
+
+def _create(directory: Path, new: NewArchive) -> tuple[Catalog, Manifest]:
     """A new archive's catalog and manifest, made under the writer lock (two first runs at once)."""
     directory.mkdir(parents=True, exist_ok=True)
     with WriterLock(directory):
@@ -322,7 +309,7 @@ def _create(directory: Path, new: NewArchive, store_config: StoreConfig) -> tupl
                 return catalog, Manifest.load(directory)
             if catalog.window_count():
                 raise ArchiveError(f"{directory} holds a catalog without a manifest; it is not a usable archive.")
-            manifest = Manifest.new(new.identity, new.windows, store_config.factory, new.logit_scale)
+            manifest = Manifest.new(new.identity, new.windows, new.logit_scale)
             manifest.save(directory)
         except BaseException:
             catalog.close()

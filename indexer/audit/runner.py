@@ -17,8 +17,9 @@ import numpy as np
 
 from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import LabelSet
-from indexer.audit.scoring import AuditScores, LabelVectors, WindowTable, score_archive
+from indexer.audit.scoring import AuditScores, LabelVectors, WindowTable, label_queries, score_similarity
 from indexer.embedding import l2_normalise
+from indexer.errors import ArchiveError
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import allowed_window_ids
 from indexer.session import Session
@@ -49,41 +50,71 @@ def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: Label
     )
 
 
+BLOCK_ROWS = 16_384
+"""Stored rows converted and multiplied at a time. Blocks are aligned to the segment files, so a
+window is always scored in the same block and a standing audit's few recordings get exactly the
+scores a full run gives them."""
+
+
 def collect_windows(
     archive: Session, filters: SearchFilters = SearchFilters(), recording_ids: np.ndarray | None = None
-) -> tuple[np.ndarray, WindowTable]:
-    """The stored vectors and their window rows, aligned, optionally filtered; a view when unfiltered."""
-    ids, matrix = archive.store.matrix()
+) -> WindowTable:
+    """The window rows an audit scores (optionally filtered), each recording's rows contiguous."""
     table = archive.catalog.con.execute(
         "SELECT id, recording_id, start_s, end_s, channel FROM windows ORDER BY id"
     ).fetchnumpy()
-    at = np.searchsorted(table["id"], ids)
     windows = WindowTable(
-        ids=ids, recording=table["recording_id"][at].astype(np.int64), start_s=table["start_s"][at],
-        end_s=table["end_s"][at], channel=table["channel"][at],
+        ids=table["id"].astype(np.int64), recording=table["recording_id"].astype(np.int64), start_s=table["start_s"],
+        end_s=table["end_s"], channel=table["channel"],
     )
     keep = None
     allowed = allowed_window_ids(archive, filters)
     if allowed is not None:
-        keep = np.isin(ids, allowed, assume_unique=True)
+        keep = np.isin(windows.ids, allowed, assume_unique=True)
     if recording_ids is not None:
         chosen = np.isin(windows.recording, recording_ids)
         keep = chosen if keep is None else keep & chosen
     runs = 1 + np.count_nonzero(np.diff(windows.recording))
-    if len(ids) and runs != len(np.unique(windows.recording)):
+    if len(windows.ids) and runs != len(np.unique(windows.recording)):
         order = np.argsort(windows.recording, kind="stable")  # a recording's windows must be contiguous
         keep = order if keep is None else order[keep[order]]
     if keep is None:
-        return matrix, windows
-    return np.ascontiguousarray(matrix[keep]), WindowTable(*(getattr(windows, f)[keep] for f in WindowTable.__dataclass_fields__))
+        return windows
+    return WindowTable(*(getattr(windows, f)[keep] for f in WindowTable.__dataclass_fields__))
+
+
+def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) -> np.ndarray:
+    """``queries @ vectors.T`` for the windows of ``windows`` (in its column order), streamed
+    from the stored float16 rows one aligned block at a time; float16 to float32 is exact, so this
+    is float32 arithmetic on the stored values."""
+    out = np.empty((len(queries), len(windows.ids)), np.float32)
+    if not len(windows.ids):
+        return out
+    order = np.argsort(windows.ids, kind="stable")
+    wanted = windows.ids[order]
+    product = _device_product(archive)
+    block = np.empty((BLOCK_ROWS, queries.shape[1]), np.float32)
+    queries = np.ascontiguousarray(queries, np.float32)
+    for ids, rows in archive.store.blocks(BLOCK_ROWS):
+        lo, hi = np.searchsorted(wanted, [ids[0], ids[-1] + 1])
+        if lo == hi:
+            continue
+        converted = block[: len(rows)]
+        np.copyto(converted, rows)
+        scores = product(converted, queries) if product is not None else queries @ converted.T
+        at = np.searchsorted(ids, wanted[lo:hi])
+        if (at >= len(ids)).any() or (ids[np.minimum(at, len(ids) - 1)] != wanted[lo:hi]).any():
+            raise ArchiveError("Some windows of the catalog have no stored vector; the archive's vector files are damaged.")
+        out[:, order[lo:hi]] = scores[:, at]
+    return out
 
 
 def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
           recording_ids: np.ndarray | None = None) -> AuditScores:
-    matrix, windows = collect_windows(archive, filters, recording_ids)
+    windows = collect_windows(archive, filters, recording_ids)
     vectors = label_vectors(archive.embed_text, labelset)
-    return score_archive(matrix, windows, vectors, labelset, archive.logit_scale, archive.manifest.hop_s,
-                         product=_device_product(archive))
+    similarity = similarities(archive, label_queries(vectors), windows)
+    return score_similarity(similarity, windows, vectors, labelset, archive.logit_scale, archive.manifest.hop_s)
 
 
 def _device_product(archive: Session):

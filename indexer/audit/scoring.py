@@ -127,16 +127,28 @@ def score_archive(
     matrix: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
     product: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> AuditScores:
-    """``product(matrix, queries)`` computes ``queries @ matrix.T`` elsewhere (a GPU); numpy by default.
+    """``product(matrix, queries)`` computes ``queries @ matrix.T`` elsewhere (a GPU); numpy by default."""
+    queries = label_queries(labels)
+    # one BLAS call for the whole matrix: blocked calls can round rows differently
+    similarity = product(matrix, queries) if product is not None else queries @ matrix.T  # (queries, windows)
+    return score_similarity(similarity, windows, labels, labelset, logit_scale, hop_s)
+
+
+def label_queries(labels: LabelVectors) -> np.ndarray:
+    """The rows a similarity matrix is computed for: the labels, then the excluded concepts."""
+    return np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
+
+
+def score_similarity(
+    similarity: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
+) -> AuditScores:
+    """The audit from ``label_queries(labels) @ vectors.T`` (one column per window of ``windows``).
 
     The per-window arithmetic is label-major (labels x windows), so every per-label step runs
     along contiguous memory and every step across labels is an elementwise pass over a few rows.
     """
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
-    queries = np.concatenate([labels.vectors, labels.exclusions]).astype(np.float32)
-    # one BLAS call for the whole matrix: blocked calls can round rows differently
-    similarity = product(matrix, queries) if product is not None else queries @ matrix.T  # (queries, windows)
     n = similarity.shape[1]
     has_exclusions = any(labels.excluded_by)
     scores = np.empty((n_labels, n), np.float32) if has_exclusions else similarity[:n_labels]
@@ -201,10 +213,18 @@ def score_archive(
         flagged_windows=flagged_windows,
         flagged_seconds=flagged_seconds,
         flagged=flagged_windows > 0,
-        is_best=best == best.max(axis=1, keepdims=True),
+        is_best=_first_best(best),
         cutoffs=cutoffs,
-        windows_scored=int(matrix.shape[0]),
+        windows_scored=int(n),
     )
+
+
+def _first_best(best: np.ndarray) -> np.ndarray:
+    """(recordings, labels) mask of each recording's best label, the first listed on a tie."""
+    mask = np.zeros(best.shape, bool)
+    if best.size:
+        mask[np.arange(best.shape[0]), best.argmax(axis=1)] = True
+    return mask
 
 
 def _first_winner(scores: np.ndarray) -> np.ndarray:

@@ -34,6 +34,19 @@ class IndexRequest:
             raise click.BadParameter(str(exc)) from None
 
 
+def check_model_folder(directory: Path, model: str | None) -> None:
+    """ModelMismatchError now, not at the first changed file, when --model names a saved folder
+    whose weights are not the archive's (a hub id is checked when it loads)."""
+    from indexer.archive.manifest import Manifest
+    from indexer.embedding import ModelIdentity
+    from indexer.model.revision import folder_revision
+
+    revision = folder_revision(model)
+    if revision is not None:
+        manifest = Manifest.load(directory.resolve())
+        manifest.check_model(ModelIdentity(str(model), revision, manifest.dim))
+
+
 EXIT_SOME_FAILED = 3
 """The run finished and recorded every file, but some failed (their reasons are printed)."""
 
@@ -67,7 +80,6 @@ def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
     from indexer.audit.labelset_yaml import load_labelset
     from indexer.audit.runner import start_standing_audit
     from indexer.indexing.pipeline import IndexOptions
-    from indexer.model.loading import load_encoder
 
     directory = (archive_dir or default_archive_dir()).expanduser()
     windows = request.windows()
@@ -77,7 +89,13 @@ def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
     labelsets = [load_labelset(f) for f in request.audit_files]
     Archive.check_no_writer(directory)  # refuse before the model loads, not after
     is_new = not (directory / MANIFEST_FILE).exists()
-    encoder = load_encoder(with_default_model(encoder_config)) if is_new or encoder_config.model else None
+    if is_new:
+        from indexer.model.loading import load_encoder
+
+        encoder = load_encoder(with_default_model(encoder_config))
+    else:  # loaded only when a file needs it: a re-run over unchanged files loads no model
+        encoder = None
+        check_model_folder(directory, encoder_config.model)
     with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
         options = IndexOptions(
             decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,

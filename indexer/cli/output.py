@@ -252,7 +252,7 @@ def print_info(console: Console, info) -> None:
         ("audio", f"{info.hours:.2f} h"),
         ("windows", f"{info.windows} ({info.window_s:g} s, hop {info.hop_s:g} s); {info.vectors} vectors in the index"),
         ("model", f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)"),
-        ("index", info.index_factory),
+        ("index", _index_line(info)),
         ("metadata", shown(", ".join(info.metadata_columns)) or "none"),
         ("last indexed", f"{info.last_indexed_at:%Y-%m-%d %H:%M:%S}" if info.last_indexed_at else "never"),
         ("size on disk", format_bytes(info.disk_bytes)),
@@ -264,6 +264,16 @@ def print_info(console: Console, info) -> None:
         console.out.print(_failure_table(info.failures[:50]))
         if len(info.failures) > 50:
             console.out.print(f"... and {len(info.failures) - 50} more (soundtrace info --json lists all)")
+
+
+def _index_line(info) -> str:
+    if info.ann is None:
+        return "exact scan of the float16 vectors (an ANN index is built once the archive is large enough)"
+    a = info.ann
+    line = (f"{a.factory}, nprobe {a.nprobe}, {a.candidates} candidates re-scored: recall@10 {a.recall_at_10:.3f} "
+            f"against the exact scan, {a.p50_ms:.1f} ms p50 / {a.p95_ms:.1f} ms p95 ({a.queries} queries, built {a.built_at})")
+    behind = info.windows - a.windows
+    return line + (f"; {behind} newer windows scanned exactly" if behind > 0 else "")
 
 
 # --- audits --------------------------------------------------------------------------------------

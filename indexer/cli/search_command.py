@@ -25,6 +25,7 @@ class SearchRequest:
     date_column: str | None
     per_recording: int
     refine_top: int
+    exact: bool
     as_json: bool
     as_csv: bool
 
@@ -42,6 +43,7 @@ class SearchRequest:
 @click.option("--windows", "per_recording", default=3, show_default=True, type=click.IntRange(1, 100), help="Hit windows listed per recording.")
 @click.option("--refine", "refine_top", type=int, default=0, show_default=True,
               help="Refine the N best hits to the 1–3 s that matter most (runs the audio model on them).")
+@click.option("--exact", is_flag=True, help="Scan every window instead of asking the ANN index (to check it; slower on a large archive).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
 @collect(SearchRequest)
@@ -66,7 +68,7 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
             query, exclude = clip_query(archive, parse_clip_spec(r.like), DecodeOptions(raw=raw, max_duration_s=max_duration_s))
         else:
             query, exclude = window_query(archive, r.like_window)
-        hits = search_vector(archive, query, r.k, filters, r.per_recording, exclude=exclude)
+        hits = search_vector(archive, query, r.k, filters, r.per_recording, exclude=exclude, exact=r.exact)
         if not hits and archive.catalog.window_count() == 0:
             Console().err(empty_archive_message(archive.directory))
             return

@@ -61,6 +61,8 @@ class IndexReport:
     """Recordings this run wrote (indexed, reused or failed): what standing audits look at."""
     audits: list = field(default_factory=list)
     """``audit.StandingUpdate`` per standing audit extended after the run."""
+    ann: object | None = None
+    """The ``AnnRecord`` in force after the run (None: searches scan exactly)."""
 
     @property
     def windows_per_second(self) -> float:
@@ -151,7 +153,6 @@ def run_indexing(
             report.pruned = _prune(archive, paths, {src.key for src in found.files})
     finally:
         decoder.stop()
-        archive.flush()
         if progress:
             progress.finish()
     report.model_seconds = runner.model_seconds

@@ -4,7 +4,6 @@ sentence saying how to get the weights when neither works (never a traceback).""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
@@ -19,12 +18,12 @@ from indexer.embedding import ModelIdentity
 from indexer.errors import ModelError, ModelNotAvailableError
 from indexer.model.devices import resolve_device
 from indexer.model.encoder import ClapEncoder
+from indexer.model.revision import local_revision
 
 HUB_PROBE_TIMEOUT_S = 5.0
 """How long we wait to learn whether the hub is reachable before giving up on a download."""
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_HASH_CHUNK = 1 << 20
 
 
 def load_encoder(cfg: EncoderConfig) -> ClapEncoder:
@@ -215,24 +214,6 @@ def _hub_reachable(model_id: str, revision: str | None, timeout: float = HUB_PRO
     thread.start()
     thread.join(timeout + 1.0)
     return bool(result and result[0])
-
-
-def local_revision(path: Path) -> str:
-    """Stable short content hash of a saved model directory: each file's name, size, first and last MiB.
-
-    Cheap (at most 2 MiB read per file, not the 600 MB of weights) and independent of mtimes, so a
-    copied folder keeps its revision; a change confined to the middle of a weight file is not seen.
-    """
-    digest = hashlib.sha256()
-    for file in sorted(p for p in Path(path).iterdir() if p.is_file() and not p.name.startswith(".")):
-        size = file.stat().st_size
-        digest.update(f"{file.name}\0{size}\0".encode())
-        with file.open("rb") as fh:
-            digest.update(fh.read(_HASH_CHUNK))
-            if size > 2 * _HASH_CHUNK:
-                fh.seek(size - _HASH_CHUNK)
-                digest.update(fh.read(_HASH_CHUNK))
-    return "sha256:" + digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ from indexer.audio.sources import path_text
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.embedding import DEFAULT_PROMPTS, l2_normalise
 from indexer.errors import InputPathError, QueryError
-from indexer.indexing.one_file import embed_file
 from indexer.session import Session
 
 
@@ -51,6 +50,8 @@ def clip_query(
     archive: Session, clip: ClipSpec, decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S)
 ) -> tuple[np.ndarray, frozenset[int]]:
     """Query by example: the clip's windows embedded and averaged; the clip's own windows to leave out."""
+    from indexer.indexing.one_file import embed_file  # decoding loads only for a query by example
+
     if not clip.path.is_file():
         raise InputPathError(f"{clip.path} does not exist.")
     offset = clip.start_s or 0.0

@@ -54,40 +54,45 @@ class RecordingHit:
 
 def search_text(
     archive: Session, text: str, k: int = 10, filters: SearchFilters = SearchFilters(),
-    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3,
+    prompts: Sequence[str] = DEFAULT_PROMPTS, windows_per_recording: int = 3, exact: bool = False,
 ) -> list[RecordingHit]:
-    return search_vector(archive, text_query(archive, text, prompts), k, filters, windows_per_recording)
+    return search_vector(archive, text_query(archive, text, prompts), k, filters, windows_per_recording, exact=exact)
 
 
 def search_like(
     archive: Session, clip: ClipSpec, k: int = 10, filters: SearchFilters = SearchFilters(),
     decode: DecodeOptions = DecodeOptions(max_duration_s=REQUEST_MAX_DURATION_S), windows_per_recording: int = 3,
+    exact: bool = False,
 ) -> list[RecordingHit]:
     query, exclude = clip_query(archive, clip, decode)
-    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude, exact=exact)
 
 
 def search_window(
     archive: Session, window_id: int, k: int = 10, filters: SearchFilters = SearchFilters(),
-    windows_per_recording: int = 3,
+    windows_per_recording: int = 3, exact: bool = False,
 ) -> list[RecordingHit]:
     query, exclude = window_query(archive, window_id)
-    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude)
+    return search_vector(archive, query, k, filters, windows_per_recording, exclude=exclude, exact=exact)
 
 
 def search_vector(
     archive: Session, query: np.ndarray, k: int = 10, filters: SearchFilters = SearchFilters(),
-    windows_per_recording: int = 3, exclude: frozenset[int] = frozenset(),
+    windows_per_recording: int = 3, exclude: frozenset[int] = frozenset(), exact: bool = False,
 ) -> list[RecordingHit]:
-    """Top ``k`` recordings by their best window, each with up to ``windows_per_recording`` windows."""
+    """Top ``k`` recordings by their best window, each with up to ``windows_per_recording`` windows;
+    ``exact`` forces the full scan where an ANN index would answer."""
     if k < 1:
         raise QueryError("k must be at least 1.")
+    if not np.isfinite(query).all():
+        raise QueryError("The query vector is not finite.")
     allowed = allowed_window_ids(archive, filters)
-    available = len(archive.store) if allowed is None else len(allowed)
+    store = archive.store
+    available = len(store) if allowed is None else len(allowed)
     fetch = min(available, max(32, k * windows_per_recording * 4))
     grouped: dict[int, list[tuple[int, float]]] = {}
     while fetch > 0:
-        scores, ids = archive.store.search(query, fetch + len(exclude), allowed)
+        scores, ids = store.search(query, fetch + len(exclude), allowed, exact=exact)
         grouped = _group(archive, ids[0], scores[0], exclude)
         if len(grouped) >= k or fetch >= available:
             break

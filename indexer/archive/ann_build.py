@@ -1,0 +1,211 @@
+"""Building the ANN index, and choosing its parameters by the recall they measure.
+
+Sizes follow the FAISS guidelines (and autofaiss): about 4·√N inverted lists, trained on up to
+64 points per list; 4-bit fast-scan PQ with one sub-quantizer per 4 dimensions (64 bytes per
+window at 512 dimensions). The number of lists probed is the smallest power of two whose
+recall@10 against the exact scan, on sample queries (stored windows and remembered label texts),
+reaches the target after re-scoring. New windows are appended without retraining; the index is
+retrained when the archive has grown fourfold since training or recall can no longer be reached.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import faiss
+import numpy as np
+
+from indexer.archive.ann import ANN_RECORD, AnnIndex, AnnRecord
+from indexer.archive.durable import replace_atomically
+from indexer.archive.segments import SEGMENTS_DIR
+from indexer.archive.vector_store import StoreConfig, VectorStore, exact_scores
+
+SAMPLE_QUERIES = 100
+CANDIDATE_STEPS = (100, 200, 400, 800, 1600)
+"""Candidates re-scored per query for the top 10 (scaled up for a larger k), tried in turn."""
+ADD_BLOCK = 65_536
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def lists_for(windows: int) -> int:
+    """Inverted lists for ``windows`` vectors: a power of two near 4·√N, with ≥ 39 training points each."""
+    target = 4 * math.sqrt(max(windows, 1))
+    nlist = 2 ** round(math.log2(max(target, 1)))
+    return int(max(16, min(nlist, 65_536, 2 ** int(math.log2(max(windows // 39, 16))))))
+
+
+def sample_queries(store: VectorStore, remembered: np.ndarray, count: int = SAMPLE_QUERIES, seed: int = 0) -> np.ndarray:
+    """Queries to measure recall with: remembered label texts first, then stored windows at random."""
+    rng = np.random.default_rng(seed)
+    ids = store.ids()
+    take = max(0, count - len(remembered))
+    picked = np.sort(rng.choice(ids, size=min(take, len(ids)), replace=False)) if take else np.empty(0, np.int64)
+    parts = [np.asarray(remembered, np.float32).reshape(-1, store.dim)[:count], store.vectors(picked)]
+    return np.concatenate(parts)
+
+
+def plan(store: VectorStore, config: StoreConfig) -> str:
+    """What the archive's size asks of the ANN index: 'none', 'drop', 'keep', 'extend' or 'build'."""
+    live = len(store)
+    if live < config.ann_min_windows:
+        return "drop" if store.ann is not None else "none"
+    if store.ann is None:
+        return "build"
+    record = store.ann.record
+    tail = store.end_id - record.covers_below
+    if len(store.dead) >= 0.2 * max(live, 1) or live >= 4 * record.windows:
+        return "build"  # many deletions, or grown fourfold: too few lists for the size
+    if tail <= max(1_000, live // 20):
+        return "keep"  # the tail is scanned exactly; not worth a rewrite yet
+    return "extend"
+
+
+def maintain(directory: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
+             progress: Progress = _no_progress) -> AnnRecord | None:
+    """After an indexing run: do what ``plan`` says. Returns the record now in force (None: exact search)."""
+    folder = Path(directory) / SEGMENTS_DIR
+    step = plan(store, config)
+    if step in ("none", "drop"):
+        if step == "drop":
+            (folder / ANN_RECORD).unlink(missing_ok=True)
+            _tidy(folder, keep=None)
+        return None
+    if step == "keep":
+        return store.ann.record
+    if step == "extend":
+        extended = _extend(folder, store, remembered, config, progress)
+        if extended is not None:
+            return extended
+    return build(folder, store, remembered, config, progress)
+
+
+def build(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
+          progress: Progress = _no_progress) -> AnnRecord:
+    """Train a new index on a sample of the stored vectors, add every live window, choose nprobe."""
+    started = time.perf_counter()
+    live = len(store)
+    nlist = lists_for(live)
+    m = _subquantizers(store.dim)
+    factory = f"IVF{nlist}_HNSW32,PQ{m}x4fs"
+    index = faiss.index_factory(store.dim, factory, faiss.METRIC_INNER_PRODUCT)
+    ids = store.ids()
+    rng = np.random.default_rng(0)
+    train_ids = np.sort(rng.choice(ids, size=min(len(ids), 64 * nlist), replace=False))
+    progress("training the ANN index", 0, 1)
+    index.train(store.vectors(train_ids))
+    _add(index, store, 0, progress)
+    record = AnnRecord(
+        file="", factory=factory, nlist=nlist, nprobe=1, candidates=CANDIDATE_STEPS[0], covers_below=store.end_id,
+        windows=live, trained_on=len(train_ids), recall_at_10=0.0, p50_ms=0.0, p95_ms=0.0, queries=0,
+        built_at="", seconds=0.0,
+    )
+    return _choose_and_save(folder, index, record, store, remembered, config, started, progress)
+
+
+def _extend(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
+            progress: Progress) -> AnnRecord | None:
+    """Add the windows past the index to a copy of it (no retraining); None when recall drops
+    below the target at any nprobe up to a quarter of the lists (the data drifted: retrain)."""
+    started = time.perf_counter()
+    record = store.ann.record
+    index = faiss.read_index(str(folder / record.file))  # a private, writable copy
+    _add(index, store, record.covers_below, progress)
+    record = replace(record, covers_below=store.end_id, windows=len(store))
+    return _choose_and_save(folder, index, record, store, remembered, config, started, progress, give_up_above=record.nlist // 4)
+
+
+def _add(index: faiss.Index, store: VectorStore, from_id: int, progress: Progress) -> None:
+    total = max(store.end_id - from_id, 1)
+    for ids, rows in store.blocks(ADD_BLOCK):
+        keep = ids >= from_id
+        if keep.any():
+            index.add_with_ids(np.asarray(rows[keep], np.float32), ids[keep])
+            progress("adding windows to the ANN index", int(ids[-1]) - from_id, total)
+
+
+def _choose_and_save(folder: Path, index: faiss.Index, record: AnnRecord, store: VectorStore, remembered: np.ndarray,
+                     config: StoreConfig, started: float, progress: Progress, give_up_above: int | None = None) -> AnnRecord | None:
+    queries = sample_queries(store, remembered)
+    truth = store.search(queries, 10, exact=True)[1]
+    candidate = AnnIndex(index, record)
+    ceiling = record.nlist if give_up_above is None else max(give_up_above, record.nprobe)
+    chosen, best = None, (0.0, record.nlist, CANDIDATE_STEPS[-1])
+    for count in CANDIDATE_STEPS:  # PQ's error is what candidates make up for; probing more lists
+        probe = 1  # finds neighbours in other cells: the first pair reaching the target is the cheapest
+        while probe <= ceiling:
+            progress("measuring ANN recall", probe, record.nlist)
+            recall = _recall(store, candidate, queries, truth, probe, count)
+            best = max(best, (recall, probe, count))
+            if recall >= config.target_recall:
+                chosen = (probe, count, recall)
+                break
+            probe *= 2
+        if chosen is not None:
+            break
+    if chosen is None:
+        if give_up_above is not None:
+            return None
+        recall, probe, count = best
+        chosen = (probe, count, recall)
+    nprobe, count, recall = chosen
+    record = replace(record, nprobe=nprobe, candidates=count, recall_at_10=round(float(recall), 4), queries=len(queries))
+    latencies = _latencies(store, AnnIndex(index, record), queries)
+    name = f"ann-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%f')}.faiss"
+    replace_atomically(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
+    record = replace(
+        record, file=name, p50_ms=round(float(np.percentile(latencies, 50)), 2),
+        p95_ms=round(float(np.percentile(latencies, 95)), 2),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    record.save(folder)  # the swap: readers opening from now on use the new index
+    _tidy(folder, keep=name)
+    return record
+
+
+def _recall(store: VectorStore, ann: AnnIndex, queries: np.ndarray, truth: np.ndarray, nprobe: int, count: int) -> float:
+    hits = 0
+    for query, expected in zip(queries, truth):
+        ids = ann.candidates(query, 10, None, nprobe=nprobe, count=count)
+        found = _rescored_top(store, query, ids, 10)
+        hits += len(np.intersect1d(found, expected))
+    return hits / max(truth.size, 1)
+
+
+def _rescored_top(store: VectorStore, query: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    if not len(ids):
+        return ids
+    scores = exact_scores(store.vectors(ids), query)
+    return ids[np.lexsort((ids, -scores))[:k]]
+
+
+def _latencies(store: VectorStore, ann: AnnIndex, queries: np.ndarray) -> np.ndarray:
+    times = []
+    for query in queries:
+        start = time.perf_counter()
+        _rescored_top(store, query, ann.candidates(query, 10, None), 10)
+        times.append((time.perf_counter() - start) * 1000)
+    return np.asarray(times)
+
+
+def _subquantizers(dim: int) -> int:
+    for m in (dim // 4, dim // 2, dim):
+        if m >= 1 and dim % m == 0 and m % 2 == 0:
+            return m
+    return dim
+
+
+def _tidy(folder: Path, keep: str | None) -> None:
+    """Remove index files the record no longer names (a reader that has one open keeps its copy)."""
+    for path in folder.glob("ann-*.faiss*"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
