@@ -106,7 +106,8 @@ started = time.perf_counter()
 archive = Archive.open(directory, read_only=mode != "audit")
 store = archive.store
 opened = time.perf_counter() - started
-out = {"open_s": opened, "import_s": imported, "torch": "torch" in sys.modules}
+out = {"open_s": opened, "import_s": imported, "torch": "torch" in sys.modules,
+       "ann": None if store.ann is None else store.ann.record.__dict__}
 bench = json.load(open(f"{directory}/bench.json"))
 if mode == "search":
     for name, where in (("unfiltered", None), ("filter 1%", "site = 's07'"), ("filter 30%", "bucket < 30")):
@@ -173,7 +174,7 @@ def measure(directory: Path) -> dict:
 
 
 def report(windows: int, built: dict | None, results: dict) -> None:
-    ann = (built or {}).get("ann") or {}
+    ann = results["open"].get("ann") or {}
     print(f"archive: {windows:,} windows (synthetic, 512-d); ANN: {ann.get('factory', 'none (exact)')}"
           + (f", nprobe {ann['nprobe']}, build recall@10 {ann['recall_at_10']:.3f}" if ann else ""))
     if built:
