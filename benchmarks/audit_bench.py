@@ -78,6 +78,16 @@ def text_encoder():
     return ClapEncoder(audio_only.model, audio_only.feature_extractor, tokenizer, audio_only.identity, device="cpu")
 
 
+def leaning_centres(rng: np.random.Generator, pull: np.ndarray) -> np.ndarray:
+    """CENTRES random unit centres, a fifth of them leaning towards one of the ``pull`` directions."""
+    centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    leaning = CENTRES // 5
+    centres[:leaning] = 0.8 * centres[:leaning] + 0.6 * pull[np.arange(leaning) % len(pull)]
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return centres
+
+
 def synthetic_archive(n: int, pull: np.ndarray, seed: int = 0) -> tuple[np.ndarray, WindowTable]:
     """Clustered unit vectors (float32, n x 512) and their window table: recordings of 6 contiguous windows.
 
@@ -85,11 +95,7 @@ def synthetic_archive(n: int, pull: np.ndarray, seed: int = 0) -> tuple[np.ndarr
     ``pull`` directions (the label vectors) so that some recordings score high and get flagged.
     """
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    leaning = CENTRES // 5
-    centres[:leaning] = 0.8 * centres[:leaning] + 0.6 * pull[np.arange(leaning) % len(pull)]
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = leaning_centres(rng, pull)
 
     recording = np.arange(n, dtype=np.int64) // WINDOWS_PER_RECORDING
     centre_of = rng.integers(0, CENTRES, recording[-1] + 1 if n else 0)

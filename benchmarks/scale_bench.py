@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -38,7 +37,7 @@ QUERIES = 100
 
 
 def build(directory: Path, windows: int, ann_min_windows: int | None) -> dict:
-    from audit_bench import CENTRES, DIM, HOP_S, WINDOW_S, WINDOWS_PER_RECORDING, labelsets, text_encoder
+    from audit_bench import CENTRES, DIM, HOP_S, WINDOW_S, WINDOWS_PER_RECORDING, labelsets, leaning_centres, text_encoder
 
     from indexer.archive.records import RecordingRow, WindowRows
     from indexer.archive.vector_store import StoreConfig
@@ -54,11 +53,7 @@ def build(directory: Path, windows: int, ann_min_windows: int | None) -> dict:
         texts = [label.name for label in labels.labels] + [f"query number {i}" for i in range(QUERIES)]
         pull = archive.embed_text(texts)  # remembered from here on
         rng = np.random.default_rng(0)
-        centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        leaning = CENTRES // 5
-        centres[:leaning] = 0.8 * centres[:leaning] + 0.6 * pull[np.arange(leaning) % len(pull)]
-        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        centres = leaning_centres(rng, pull)
         recordings = -(-windows // WINDOWS_PER_RECORDING)
         csv = directory / "bench-metadata.csv"
         with open(csv, "w", encoding="utf-8") as fh:

@@ -5,11 +5,9 @@ score a window the same whichever others are read with it."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -20,7 +18,7 @@ import pytest
 from indexer import Archive
 from indexer.archive import segments as segments_module
 from indexer.archive.ann import ANN_RECORD
-from indexer.archive.catalog import CATALOG_FILE, Catalog
+from indexer.archive.catalog import CATALOG_FILE
 from indexer.archive.manifest import MANIFEST_FILE
 from indexer.archive.records import RecordingRow, WindowRows
 from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
@@ -72,14 +70,15 @@ def crashing_append(self, first_id, vectors, committed):
         with open(path, "ab") as fh:
             fh.write(vectors.astype("float16").tobytes()[: self.dim])
         os.kill(os.getpid(), signal.SIGKILL)
-    append(self, first_id, vectors, committed)
+    last = append(self, first_id, vectors, committed)
     if calls[0] == target and mode == "before commit":
         os.kill(os.getpid(), signal.SIGKILL)
+    return last
 
-def crashing_mark(self, next_window_id):
+def crashing_mark(self, last):
     if calls[0] == target and mode == "before header":
         os.kill(os.getpid(), signal.SIGKILL)
-    mark(self, next_window_id)
+    mark(self, last)
 
 segments.SegmentFiles.append, segments.SegmentFiles.mark_committed = crashing_append, crashing_mark
 with Archive.open({arch!r}, encoder=FakeEncoder(), create=True) as archive:

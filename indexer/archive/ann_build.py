@@ -23,7 +23,7 @@ import numpy as np
 from indexer.archive.ann import ANN_RECORD, AnnIndex, AnnRecord
 from indexer.archive.durable import replace_atomically
 from indexer.archive.segments import SEGMENTS_DIR
-from indexer.archive.vector_store import StoreConfig, VectorStore, exact_scores
+from indexer.archive.vector_store import StoreConfig, VectorStore
 
 SAMPLE_QUERIES = 100
 CANDIDATE_STEPS = (100, 200, 400, 800, 1600)
@@ -32,7 +32,7 @@ ADD_BLOCK = 65_536
 Progress = Callable[[str, int, int], None]
 
 
-def _no_progress(stage: str, done: int, total: int) -> None:
+def no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
@@ -69,11 +69,10 @@ def plan(store: VectorStore, config: StoreConfig) -> str:
     return "extend"
 
 
-def maintain(directory: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
-             progress: Progress = _no_progress) -> AnnRecord | None:
-    """After an indexing run: do what ``plan`` says. Returns the record now in force (None: exact search)."""
+def maintain(directory: Path, step: str, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
+             progress: Progress = no_progress) -> AnnRecord | None:
+    """After an indexing run: do what ``plan`` said. Returns the record now in force (None: exact search)."""
     folder = Path(directory) / SEGMENTS_DIR
-    step = plan(store, config)
     if step in ("none", "drop"):
         if step == "drop":
             (folder / ANN_RECORD).unlink(missing_ok=True)
@@ -89,7 +88,7 @@ def maintain(directory: Path, store: VectorStore, remembered: np.ndarray, config
 
 
 def build(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
-          progress: Progress = _no_progress) -> AnnRecord:
+          progress: Progress = no_progress) -> AnnRecord:
     """Train a new index on a sample of the stored vectors, add every live window, choose nprobe."""
     started = time.perf_counter()
     live = len(store)
@@ -176,23 +175,16 @@ def _recall(store: VectorStore, ann: AnnIndex, queries: np.ndarray, truth: np.nd
     hits = 0
     for query, expected in zip(queries, truth):
         ids = ann.candidates(query, 10, None, nprobe=nprobe, count=count)
-        found = _rescored_top(store, query, ids, 10)
+        found = store.rescore(query, ids, 10)[1]
         hits += len(np.intersect1d(found, expected))
     return hits / max(truth.size, 1)
-
-
-def _rescored_top(store: VectorStore, query: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
-    if not len(ids):
-        return ids
-    scores = exact_scores(store.vectors(ids), query)
-    return ids[np.lexsort((ids, -scores))[:k]]
 
 
 def _latencies(store: VectorStore, ann: AnnIndex, queries: np.ndarray) -> np.ndarray:
     times = []
     for query in queries:
         start = time.perf_counter()
-        _rescored_top(store, query, ann.candidates(query, 10, None), 10)
+        store.rescore(query, ann.candidates(query, 10, None), 10)
         times.append((time.perf_counter() - start) * 1000)
     return np.asarray(times)
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 from indexer.archive.connection import LOCK_WAIT_S, connect
 from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW, import_csv, refresh_view
 from indexer.archive.records import KnownFile, RecordingRow, WindowRows
+from indexer.archive.sql import quote_identifier
 from indexer.errors import ArchiveError
 
 CATALOG_FILE = "catalog.duckdb"
@@ -152,12 +153,8 @@ class Catalog:
     # --- generation ----------------------------------------------------------------------------
 
     def generation(self) -> int:
-        """Bumped by every write; the FAISS file records which generation it reflects."""
+        """Bumped by every write; readers reopen the vector files when it moves."""
         return int(self.one("SELECT value FROM state WHERE key = 'generation'")[0])
-
-    def ids_unique_since(self) -> int:
-        """The generation from which window ids are never reused (see migration 005)."""
-        return int(self.one("SELECT value FROM state WHERE key = 'ids_unique_since'")[0])
 
     def all_window_ids(self) -> np.ndarray:
         return self.con.sql("SELECT id FROM windows ORDER BY id").fetchnumpy()["id"].astype(np.int64)
@@ -279,7 +276,7 @@ class Catalog:
                 "rms_db": cat("rms_db", np.float64), "peak": cat("peak", np.float64),
                 "clipped_fraction": cat("clipped_fraction", np.float64), "silent_fraction": cat("silent_fraction", np.float64),
             })  # fmt: skip
-            names = ", ".join(recordings.column_names)
+            names = ", ".join(quote_identifier(c) for c in recordings.column_names)  # RecordingRow's own fields
             self.con.register("_new_recordings", recordings)
             self.con.register("_new_windows", table)
             try:

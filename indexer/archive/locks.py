@@ -1,8 +1,8 @@
-"""The archive's writer lock: one process changes recordings, windows and the index file at a time.
+"""The archive's writer lock: one process changes recordings, windows and the vector files at a time.
 
 DuckDB's own file lock cannot serialise two ``index`` runs: each lets go of the catalog between
 commits so that searches and the app keep answering, and the two would interleave, do all the
-work twice and each write an index file that lacks the other's windows. This lock is held for a
+work twice and append vectors over each other's. This lock is held for a
 whole run instead. It is an ``flock`` on ``writer.lock`` in the archive folder, so the kernel
 drops it when its holder dies, even by ``kill -9``: a stale lock cannot outlive a crash. The file
 names its holder, for the message a second writer gets.
@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from indexer.errors import ArchiveBusyError, ArchiveError
 
@@ -28,8 +26,8 @@ LOCK_FILE = "writer.lock"
 
 
 WAIT_S = 10.0
-"""How long a writer waits for the lock before refusing: long enough for a reader that is saving
-the index file, far shorter than another indexing run."""
+"""How long a writer waits for the lock before refusing: long enough for a short write (an audit's
+text, a migration of a small archive), far shorter than another indexing run."""
 
 
 class WriterLock:
@@ -73,17 +71,6 @@ class WriterLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
-
-    @contextmanager
-    def briefly(self) -> Iterator[bool]:
-        """Whether the lock is ours for this block: already held, or free and taken until its end."""
-        was_held = self.held
-        got = self.try_acquire()
-        try:
-            yield got
-        finally:
-            if got and not was_held:
-                self.release()
 
     def holder(self) -> str:
         try:

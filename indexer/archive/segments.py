@@ -146,9 +146,10 @@ class SegmentFiles:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-    def append(self, first_id: int, vectors: np.ndarray, committed: list[Segment]) -> None:
+    def append(self, first_id: int, vectors: np.ndarray, committed: list[Segment]) -> Segment:
         """Write rows for ids ``first_id …`` after the committed ones, durably, before the catalog
-        transaction that commits those ids. Segments fill to ``SEGMENT_ROWS``, then a new one starts."""
+        transaction that commits those ids. Segments fill to ``SEGMENT_ROWS``, then a new one starts.
+        Returns the last segment as it will be once committed (for ``mark_committed``)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float16)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise ArchiveError(f"Vectors of shape {vectors.shape} cannot be stored in a {self.dim}-dimensional archive.")
@@ -171,14 +172,12 @@ class SegmentFiles:
                 os.fsync(fh.fileno())
             last = Segment(last.path, last.first_id, last.rows + take, self.dim)
             at, written = at + take, written + take
+        return last
 
-    def mark_committed(self, next_window_id: int) -> None:
+    def mark_committed(self, last: Segment) -> None:
         """After the commit: the last segment's header says how many rows it holds now (a hint)."""
-        segments = self.committed(next_window_id)
-        if segments:
-            last = segments[-1]
-            with open(last.path, "r+b") as fh:
-                fh.write(_header_for(self.dim, last.rows))
+        with open(last.path, "r+b") as fh:
+            fh.write(_header_for(self.dim, last.rows))
 
     def _start(self, path: Path) -> None:
         with open(path, "wb") as fh:

@@ -27,6 +27,7 @@ from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
 from indexer.archive.records import RecordingRow, WindowRows
 from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
+from indexer.archive.text_cache import remembered_vectors
 from indexer.archive.vector_store import StoreConfig, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
@@ -184,11 +185,12 @@ class ArchiveStorage:
             vectors = self.store.vectors(self.catalog.window_ids(copy_from))
         else:
             vectors = windows.vectors if windows is not None and len(windows) else None
+        last = None
         if vectors is not None and len(vectors):
-            self.segment_files.append(first, vectors, self.segment_files.committed(first))
-        rec_id, _, added = self.catalog.save_recording(row, windows, first, copy_from=copy_from)
-        if len(added):
-            self.segment_files.mark_committed(first + len(added))
+            last = self.segment_files.append(first, vectors, self.segment_files.committed(first))
+        rec_id, _, _ = self.catalog.save_recording(row, windows, first, copy_from=copy_from)
+        if last is not None:
+            self.segment_files.mark_committed(last)
         return rec_id
 
     def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows]) -> np.ndarray:
@@ -197,10 +199,12 @@ class ArchiveStorage:
         self.begin_write()
         first = self.catalog.next_window_id()
         vectors = [w.vectors for w in windows if len(w)]
+        last = None
         if vectors:
-            self.segment_files.append(first, np.concatenate(vectors), self.segment_files.committed(first))
+            last = self.segment_files.append(first, np.concatenate(vectors), self.segment_files.committed(first))
         ids = self.catalog.add_recordings(rows, windows, first)
-        self.segment_files.mark_committed(self.catalog.next_window_id())
+        if last is not None:
+            self.segment_files.mark_committed(last)
         return ids
 
     def delete_recordings(self, recording_ids: Sequence[int]) -> int:
@@ -230,26 +234,17 @@ class ArchiveStorage:
         """After an indexing run: build, extend or drop the ANN index as the archive's size asks
         (built aside and swapped in; searches meanwhile use the previous one)."""
         store = self.store
-        if ann_build.plan(store, self.store_config) in ("none", "keep"):
+        step = ann_build.plan(store, self.store_config)
+        if step in ("none", "keep"):
             return store.ann.record if store.ann else None
         self.begin_write()
-        remembered = self.remembered_text_vectors()
+        remembered = remembered_vectors(self.catalog, self.manifest.identity)
         self.catalog.yield_lock()  # the build reads only the segment files: readers may use the catalog
         try:
-            return ann_build.maintain(self.directory, store, remembered, self.store_config, progress or ann_build._no_progress)
+            return ann_build.maintain(self.directory, step, store, remembered, self.store_config,
+                                      progress or ann_build.no_progress)
         finally:
             self.refresh()
-
-    def remembered_text_vectors(self) -> np.ndarray:
-        """Text vectors this archive's model made (remembered label texts): sample queries for recall."""
-        if not self.catalog.has_table("text_vectors"):
-            return np.empty((0, self.manifest.dim), np.float32)
-        rows = self.catalog.con.execute(  # the model key is "id@revision"; the id is however it was loaded
-            "SELECT vector FROM text_vectors WHERE suffix(model_key, ?) ORDER BY created_at DESC, text LIMIT 100",
-            [f"@{self.manifest.revision}"],
-        ).fetchall()
-        vectors = [np.asarray(r[0], np.float32) for r in rows if len(r[0]) == self.manifest.dim]
-        return np.stack(vectors) if vectors else np.empty((0, self.manifest.dim), np.float32)
 
     # --- reading ---------------------------------------------------------------------------------
 

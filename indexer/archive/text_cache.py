@@ -20,6 +20,22 @@ MEMORY_LIMIT = 20_000
 """Vectors kept in memory per archive (2 KB each at 512 dimensions) before the oldest go."""
 
 
+SAMPLE_LIMIT = 100
+
+
+def remembered_vectors(catalog: Catalog, identity: ModelIdentity, limit: int = SAMPLE_LIMIT) -> np.ndarray:
+    """The newest text vectors this archive's weights made, however the model was named when they
+    were (its id is a path or a hub id; the revision is the weights): sample queries for ANN recall."""
+    if not catalog.has_table("text_vectors"):
+        return np.empty((0, identity.dim), np.float32)
+    rows = catalog.con.execute(
+        "SELECT vector FROM text_vectors WHERE suffix(model_key, ?) ORDER BY created_at DESC, text LIMIT ?",
+        [f"@{identity.revision}", int(limit)],
+    ).fetchall()
+    vectors = [np.asarray(r[0], np.float32) for r in rows if len(r[0]) == identity.dim]
+    return np.stack(vectors) if vectors else np.empty((0, identity.dim), np.float32)
+
+
 class TextVectorCache:
     """``encoder`` is called only for text not remembered, so a known label set loads no model."""
 

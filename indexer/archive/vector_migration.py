@@ -20,7 +20,7 @@ CHUNK = 65_536
 def move_vectors(con: duckdb.DuckDBPyConnection, directory) -> np.ndarray:
     """Write every stored vector to fresh segment files; returns the ids between the first and
     the last that have no window (gaps left by deletions), which become dead rows."""
-    for old in ("vectors.faiss", "vectors.faiss.tmp"):  # the float32 copy the FAISS file was
+    for old in ("vectors.faiss", "vectors.faiss.tmp"):  # the old layout's float32 copy of the vectors
         (directory / old).unlink(missing_ok=True)
     folder = directory / SEGMENTS_DIR
     if folder.exists():
@@ -31,7 +31,7 @@ def move_vectors(con: duckdb.DuckDBPyConnection, directory) -> np.ndarray:
     dim = int(row[0][0])
     files = SegmentFiles(directory, dim)
     next_id = int(con.execute("SELECT value FROM state WHERE key = 'next_window_id'").fetchall()[0][0])
-    committed, expected, gaps = [], None, []
+    committed, expected, gaps, last = [], None, [], None
     reader = con.sql(f"SELECT id, embedding::FLOAT[{dim}] FROM windows ORDER BY id").to_arrow_reader(CHUNK)
     for batch in reader:
         ids = batch.column(0).to_numpy().astype(np.int64)
@@ -42,11 +42,12 @@ def move_vectors(con: duckdb.DuckDBPyConnection, directory) -> np.ndarray:
         block[ids - expected] = vectors
         if at - expected > len(ids):
             gaps.append(np.setdiff1d(np.arange(expected, at, dtype=np.int64), ids, assume_unique=True))
-        files.append(expected, block, committed)
+        last = files.append(expected, block, committed)
         committed = files.committed(at)
         expected = at
     if expected < next_id:  # ids handed out to windows deleted since: dead rows up to the counter
         gaps.append(np.arange(expected, next_id, dtype=np.int64))
-        files.append(expected, np.zeros((next_id - expected, dim), np.float32), committed)
-    files.mark_committed(next_id)
+        last = files.append(expected, np.zeros((next_id - expected, dim), np.float32), committed)
+    if last is not None:
+        files.mark_committed(last)
     return np.concatenate(gaps) if gaps else np.empty(0, np.int64)

@@ -62,6 +62,7 @@ class VectorStore:
         self._files: list[tuple[faiss.Index, faiss.Index | None, int]] | None = None
         self._live: list[np.ndarray] | None = None
         self._gpu: tuple[faiss.Index, np.ndarray] | None = None
+        self._live_bits: np.ndarray | None = None
 
     @classmethod
     def open(cls, directory: Path, dim: int, next_window_id: int, dead: np.ndarray,
@@ -140,7 +141,12 @@ class VectorStore:
             candidates = np.union1d(candidates, tail)
         else:
             candidates = self._scan(query, k + EXACT_MARGIN, allowed)
-        scores = exact_scores(self.vectors(candidates), query)
+        return self.rescore(query, candidates, k)
+
+    def rescore(self, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best k of ``candidates`` by ``exact_scores`` (ties: lower id first): (scores, ids)."""
+        candidates = np.asarray(candidates, np.int64)
+        scores = exact_scores(self.vectors(candidates), query) if len(candidates) else np.empty(0, np.float32)
         order = np.lexsort((candidates, -scores))[:k]
         return scores[order], candidates[order]
 
@@ -211,11 +217,15 @@ class VectorStore:
 
     def _ann_selector(self, allowed: np.ndarray | None) -> np.ndarray | None:
         """A bitmap over window ids of what the ANN may return (live, and allowed when filtered)."""
-        if allowed is None and not len(self.dead):
-            return None
-        bits = np.zeros(self.end_id, bool) if allowed is not None else np.ones(self.end_id, bool)
-        if allowed is not None:
-            bits[allowed[allowed < self.end_id]] = True
+        if allowed is None:
+            if not len(self.dead):
+                return None
+            if self._live_bits is None:  # the same for every unfiltered search: made once
+                self._live_bits = np.ones(self.end_id, bool)
+                self._live_bits[self.dead[self.dead < self.end_id]] = False
+            return self._live_bits
+        bits = np.zeros(self.end_id, bool)
+        bits[allowed[allowed < self.end_id]] = True
         bits[self.dead[self.dead < self.end_id]] = False
         return bits
 
