@@ -231,7 +231,7 @@ def test_the_ann_is_built_above_the_threshold_and_agrees_with_the_exact_scan(tmp
     with _clustered(tmp_path / "arch", 500, LOW) as archive:
         assert archive.store.ann is None
         record = archive.maintain_ann()
-        assert record is not None and record.recall_at_10 >= 0.95 and record.windows == 3000
+        assert record is not None and record.recall >= 0.95 and record.recall_depth == 50 and record.windows == 3000
         assert archive.info().ann == record and "IVF" in archive.info().index_factory
         queries = archive.window_vectors(np.arange(1, 3001, 150))
         overlaps = []
@@ -259,7 +259,7 @@ def test_new_windows_are_found_before_the_ann_is_extended(tmp_path):
         assert search_vector(archive, newest, k=1, windows_per_recording=1)[0].best.window_id == archive.catalog.next_window_id() - 1
         record = archive.maintain_ann()
         assert record.covers_below == archive.catalog.next_window_id() and record.windows == 4800
-        assert record.recall_at_10 >= 0.95
+        assert record.recall >= 0.95
         assert len(list((tmp_path / "arch" / SEGMENTS_DIR).glob("ann-*"))) == 1  # the old file is gone
 
 
@@ -336,3 +336,17 @@ def test_an_audit_scores_each_window_the_same_whichever_others_are_read(tmp_path
         stored = archive.window_vectors(windows.ids)
         reference = (queries.astype(np.float64) @ stored.T.astype(np.float64))
         assert np.abs(runner.similarities(archive, queries, windows) - reference).max() < 1e-5
+
+
+def test_a_remembered_filter_answer_is_dropped_when_the_catalog_changes(tmp_path):
+    from indexer.search.ranking import allowed_window_ids
+
+    with _clustered(tmp_path / "arch", 100, StoreConfig()) as archive:
+        filters = SearchFilters(where="site = 'small'")
+        first = allowed_window_ids(archive, filters)
+        assert allowed_window_ids(archive, filters) is first  # asked again: remembered
+        assert len(first) == 2 * PER_RECORDING  # recordings 0 and 50
+        (tmp_path / "more.csv").write_text("path,site\n/calls/00007.wav,small\n")
+        archive.import_metadata(tmp_path / "more.csv")
+        again = allowed_window_ids(archive, filters)
+        assert len(again) == 3 * PER_RECORDING and not first.flags.writeable

@@ -3,7 +3,7 @@
 An inverted file (IVF, HNSW coarse quantizer) of 4-bit fast-scan PQ codes, whose ids are window
 ids. It only proposes candidates; ``VectorStore`` re-scores them from the stored float16 rows, so
 PQ's coarse distances decide which windows are looked at, never the scores people see. Its
-parameters, and the recall@10 and latency they gave at build time, are in ``ann.json`` beside it;
+parameters, and the recall and latency they gave at build time, are in ``ann.json`` beside it;
 it is built aside and swapped in by renaming that record, so searches never wait for a build.
 """
 
@@ -37,7 +37,9 @@ class AnnRecord:
     """Window ids below this are in the index; newer windows are scanned exactly until the next build."""
     windows: int
     trained_on: int
-    recall_at_10: float
+    recall: float
+    """Share of the exact scan's top ``recall_depth`` windows the index finds, on ``queries`` samples."""
+    recall_depth: int
     p50_ms: float
     p95_ms: float
     queries: int

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import faiss
 import numpy as np
@@ -185,12 +184,3 @@ class SegmentFiles:
             fh.flush()
             os.fsync(fh.fileno())
         fsync_dir(path.parent)
-
-
-def iter_rows(segments: list[Segment], block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first id, float16 rows) in blocks aligned to each segment's start: a given window always
-    falls in the same block, so per-block arithmetic gives it the same result whatever else is read."""
-    for segment in segments:
-        codes = segment.codes()
-        for lo in range(0, segment.rows, block_rows):
-            yield segment.first_id + lo, codes[lo : lo + block_rows]

@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 from indexer.archive.ann import AnnIndex
-from indexer.archive.segments import Segment, SegmentFiles, iter_rows
+from indexer.archive.segments import Segment, SegmentFiles
 
 GpuMode = Literal["auto", "never"]
 
@@ -33,7 +33,7 @@ class StoreConfig:
     """Below this many windows every search is an exact scan (measured: ≈ 70 ns per window on
     the 2-core reference machine, so 250k windows ≈ 18 ms); from it, an ANN index is built."""
     target_recall: float = 0.95
-    """recall@10 against the exact scan that the ANN's parameters are chosen to reach."""
+    """Recall against the exact scan (``ann_build.RECALL_DEPTH`` deep) the ANN's parameters are chosen to reach."""
     filtered_exact_max: int = 200_000
     """A filter selecting at most this many windows is answered by an exact scan of just those
     (≈ 15 ms on the reference machine); a broader one by the ANN, probing more lists."""
@@ -44,9 +44,10 @@ def gpu_available() -> bool:
 
 
 def exact_scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """The one arithmetic every reported score comes from: each stored row against the query,
-    accumulated in float64 so a row's score does not depend on which others are scored with it."""
-    return (np.asarray(rows, np.float64) @ np.asarray(query, np.float64)).astype(np.float32)
+    """The one arithmetic every reported score comes from: each stored row against the query, one
+    row at a time (einsum's own loop, not BLAS, whose blocking makes a row's result depend on its
+    neighbours), so a window's score does not depend on which others are scored with it."""
+    return np.einsum("ij,j->i", np.asarray(rows, np.float32), np.asarray(query, np.float32))
 
 
 class VectorStore:
@@ -63,6 +64,7 @@ class VectorStore:
         self._live: list[np.ndarray] | None = None
         self._gpu: tuple[faiss.Index, np.ndarray] | None = None
         self._live_bits: np.ndarray | None = None
+        self._codes: list[np.ndarray] | None = None
 
     @classmethod
     def open(cls, directory: Path, dim: int, next_window_id: int, dead: np.ndarray,
@@ -97,21 +99,28 @@ class VectorStore:
             local = ids[picked] - (segment.first_id if segment else 0)
             if segment is None or (local >= segment.rows).any():
                 raise KeyError("some windows are not stored")
-            out[picked] = segment.codes()[local]
+            out[picked] = self._segment_codes()[number][local]
         if len(self.dead) and np.isin(ids, self.dead).any():
             raise KeyError("some windows were deleted")
         return out
 
+    def _segment_codes(self) -> list[np.ndarray]:
+        """Each segment's memory map, made once: a new map per read would fault in every page again."""
+        if self._codes is None:
+            self._codes = [segment.codes() for segment in self.segments]
+        return self._codes
+
     def blocks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float16 rows) of the live windows in id order, in blocks aligned to segment starts."""
-        for first, rows in iter_rows(self.segments, block_rows):
-            ids = np.arange(first, first + len(rows), dtype=np.int64)
-            if len(self.dead) and self.dead[-1] >= first:
-                keep = ~np.isin(ids, self.dead)
-                if not keep.all():
-                    yield ids[keep], rows[keep]
-                    continue
-            yield ids, rows
+        for segment, codes in zip(self.segments, self._segment_codes()):
+            for lo in range(0, segment.rows, block_rows):
+                rows = codes[lo : lo + block_rows]
+                ids = np.arange(segment.first_id + lo, segment.first_id + lo + len(rows), dtype=np.int64)
+                if len(self.dead) and self.dead[-1] >= ids[0]:
+                    keep = ~np.isin(ids, self.dead)
+                    if not keep.all():
+                        ids, rows = ids[keep], rows[keep]
+                yield ids, rows
 
     # --- search --------------------------------------------------------------------------------
 
@@ -199,7 +208,7 @@ class VectorStore:
                 tail = None
                 if held < segment.rows:
                     tail = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                    tail.add(np.asarray(segment.codes()[held:], np.float32))
+                    tail.add(np.asarray(self._segment_codes()[len(files)][held:], np.float32))
                 files.append((index, tail, held))
             self._files = files
         return self._files

@@ -270,7 +270,7 @@ def _index_line(info) -> str:
     if info.ann is None:
         return "exact scan of the float16 vectors (an ANN index is built once the archive is large enough)"
     a = info.ann
-    line = (f"{a.factory}, nprobe {a.nprobe}, {a.candidates} candidates re-scored: recall@10 {a.recall_at_10:.3f} "
+    line = (f"{a.factory}, nprobe {a.nprobe}, {a.candidates} candidates re-scored: recall {a.recall:.3f} of the exact top {a.recall_depth} "
             f"against the exact scan, {a.p50_ms:.1f} ms p50 / {a.p95_ms:.1f} ms p95 ({a.queries} queries, built {a.built_at})")
     behind = info.windows - a.windows
     return line + (f"; {behind} newer windows scanned exactly" if behind > 0 else "")

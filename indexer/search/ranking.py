@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -103,17 +104,35 @@ def search_vector(
 # --- filters -----------------------------------------------------------------------------------
 
 
+FILTER_CACHE_SIZE = 8
+FILTER_CACHE_MAX_IDS = 2_000_000
+"""Filter results kept per process (the app, a script's loop), each up to 16 MB: the same filter
+with other words costs a DuckDB join over every recording and its metadata (≈ 40 ms at 166,000
+recordings) that the answer, until the catalog changes, does not need again."""
+_filter_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+
 def allowed_window_ids(archive: Session, filters: SearchFilters) -> np.ndarray | None:
     """Window ids of the recordings passing the filters, or None when nothing is filtered."""
     where = recording_filter(archive.catalog, filters)
     if where is None:
         return None
+    key = (str(archive.directory), archive.catalog.generation(), where.sql, where.params)
+    if key in _filter_cache:
+        _filter_cache.move_to_end(key)
+        return _filter_cache[key]
     try:
         with archive.catalog.memory_limit(FILTER_MEMORY_LIMIT):
             result = archive.catalog.con.execute(filtered_window_ids_sql(where), list(where.params)).fetchnumpy()
     except duckdb.Error as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
         raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
-    return result["id"].astype(np.int64)
+    ids = result["id"].astype(np.int64)
+    ids.setflags(write=False)  # shared by later callers
+    if len(ids) <= FILTER_CACHE_MAX_IDS:
+        _filter_cache[key] = ids
+        while len(_filter_cache) > FILTER_CACHE_SIZE:
+            _filter_cache.popitem(last=False)
+    return ids
 
 
 # --- grouping ----------------------------------------------------------------------------------
