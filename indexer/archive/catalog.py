@@ -19,7 +19,14 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.archive.connection import LOCK_WAIT_S, connect
-from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW, import_csv, refresh_view
+from indexer.archive.metadata import (
+    INTERNAL_COLUMNS,
+    RECORDING_VIEW,
+    import_csv,
+    link_recordings,
+    refresh_view,
+    unlink_recordings,
+)
 from indexer.archive.records import KnownFile, RecordingRow, WindowRows
 from indexer.archive.sql import quote_identifier
 from indexer.errors import ArchiveError
@@ -249,6 +256,7 @@ class Catalog:
             else:
                 count = 0
             self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first + count])
+            link_recordings(self.con, [rec_id])
             self.bump_generation()
         return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
 
@@ -286,6 +294,7 @@ class Catalog:
                 self.con.unregister("_new_recordings")
                 self.con.unregister("_new_windows")
             self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first_id + total])
+            link_recordings(self.con, ids.tolist())
             self.bump_generation()
         return ids
 
@@ -306,6 +315,7 @@ class Catalog:
             self.mark_dead(removed)
             self.con.execute("DELETE FROM windows WHERE list_contains(?, recording_id)", [ids])
             self.con.execute("DELETE FROM recordings WHERE list_contains(?, id)", [ids])
+            unlink_recordings(self.con, ids)
             self.bump_generation()
         return removed
 
