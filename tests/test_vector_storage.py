@@ -350,3 +350,15 @@ def test_a_remembered_filter_answer_is_dropped_when_the_catalog_changes(tmp_path
         archive.import_metadata(tmp_path / "more.csv")
         again = allowed_window_ids(archive, filters)
         assert len(again) == 3 * PER_RECORDING and not first.flags.writeable
+
+
+def test_a_filter_scanned_by_faiss_gives_what_reading_its_windows_gives(tmp_path, monkeypatch):
+    from indexer.archive import vector_store
+
+    with _clustered(tmp_path / "arch", 200, StoreConfig()) as archive:
+        query = archive.window_vectors([5])[0]
+        filters = SearchFilters(where="site = 'big'")
+        read = [(h.best.window_id, h.score) for h in search_vector(archive, query, k=10, filters=filters)]
+        monkeypatch.setattr(vector_store, "GATHER_MAX", 0)  # the same filter through FAISS's selector
+        scanned = [(h.best.window_id, h.score) for h in search_vector(archive, query, k=10, filters=filters)]
+        assert scanned == read and len(read) == 10

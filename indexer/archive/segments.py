@@ -13,6 +13,7 @@ catalog vouches for, whatever the header says.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from dataclasses import dataclass
@@ -93,10 +94,16 @@ class Segment:
         return len(_header(self.dim))
 
     def codes(self) -> np.ndarray:
-        """The committed rows as a read-only (rows, dim) float16 memory map."""
+        """The committed rows as a read-only (rows, dim) float16 memory map, advised as read at
+        random (no readahead around each re-scored candidate). Pages a search touches stay in its
+        resident set as shared page cache: ≈ 1.2 GB after 300 searches at 1M windows."""
         if self.rows == 0:
             return np.empty((0, self.dim), np.float16)
-        return np.memmap(self.path, dtype=np.float16, mode="r", offset=self.offset, shape=(self.rows, self.dim))
+        codes = np.memmap(self.path, dtype=np.float16, mode="r", offset=self.offset, shape=(self.rows, self.dim))
+        mapping = getattr(codes, "_mmap", None)
+        if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+            mapping.madvise(mmap.MADV_RANDOM)
+        return codes
 
     def faiss_index(self) -> tuple[faiss.Index, int]:
         """The file as a memory-mapped FAISS index, and how many of its rows it holds (the header's

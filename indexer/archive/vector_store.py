@@ -20,6 +20,9 @@ from indexer.archive.segments import Segment, SegmentFiles
 
 GpuMode = Literal["auto", "never"]
 
+GATHER_MAX = 20_000
+"""Up to this many allowed windows are read and scored directly; more are scanned by FAISS with a
+selector (reading 20,000 rows at random ≈ the cost of FAISS checking a million)."""
 EXACT_MARGIN = 8
 """Extra candidates an exact scan keeps past k, so re-scoring settles near-ties at the cut-off."""
 
@@ -148,6 +151,8 @@ class VectorStore:
             candidates = self.ann.candidates(query, k, self._ann_selector(allowed), fraction)
             tail = self._scan(query, k + EXACT_MARGIN, allowed, from_id=self.ann.covers_below)
             candidates = np.union1d(candidates, tail)
+        elif allowed is not None and len(allowed) <= GATHER_MAX:  # a narrow filter: its windows, every one
+            candidates = allowed if not len(self.dead) else np.setdiff1d(allowed, self.dead, assume_unique=True)
         else:
             candidates = self._scan(query, k + EXACT_MARGIN, allowed)
         return self.rescore(query, candidates, k)
@@ -178,7 +183,7 @@ class VectorStore:
     def _scan(self, query: np.ndarray, k: int, allowed: np.ndarray | None, from_id: int = 0) -> np.ndarray:
         """Candidate ids from an exact scan of every segment (rows at or above ``from_id``)."""
         found = []
-        for (index, tail, held), segment, live in zip(self._open_files(), self.segments, self._live_rows()):
+        for number, (segment, live) in enumerate(zip(self.segments, self._live_rows())):
             lo = max(0, from_id - segment.first_id)
             if lo >= segment.rows:
                 continue
@@ -191,6 +196,7 @@ class VectorStore:
                 mask &= chosen
             if not mask.any():
                 continue
+            index, tail, held = self._open_files()[number]
             found.append(_search_masked(index, query, k, mask[:held], 0) + segment.first_id)
             if tail is not None:
                 found.append(_search_masked(tail, query, k, mask[held:], held) + segment.first_id)
