@@ -113,16 +113,19 @@ if mode == "search":
             t = time.perf_counter()
             hits = search_text(archive, text, k=20, filters=filters)
             times.append(time.perf_counter() - t)
-            found.append([h.best.window_id for h in hits[:10]])
+            found.append([h.score for h in hits[:10]])
         times.sort()
         out[name] = {"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))]}
         searched[name] = (filters, found)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the exact scans below
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("RssAnon", "RssFile")))
+    out["anon_rss_mb"] = int(status["RssAnon"].split()[0]) / 1024  # what the process holds itself
+    out["file_rss_mb"] = int(status["RssFile"].split()[0]) / 1024  # page cache mapped in: shared, reclaimable
     for name, (filters, found) in searched.items():  # the exact scans a user would not run, for recall
-        recalls = []
+        recalls = []  # ties count as ann-benchmarks counts them: a recording scoring at least the exact 10th is right
         for text, got in zip(bench["texts"], found):
-            want = [h.best.window_id for h in search_text(archive, text, k=20, filters=filters, exact=True)[:10]]
-            recalls.append(len(set(got) & set(want)) / max(len(want), 1))
+            want = [h.score for h in search_text(archive, text, k=20, filters=filters, exact=True)[:10]]
+            recalls.append(sum(score >= want[-1] for score in got) / max(len(want), 1) if want else 1.0)
         out[name]["recall_at_10"] = statistics.mean(recalls)
 elif mode == "audit":
     import numpy as np
@@ -199,6 +202,8 @@ def report(windows: int, built: dict | None, results: dict) -> None:
         ("  floor: convert fp16 -> fp32 once", f"{audit['convert_s']:.2f} s", ""),
         ("  floor: convert + product, one thread", f"{audit['convert_product_s']:.2f} s", ""),
         ("search process peak RSS", f"{results['search']['peak_rss_mb']:,.0f} MB", "≤ 1.5 GB / 6 GB at 10M"),
+        ("  of which its own memory (anonymous)", f"{results['search'].get('anon_rss_mb', 0):,.0f} MB", ""),
+        ("  of which mapped page cache (vector files)", f"{results['search'].get('file_rss_mb', 0):,.0f} MB", ""),
         ("CLI search, remembered text (wall)", f"{results['cli_search_s']:.2f} s", "≤ 0.6 s"),
         ("torch imported by search", str(results["search"]["torch"]), "False"),
     ]

@@ -362,3 +362,47 @@ def test_a_filter_scanned_by_faiss_gives_what_reading_its_windows_gives(tmp_path
         monkeypatch.setattr(vector_store, "GATHER_MAX", 0)  # the same filter through FAISS's selector
         scanned = [(h.best.window_id, h.score) for h in search_vector(archive, query, k=10, filters=filters)]
         assert scanned == read and len(read) == 10
+
+
+def test_recall_counts_a_tied_window_as_found(tmp_path):
+    """Twin windows score alike: the exact scan keeps the lower id, an ANN may propose the other."""
+    from indexer.archive import ann_build
+
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
+        rng = np.random.default_rng(0)
+        base = rng.normal(size=(20, DIM)).astype(np.float32)
+        vectors = np.concatenate([base, base])  # window i + 20 is window i's twin
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        rows = [RecordingRow(path=f"/r/{i}.wav", content_hash=None, size_bytes=0, mtime=0.0, status="indexed",
+                             duration_s=10.0) for i in range(40)]
+        zero = np.zeros(1)
+        wins = [WindowRows(np.zeros(1, np.int16), zero, zero + 10.0, zero, zero, zero, zero, v[None, :]) for v in vectors]
+        archive.add_recordings(rows, wins)
+        store = archive.store
+        query = (vectors[:1] + 0.3 * rng.normal(size=(1, DIM))).astype(np.float32)
+        truth = store.search(query, 3, exact=True)  # the best pair, then one of the next pair
+
+        class Proposer:  # stands in for the ANN: proposes fixed candidates
+            def __init__(self, ids):
+                self.ids = np.asarray(ids)
+
+            def candidates(self, query, k, allowed, nprobe=None, count=None):
+                return self.ids
+
+        twins = np.where(truth[1][0] <= 20, truth[1][0] + 20, truth[1][0] - 20)
+        assert set(twins) != set(truth[1][0])  # by id, one of three would be missed
+        assert ann_build._recall(store, Proposer(twins), query, truth, 1, 3) == 1.0
+        others = np.setdiff1d(np.arange(1, 41), np.concatenate([truth[1][0], twins]))
+        assert ann_build._recall(store, Proposer(others), query, truth, 1, 3) == 0.0
+
+
+def test_an_ann_index_below_its_recall_target_is_kept_but_never_asked(tmp_path, monkeypatch):
+    unreachable = StoreConfig(ann_min_windows=1_000, filtered_exact_max=100, target_recall=1.01)
+    with _clustered(tmp_path / "arch", 500, unreachable) as archive:
+        record = archive.maintain_ann()
+        assert record is not None and record.recall < 1.01  # built, measured, and short of the target
+        assert archive.store.ann is not None and not archive.store.ann_trusted
+        assert "below its recall target" in archive.info().index_factory
+        monkeypatch.setattr(type(archive.store.ann), "candidates", lambda *a, **k: pytest.fail("the ANN was asked"))
+        query = archive.window_vectors([7])[0]
+        assert search_vector(archive, query, k=10) == search_vector(archive, query, k=10, exact=True)

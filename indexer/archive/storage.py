@@ -268,7 +268,8 @@ class ArchiveStorage:
             directory=self.directory, recordings=int(indexed), failed=int(failed), hours=float(seconds) / 3600,
             windows=self.catalog.window_count(), vectors=len(store), model_id=m.model_id, revision=m.revision,
             dim=m.dim, window_s=m.window_s, hop_s=m.hop_s,
-            index_factory=store.ann.record.factory if store.ann else "exact (float16)",
+            index_factory=(store.ann.record.factory if store.ann_trusted else
+                           f"exact (float16; {store.ann.record.factory} below its recall target)" if store.ann else "exact (float16)"),
             ann=store.ann.record if store.ann else None, disk_bytes=disk,
             metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
         )

@@ -137,9 +137,15 @@ class VectorStore:
         if k == 0:
             empty = np.empty((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        use_ann = self.ann is not None and not exact and (allowed_ids is None or len(allowed_ids) > self.config.filtered_exact_max)
+        use_ann = self.ann_trusted and not exact and (allowed_ids is None or len(allowed_ids) > self.config.filtered_exact_max)
         results = [self._search_one(q, k, allowed_ids, use_ann) for q in queries]
         return np.stack([s for s, _ in results]), np.stack([i for _, i in results])
+
+    @property
+    def ann_trusted(self) -> bool:
+        """An ANN index whose measured recall reached the target: one that did not is kept (a later
+        build or extension may do better) but never asked; searches scan exactly instead."""
+        return self.ann is not None and self.ann.record.recall >= self.config.target_recall
 
     def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None, use_ann: bool):
         if allowed is None and self._use_gpu():  # the whole archive in GPU memory: exact, and fast
