@@ -5,6 +5,7 @@ Prints a table; run it before and after performance work.
 
     python benchmarks/index_bench.py                 # full-size model, ~3 minutes on 2 cores
     python benchmarks/index_bench.py --tiny          # a quick smoke run with the tiny test model
+    python benchmarks/index_bench.py --engine ray    # the same through a local Ray instance (model actors)
 """
 
 from __future__ import annotations
@@ -61,18 +62,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each measurement")
     parser.add_argument("--tiny", action="store_true", help="use the tiny test model (smoke run)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: a local Ray instance, one model actor per core (its start-up is counted)")
     args = parser.parse_args()
 
-    from indexer.model.tiny_clap import build_full_size_random_clap, build_tiny_clap
+    from indexer.config import EncoderConfig, RayOptions
     from indexer.model.loading import load_encoder
-    from indexer.config import EncoderConfig
+    from indexer.model.tiny_clap import build_full_size_random_clap, build_tiny_clap, save_full_size_random_clap
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        options = IndexOptions()
+        model_config = None
         if args.tiny:
-            encoder = load_encoder(EncoderConfig(model=str(build_tiny_clap(tmp / "tiny")), batch_size=args.batch_size))
-        else:
-            encoder = build_full_size_random_clap(batch_size=args.batch_size)
+            model_config = EncoderConfig(model=str(build_tiny_clap(tmp / "tiny")), batch_size=args.batch_size)
+        elif args.engine == "ray":  # the actors load the model from a folder
+            model_config = EncoderConfig(model=str(save_full_size_random_clap(tmp / "full")), batch_size=args.batch_size)
+        encoder = load_encoder(model_config) if model_config else build_full_size_random_clap(batch_size=args.batch_size)
+        if args.engine == "ray":
+            import ray
+
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            options = IndexOptions(engine="ray", ray=RayOptions())
         folder = tmp / "drop"
         folder.mkdir()
         audio_s = make_recordings(folder, args.files, args.seconds)
@@ -86,9 +97,9 @@ def main() -> None:
         for run in range(args.repeat):  # alternate the two so drift on a shared machine hits both
             n_alone, t_alone = model_alone(encoder, folder, window_cfg)
             alone_rates.append(n_alone / t_alone)
-            with Archive.open(tmp / f"archive{run}", encoder=encoder, create=True) as archive:
+            with Archive.open(tmp / f"archive{run}", encoder=encoder, encoder_config=model_config, create=True) as archive:
                 started = time.perf_counter()
-                report = archive.index([folder], IndexOptions())
+                report = archive.index([folder], options)
                 t_e2e = time.perf_counter() - started
             e2e_rates.append(report.windows_added / t_e2e)
             model_share.append(report.model_seconds / t_e2e)
@@ -99,6 +110,7 @@ def main() -> None:
     ratios = [e / a for e, a in zip(e2e_rates, alone_rates)]
     rows = [
         ("model", "tiny test CLAP" if args.tiny else "full-size CLAP (random weights)"),
+        ("engine", "local" if args.engine == "local" else f"ray (local instance, {options.ray.workers or 'one per CPU'} model actors)"),
         ("audio", f"{args.files} files x {args.seconds:g} s = {audio_s / 60:.1f} min, {report.windows_added} windows"),
         ("batch size / runs", f"{args.batch_size} / {args.repeat} (medians; each run alternates the two)"),
         ("model alone", f"{alone_rate:.2f} windows/s ({alone_rate * window_cfg.length_s:.0f}x real time)"),

@@ -72,5 +72,26 @@ class EncoderConfig:
     threads: int | None = None
 
 
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how ``index --engine ray`` runs: the cluster, the actor pool, the shards' folder."""
+
+    address: str | None = None
+    """A running cluster (``ray://host:10001`` or ``auto``); None starts a local Ray instance."""
+    workers: int | None = None
+    """Model actors; None: one per GPU share when GPUs are asked for, else one per CPU."""
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1
+    """CPU cores (and torch threads) per model actor."""
+    staging: Path | None = None
+    """Folder of finished shards; None: ``staging`` inside the archive."""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker < 1:
+            raise ValueError("gpus per worker must be ≥ 0 and cpus per worker ≥ 1")
+
+
 def default_archive_dir() -> Path:
     return Path(os.environ.get("SOUNDTRACE_ARCHIVE", "./soundtrace-archive"))

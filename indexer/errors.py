@@ -101,3 +101,10 @@ class LabelSetError(QueryError):
 
 class AuditError(SoundtraceError):
     """An audit run cannot be found, compared or exported as asked."""
+
+
+# --- engines -----------------------------------------------------------------------------------
+
+
+class EngineError(SoundtraceError):
+    """A distributed engine (Ray) is missing, unreachable or failed in a way not about one file."""

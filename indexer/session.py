@@ -23,6 +23,13 @@ from indexer.embedding import DEFAULT_PROMPTS, Encoder
 from indexer.errors import ArchiveError
 
 
+def load_model(config: EncoderConfig) -> Encoder:
+    """A CLAP loaded as the archive loads its own (torch is imported here, on first use)."""
+    from indexer.model.loading import load_encoder
+
+    return load_encoder(config)
+
+
 class Session(ArchiveStorage):
     def __init__(
         self, directory: Path, catalog: Catalog, manifest: Manifest, read_only: bool, store_config: StoreConfig,
@@ -66,9 +73,7 @@ class Session(ArchiveStorage):
     def encoder(self) -> Encoder:
         """The archive's own model, loaded once on first use."""
         if self._encoder is None:
-            from indexer.model.loading import load_encoder  # torch loads only when a model is needed
-
-            encoder = load_encoder(self._encoder_config)
+            encoder = load_model(self._encoder_config)  # torch loads only when a model is needed
             self.manifest.check_model(encoder.identity)
             self._encoder = encoder
         return self._encoder

@@ -33,9 +33,10 @@ def make_drop(folder: Path) -> Path:
     return folder
 
 
-def snapshot(directory: Path) -> dict:
+def snapshot(directory: Path, encoder=None) -> dict:
     """Everything that defines an archive's content, independent of timing."""
-    with Archive.open(directory, encoder=FakeEncoder(), read_only=True) as archive:
+    encoder = encoder or FakeEncoder()
+    with Archive.open(directory, encoder=encoder, read_only=True) as archive:
         con = archive.catalog.con
         recordings = con.execute(
             "SELECT id, path, status, error_kind, content_hash, duration_s FROM recordings ORDER BY id"
@@ -47,7 +48,7 @@ def snapshot(directory: Path) -> dict:
         vectors = archive.window_vectors([w[0] for w in windows]) if windows else np.empty((0, 0), np.float32)
         next_id = archive.catalog.next_window_id()
         dead = archive.catalog.dead_window_ids().tolist()
-    segments = SegmentFiles(directory, FakeEncoder().identity.dim)
+    segments = SegmentFiles(directory, encoder.identity.dim)
     stored_bytes = sum(s.path.stat().st_size for s in segments.committed(next_id))
     return {
         "recordings": recordings,

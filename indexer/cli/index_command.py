@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from indexer.cli.options import archive_option, collect, model_options, raw_options, with_default_model
+from indexer.cli.options import archive_option, collect, model_options, raw_options, ray_options, with_default_model
 from indexer.cli.output import Console, IndexProgress, print_index_report
 from indexer.config import DecodeOptions, WindowConfig, default_archive_dir
 
@@ -22,6 +22,7 @@ class IndexRequest:
     retry_failed: bool
     audit_files: tuple[Path, ...]
     quiet: bool
+    engine: str
 
     def windows(self) -> WindowConfig | None:
         """The window settings asked for (a new archive's), or None to keep the archive's own."""
@@ -68,10 +69,13 @@ EXIT_SOME_FAILED = 3
 @click.option("--audit", "audit_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Label set YAML to keep standing: run now if new, then extended by every indexing run; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: decode and embed here; ray: on a Ray cluster (pip install 'soundtrace[ray]'), same archive.")
 @collect(IndexRequest)
 @raw_options
+@ray_options
 @model_options
-def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
+def index(paths, archive_dir, request: IndexRequest, raw, ray, encoder_config):
     """Embed every recording under PATHS once (unchanged files are skipped)."""
     from indexer.api import Archive
     from indexer.archive.manifest import MANIFEST_FILE
@@ -87,6 +91,10 @@ def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
     for csv_path in request.metadata_files:
         check_csv(csv_path)
     labelsets = [load_labelset(f) for f in request.audit_files]
+    if request.engine == "ray":
+        from indexer.indexing.ray_engine import require_ray
+
+        require_ray()  # one sentence on how to install it, before anything is created
     Archive.check_no_writer(directory)  # refuse before the model loads, not after
     is_new = not (directory / MANIFEST_FILE).exists()
     if is_new:
@@ -99,7 +107,7 @@ def index(paths, archive_dir, request: IndexRequest, raw, encoder_config):
     with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
         options = IndexOptions(
             decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
-            retry_failed=request.retry_failed, metadata=request.metadata_files,
+            retry_failed=request.retry_failed, metadata=request.metadata_files, engine=request.engine, ray=ray,
         )
         with IndexProgress(disabled=request.quiet) as progress:
             report = archive.index(paths, options, progress)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import click
 
-from indexer.config import REQUEST_MAX_DURATION_S, EncoderConfig, RawPcmFormat, default_archive_dir
+from indexer.config import REQUEST_MAX_DURATION_S, EncoderConfig, RawPcmFormat, RayOptions, default_archive_dir
 
 
 def collect(cls: type, name: str = "request") -> Callable:
@@ -28,6 +28,24 @@ def collect(cls: type, name: str = "request") -> Callable:
         return wrapper
 
     return decorator
+
+
+def ray_options(func: Callable) -> Callable:
+    """``index --engine ray`` parameters, as ``ray`` (a RayOptions; ignored by the local engine)."""
+
+    @click.option("--ray-address", default=None, help="A running Ray cluster (e.g. ray://head:10001 or auto) [default: start a local one].")
+    @click.option("--workers", type=click.IntRange(min=1), default=None, help="Model actors [default: one per CPU, or per GPU share].")
+    @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs each model actor holds.")
+    @click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1, show_default=True, help="CPU cores (torch threads) per model actor.")
+    @click.option("--staging", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  help="Folder for finished shards, kept until committed [default: ARCHIVE/staging].")
+    @functools.wraps(func)
+    def wrapper(*args, ray_address, workers, gpus_per_worker, cpus_per_worker, staging, **kwargs):
+        kwargs["ray"] = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker,
+                                   cpus_per_worker=cpus_per_worker, staging=staging)
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 def raw_options(func: Callable) -> Callable:

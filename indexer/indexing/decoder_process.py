@@ -34,7 +34,8 @@ NICENESS = 19
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one file ended: "indexed" (its windows came before), "failed", "touched" or "reused"."""
+    """How one file ended: "indexed" (its windows came before), "failed", "touched", "reused" or
+    "staged" (a shard of an interrupted run holds its windows; ``row`` carries its content hash)."""
 
     kind: str
     row: RecordingRow | None = None
@@ -48,6 +49,8 @@ class DecodeJob:
     hashes: dict[str, int]
     windows: WindowConfig
     decode: DecodeOptions
+    staged: frozenset[str] = frozenset()
+    """Content hashes whose windows a shard already holds: not decoded again."""
 
 
 WINDOW, OUTCOME, DONE, CRASHED, IDLE = "window", "outcome", "done", "crashed", "idle"
@@ -187,6 +190,10 @@ def _decode_one(job: DecodeJob, src: SourceFile) -> Iterator[tuple[str, object]]
         return
     if digest in job.hashes:
         yield OUTCOME, Outcome("reused", recording_id=job.hashes[digest])
+        return
+    if digest in job.staged:
+        row = RecordingRow(path=src.key, content_hash=digest, size_bytes=src.size_bytes, mtime=src.mtime, status="indexed")
+        yield OUTCOME, Outcome("staged", row=row)
         return
     count, end = 0, 0.0
     try:

@@ -1,28 +1,28 @@
 """Indexing: files -> windows -> vectors -> archive, incremental and safe to kill at any moment.
 
-A low-priority child process (``decoding``) hashes and decodes files and cuts windows while this
-process runs the model on full batches (batches span files, so short clips still fill them). Recordings are
-committed strictly in file order, each in one catalog transaction, so a run that is killed and
-started again ends with exactly the archive an uninterrupted run would have produced.
+Both engines plan the same way (unchanged files skipped before any audio is read) and commit
+through ``commits.Committer``, strictly in file order. The local engine: a low-priority child
+process (``decoder_process``) hashes and decodes files and cuts windows while this process runs
+the model on full batches (batches span files, so short clips still fill them). The Ray engine
+(``ray_engine``) does the same work on a cluster.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 
-from indexer.archive.records import WindowRows
 from indexer.archive.storage import FailedFile
-from indexer.audio.sources import SourceFile, discover
+from indexer.audio.sources import discover
 from indexer.audio.windows import Window
-from indexer.config import DecodeOptions
-from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome, failed_outcome
+from indexer.config import DecodeOptions, RayOptions
+from indexer.indexing.commits import Committer, PendingFile
+from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome
 from indexer.indexing.one_file import no_vector_reason
 from indexer.session import Session
 
@@ -38,6 +38,9 @@ class IndexOptions:
     """Decoded windows allowed to wait for the model; bounds memory."""
     metadata: tuple[Path, ...] = ()
     """Metadata CSVs merged into the catalog before indexing."""
+    engine: Literal["local", "ray"] = "local"
+    """Where the audio is decoded and embedded: this process, or a Ray cluster (same archive, same bits)."""
+    ray: RayOptions = RayOptions()
 
 
 @dataclass
@@ -81,33 +84,16 @@ class ProgressSink(Protocol):
     def finish(self) -> None: ...
 
 
-# --- files in flight ----------------------------------------------------------------------------
+# --- the run ----------------------------------------------------------------------------------
 
 
 @dataclass
-class _Pending:
-    """One file on its way through; committed when its outcome is known and its windows embedded."""
+class Plan:
+    """What a run will do, decided the same way by every engine before any audio is read."""
 
-    source: SourceFile
-    outcome: Outcome | None = None
-    windows: list[Window] = field(default_factory=list)
-    vectors: dict[int, np.ndarray] = field(default_factory=dict)
-
-    rejected: str | None = None
-    """Why the model's output for this file cannot be stored (it becomes a failure)."""
-
-    @property
-    def failed(self) -> bool:
-        return self.rejected is not None or (self.outcome is not None and self.outcome.kind == "failed")
-
-    @property
-    def ready(self) -> bool:
-        return self.outcome is not None and (self.failed or len(self.vectors) == len(self.windows))
-
-
-
-
-# --- the run ----------------------------------------------------------------------------------
+    todo: list[PendingFile]
+    job: DecodeJob
+    discovered: set[str]
 
 
 def run_indexing(
@@ -115,72 +101,86 @@ def run_indexing(
 ) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
+    plan = _plan(archive, paths, options, report)
+    if progress:
+        progress.start(len(plan.todo), sum(p.source.size_bytes for p in plan.todo))
+    committer = Committer(archive, report, progress)
+    archive.catalog.yield_lock()  # planning is done: readers may use the catalog until the first commit
+    try:
+        if plan.todo and options.engine == "ray":
+            from indexer.indexing.ray_engine import embed_on_ray  # ray loads only when asked for
+
+            report.model_seconds = embed_on_ray(archive, plan, options, committer)
+        elif plan.todo:
+            report.model_seconds = _embed_here(archive, plan, options, committer)
+        if options.prune:
+            report.pruned = _prune(archive, paths, plan.discovered)
+    finally:
+        if progress:
+            progress.finish()
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _plan(archive: Session, paths: Sequence[Path], options: IndexOptions, report: IndexReport) -> Plan:
     for csv_path in options.metadata:  # a bad CSV fails before the folders are walked
         report.metadata_rows.append((csv_path, archive.import_metadata(csv_path)))
     found = discover(paths)
     report.discovered, report.ignored, report.unlisted_folders = len(found.files), found.ignored, found.unlisted_folders
     known = archive.catalog.known_files()
-    todo: list[_Pending] = []
+    todo: list[PendingFile] = []
     for src in found.files:
         seen = known.get(src.key)
         unchanged = seen is not None and seen.size_bytes == src.size_bytes and seen.mtime == src.mtime
         if unchanged and not (options.retry_failed and seen.status == "failed"):
             report.unchanged += 1
         else:
-            todo.append(_Pending(src))
-    if progress:
-        progress.start(len(todo), sum(p.source.size_bytes for p in todo))
-    runner = _Runner(archive, report, progress)
-    decoder = DecoderProcess(
-        DecodeJob([p.source for p in todo], known, archive.catalog.indexed_hashes(), archive.manifest.windows, options.decode),
-        options.queue_windows,
-    )
-    archive.catalog.yield_lock()  # planning is done: readers may use the catalog until the first commit
+            todo.append(PendingFile(src))
+    job = DecodeJob([p.source for p in todo], known, archive.catalog.indexed_hashes(), archive.manifest.windows, options.decode)
+    return Plan(todo, job, {src.key for src in found.files})
+
+
+def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: Committer) -> float:
+    """The local engine: a decoding child process ahead of the model in this one. Returns model seconds."""
+    batcher = _Batcher(archive, committer)
+    decoder = DecoderProcess(plan.job, options.queue_windows)
     try:
-        for kind, index, payload in decoder.messages() if todo else ():
+        for kind, index, payload in decoder.messages():
             if kind == IDLE:  # waiting for the decoder: readers may use the catalog meanwhile
                 archive.catalog.yield_lock()
                 continue
-            item = todo[index]
+            item = plan.todo[index]
+            committer.register(item)
             if kind == WINDOW:
-                runner.add_window(item, payload)
+                batcher.add_window(item, payload)
             else:
-                runner.settle(item, payload)
-            runner.commit_ready()
-        runner.embed_pending()
-        runner.commit_ready()
-        if options.prune:
-            report.pruned = _prune(archive, paths, {src.key for src in found.files})
+                batcher.settle(item, payload)
+            committer.commit_ready()
+        batcher.embed_pending()
+        committer.commit_ready()
     finally:
         decoder.stop()
-        if progress:
-            progress.finish()
-    report.model_seconds = runner.model_seconds
-    report.elapsed_s = time.perf_counter() - started
-    return report
+    return batcher.model_seconds
 
 
-class _Runner:
-    """The main thread's half: batches windows through the model and commits in file order.
+class _Batcher:
+    """The main thread's half of the local engine: batches windows through the model.
 
     The catalog is held only while committing: it is let go before every model call and whenever
     the decoder keeps us waiting, so a slow file never keeps searches or the app waiting (and a
     run of quick commits, touched or failed files, does not reopen it for each one)."""
 
-    def __init__(self, archive: Session, report: IndexReport, progress: ProgressSink | None):
+    def __init__(self, archive: Session, committer: Committer):
         self.archive = archive
-        self.report = report
-        self.progress = progress
-        self.batch: list[tuple[_Pending, int]] = []
-        self.order: OrderedDict[int, _Pending] = OrderedDict()
+        self.committer = committer
+        self.batch: list[tuple[PendingFile, int]] = []
         self.model_seconds = 0.0
 
     @property
     def batch_size(self) -> int:
         return max(1, int(getattr(self.archive.encoder, "batch_size", 8)))
 
-    def add_window(self, item: _Pending, window: Window) -> None:
-        self.order.setdefault(id(item), item)
+    def add_window(self, item: PendingFile, window: Window) -> None:
         if item.failed:
             return
         item.windows.append(window)
@@ -188,16 +188,10 @@ class _Runner:
         if len(self.batch) >= self.batch_size:
             self.embed_pending()
 
-    def settle(self, item: _Pending, outcome: Outcome) -> None:
+    def settle(self, item: PendingFile, outcome: Outcome) -> None:
         item.outcome = outcome
         if item.failed:
             item.windows, item.vectors = [], {}
-        self.order.setdefault(id(item), item)
-
-    def reject(self, item: _Pending, reason: str) -> None:
-        """The model gave this file's audio no usable vector: it fails, its other windows are skipped."""
-        item.rejected = reason
-        item.windows, item.vectors = [], {}
 
     def embed_pending(self) -> None:
         live = [(item, i) for item, i in self.batch if not item.failed]
@@ -213,62 +207,12 @@ class _Runner:
             if item.failed:
                 continue
             if not ok:
-                self.reject(item, no_vector_reason(item.source.path.name, item.windows[i]))
+                item.reject(no_vector_reason(item.source.path.name, item.windows[i]))
                 continue
             item.vectors[i] = vector
             item.windows[i] = item.windows[i].released()
-        if self.progress:
-            self.progress.windows_embedded(len(live))
-
-    def commit_ready(self) -> None:
-        while self.order:
-            item = next(iter(self.order.values()))
-            if not item.ready:
-                return
-            self.order.popitem(last=False)
-            self._commit(item)
-
-    def _commit(self, item: _Pending) -> None:
-        src, report, outcome = item.source, self.report, item.outcome
-        if item.rejected is not None and outcome.kind != "failed":
-            digest = outcome.row.content_hash if outcome.row is not None else None
-            outcome = failed_outcome(src, digest, "invalid_vector", item.rejected)
-        audio_s = 0.0
-        if outcome.kind == "touched":
-            self.archive.catalog.touch(outcome.recording_id, src.size_bytes, src.mtime)
-            report.unchanged += 1
-        elif outcome.kind == "reused":
-            row = self.archive.catalog.clone_row(outcome.recording_id, src.key, src.size_bytes, src.mtime)
-            report.recording_ids.append(self.archive.save_recording(row, copy_from=outcome.recording_id))
-            report.reused += 1
-            audio_s = row.duration_s or 0.0
-        elif outcome.kind == "failed":
-            report.recording_ids.append(self.archive.save_recording(outcome.row))
-            report.failed.append(FailedFile(src.key, outcome.row.error_kind, outcome.row.error))
-        else:
-            rows = _window_rows(item.windows, np.stack([item.vectors[i] for i in range(len(item.windows))]))
-            report.recording_ids.append(self.archive.save_recording(outcome.row, rows))
-            report.indexed += 1
-            report.windows_added += len(rows)
-            audio_s = outcome.row.duration_s or 0.0
-        report.audio_seconds += audio_s
-        item.windows, item.vectors = [], {}
-        if self.progress:
-            self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
-
-
-def _window_rows(windows: list[Window], vectors: np.ndarray) -> WindowRows:
-    q = [w.quality for w in windows]
-    return WindowRows(
-        channel=np.array([w.channel for w in windows]),
-        start_s=np.array([w.start_s for w in windows]),
-        end_s=np.array([w.end_s for w in windows]),
-        rms_db=np.array([x.rms_db for x in q]),
-        peak=np.array([x.peak for x in q]),
-        clipped_fraction=np.array([x.clipped_fraction for x in q]),
-        silent_fraction=np.array([x.silent_fraction for x in q]),
-        vectors=vectors,
-    )
+        if self.committer.progress:
+            self.committer.progress.windows_embedded(len(live))
 
 
 def _prune(archive: Session, roots: Sequence[Path], discovered: set[str]) -> int:

@@ -120,6 +120,27 @@ def build_full_size_random_clap(device: str = "cpu", seed: int = 0, fused: bool 
     return ClapEncoder(model, extractor, None, identity, resolve_device(device), batch_size)
 
 
+def save_full_size_random_clap(directory: Path, seed: int = 0, fused: bool = True) -> Path:
+    """``ClapModel(ClapConfig())`` with random weights saved as a loadable folder (≈ 600 MB): the real
+    cost through the real loading path, e.g. for model actors on Ray. Its tokenizer is the tiny one
+    (text vectors from it mean nothing; benchmarks embed audio)."""
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer()
+    config = ClapConfig(text_config={"vocab_size": len(tokenizer)}, audio_config={"enable_fusion": fused})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ClapModel(config).eval()
+    extractor = ClapFeatureExtractor(**{**CLAP_FEATURE_EXTRACTOR, "truncation": "fusion" if fused else "rand_trunc"})
+    with quiet_transformers():
+        model.save_pretrained(directory)
+        ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
+        extractor.save_pretrained(directory)
+    return directory
+
+
 def _train_tokenizer():
     """A byte-level BPE RobertaTokenizer trained on a built-in corpus of sound descriptions."""
     from tokenizers import ByteLevelBPETokenizer

@@ -1,0 +1,118 @@
+"""Committing files to the archive strictly in file order, whichever engine embedded them.
+
+Each file is one catalog transaction, in the order the run planned them, so a run killed at any
+moment and started again ends with exactly the archive an uninterrupted run would have produced
+(recording and window ids included), whether its vectors came from this process or a Ray cluster.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.archive.records import WindowRows
+from indexer.archive.storage import FailedFile
+from indexer.audio.sources import SourceFile
+from indexer.audio.windows import Window
+from indexer.indexing.decoder_process import Outcome, failed_outcome
+from indexer.session import Session
+
+
+@dataclass
+class PendingFile:
+    """One file on its way through; committed when its outcome is known and its windows embedded."""
+
+    source: SourceFile
+    outcome: Outcome | None = None
+    windows: list[Window] = field(default_factory=list)
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    rows: WindowRows | None = None
+    """The window rows ready made (a shard read back), instead of ``windows`` + ``vectors``."""
+
+    rejected: str | None = None
+    """Why the model's output for this file cannot be stored (it becomes a failure)."""
+
+    @property
+    def failed(self) -> bool:
+        return self.rejected is not None or (self.outcome is not None and self.outcome.kind == "failed")
+
+    @property
+    def ready(self) -> bool:
+        if self.outcome is None:
+            return False
+        return self.failed or self.rows is not None or len(self.vectors) == len(self.windows)
+
+    def reject(self, reason: str) -> None:
+        """The model gave this file's audio no usable vector: it fails, its other windows are skipped."""
+        self.rejected = reason
+        self.windows, self.vectors, self.rows = [], {}, None
+
+    def window_rows(self) -> WindowRows:
+        if self.rows is not None:
+            return self.rows
+        return window_rows(self.windows, np.stack([self.vectors[i] for i in range(len(self.windows))]))
+
+
+class Committer:
+    """Commits files in the order they were registered, each as soon as it and all before it are ready."""
+
+    def __init__(self, archive: Session, report, progress):
+        self.archive = archive
+        self.report = report
+        self.progress = progress
+        self.order: OrderedDict[int, PendingFile] = OrderedDict()
+
+    def register(self, item: PendingFile) -> None:
+        self.order.setdefault(id(item), item)
+
+    def commit_ready(self) -> None:
+        while self.order:
+            item = next(iter(self.order.values()))
+            if not item.ready:
+                return
+            self.order.popitem(last=False)
+            self._commit(item)
+
+    def _commit(self, item: PendingFile) -> None:
+        src, report, outcome = item.source, self.report, item.outcome
+        if item.rejected is not None and outcome.kind != "failed":
+            digest = outcome.row.content_hash if outcome.row is not None else None
+            outcome = failed_outcome(src, digest, "invalid_vector", item.rejected)
+        audio_s = 0.0
+        if outcome.kind == "touched":
+            self.archive.catalog.touch(outcome.recording_id, src.size_bytes, src.mtime)
+            report.unchanged += 1
+        elif outcome.kind == "reused":
+            row = self.archive.catalog.clone_row(outcome.recording_id, src.key, src.size_bytes, src.mtime)
+            report.recording_ids.append(self.archive.save_recording(row, copy_from=outcome.recording_id))
+            report.reused += 1
+            audio_s = row.duration_s or 0.0
+        elif outcome.kind == "failed":
+            report.recording_ids.append(self.archive.save_recording(outcome.row))
+            report.failed.append(FailedFile(src.key, outcome.row.error_kind, outcome.row.error))
+        else:
+            rows = item.window_rows()
+            report.recording_ids.append(self.archive.save_recording(outcome.row, rows))
+            report.indexed += 1
+            report.windows_added += len(rows)
+            audio_s = outcome.row.duration_s or 0.0
+        report.audio_seconds += audio_s
+        item.windows, item.vectors, item.rows = [], {}, None
+        if self.progress:
+            self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
+
+
+def window_rows(windows: list[Window], vectors: np.ndarray) -> WindowRows:
+    q = [w.quality for w in windows]
+    return WindowRows(
+        channel=np.array([w.channel for w in windows]),
+        start_s=np.array([w.start_s for w in windows]),
+        end_s=np.array([w.end_s for w in windows]),
+        rms_db=np.array([x.rms_db for x in q]),
+        peak=np.array([x.peak for x in q]),
+        clipped_fraction=np.array([x.clipped_fraction for x in q]),
+        silent_fraction=np.array([x.silent_fraction for x in q]),
+        vectors=vectors,
+    )

@@ -1,0 +1,81 @@
+"""Finished files of a distributed run, kept as shards keyed by content hash until they are committed.
+
+A file whose windows all came back from the cluster is written here (atomically: a temporary
+file, fsynced, renamed) before it waits its turn to be committed in file order. A run killed at
+any moment and started again finds its finished files here by their content hash and commits them
+without decoding or embedding them again. Shards live in a folder named by what their vectors
+depend on (model revision, window and decoding settings), so a shard is never read back into an
+archive whose vectors it would not equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+
+from indexer.archive.durable import replace_atomically
+from indexer.archive.manifest import Manifest
+from indexer.archive.records import RecordingRow, WindowRows
+from indexer.config import DecodeOptions
+
+STAGING_DIR = "staging"
+SUFFIX = ".shard.npz"
+CONTENT_FIELDS = ("duration_s", "sample_rate", "channels", "format", "decoder", "peak", "rms_db", "clipped_fraction",
+                  "silent_fraction", "is_silent", "is_clipped")
+"""What a recording row owes to its audio alone (not to the file's name, size or time)."""
+_WINDOW_FIELDS = tuple(f.name for f in fields(WindowRows))
+
+
+class Staging:
+    def __init__(self, root: Path, manifest: Manifest, decode: DecodeOptions):
+        self.folder = Path(root) / fingerprint(manifest, decode)
+
+    def finished(self) -> frozenset[str]:
+        """Content hashes with a shard here."""
+        if not self.folder.is_dir():
+            return frozenset()
+        return frozenset(p.name[: -len(SUFFIX)] for p in self.folder.glob("*" + SUFFIX))
+
+    def save(self, row: RecordingRow, rows: WindowRows) -> None:
+        """Keep one finished file's recording figures and window rows (the same hash twice: the same bytes)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        recording = json.dumps({name: getattr(row, name) for name in CONTENT_FIELDS})
+        arrays = {name: getattr(rows, name) for name in _WINDOW_FIELDS}
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, recording=np.frombuffer(recording.encode(), np.uint8), **arrays)
+
+        replace_atomically(self._path(row.content_hash), write)
+
+    def load(self, digest: str, row: RecordingRow) -> tuple[RecordingRow, WindowRows]:
+        """``row`` (this file's path, size and time) completed with the shard's figures, and its window rows."""
+        with np.load(self._path(digest)) as data:
+            recording = json.loads(data["recording"].tobytes().decode())
+            rows = WindowRows(**{name: data[name] for name in _WINDOW_FIELDS})
+        return RecordingRow(**{**asdict(row), **recording, "content_hash": digest, "status": "indexed"}), rows
+
+    def remove(self, digests) -> None:
+        for digest in digests:
+            self._path(digest).unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def _path(self, digest: str) -> Path:
+        if not digest or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError("a shard is named by a content hash")
+        return self.folder / (digest + SUFFIX)
+
+
+def fingerprint(manifest: Manifest, decode: DecodeOptions) -> str:
+    """What a window's vector depends on besides its audio, as a short name."""
+    identity = manifest.identity
+    described = json.dumps({
+        "revision": identity.revision, "dim": identity.dim, "windows": asdict(manifest.windows),
+        "decode": asdict(decode),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
