@@ -406,3 +406,38 @@ def test_an_ann_index_below_its_recall_target_is_kept_but_never_asked(tmp_path, 
         monkeypatch.setattr(type(archive.store.ann), "candidates", lambda *a, **k: pytest.fail("the ANN was asked"))
         query = archive.window_vectors([7])[0]
         assert search_vector(archive, query, k=10) == search_vector(archive, query, k=10, exact=True)
+
+
+def test_a_window_set_held_as_bits_is_the_same_set_as_its_ids():
+    from indexer.archive import window_sets
+    from indexer.archive.window_sets import WindowSet
+
+    rng = np.random.default_rng(5)
+    ids = np.sort(rng.choice(np.arange(1, 5_000), size=1_700, replace=False))
+    as_ids = WindowSet.of(ids, 5_003)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(window_sets, "BITS_FROM", 100)
+        as_bits = WindowSet.of(ids, 5_003)
+    assert as_bits._bits is not None and as_ids._ids is not None and len(as_bits) == len(as_ids) == 1_700
+    assert np.array_equal(as_bits.ids, ids)
+    for start, stop in ((1, 1_048), (3, 11), (4_990, 5_010), (0, 5_003), (1_000, 1_000)):
+        expected = np.isin(np.arange(start, stop), ids)
+        assert np.array_equal(as_bits.mask(start, stop), expected) and np.array_equal(as_ids.mask(start, stop), expected)
+    assert np.array_equal(as_bits.bits(5_003), as_ids.bits(5_003))
+
+
+def test_a_broad_filter_held_as_bits_finds_what_its_ids_find(tmp_path, monkeypatch):
+    from indexer.archive import window_sets
+    from indexer.search import ranking
+
+    with _clustered(tmp_path / "arch", 500, LOW) as archive:
+        archive.maintain_ann()
+        query = archive.window_vectors([11])[0]
+        filters = SearchFilters(where="site = 'big'")  # 98%: the ANN, with a selector
+        with_ids = search_vector(archive, query, k=10, filters=filters)
+        exact_with_ids = search_vector(archive, query, k=10, filters=filters, exact=True)
+        ranking._filter_cache.clear()
+        monkeypatch.setattr(window_sets, "BITS_FROM", 1_000)
+        assert ranking.allowed_windows(archive, filters)._bits is not None
+        assert search_vector(archive, query, k=10, filters=filters) == with_ids
+        assert search_vector(archive, query, k=10, filters=filters, exact=True) == exact_with_ids

@@ -87,16 +87,17 @@ class AnnIndex:
                    nprobe: int | None = None, count: int | None = None) -> np.ndarray:
         """Candidate ids for ``query``: ``record.candidates`` of them, or twice k when that is more.
 
-        ``allowed`` is a bitmap over window ids; a filter keeping ``fraction`` of the archive
-        probes proportionally more lists, so as many eligible candidates are seen as unfiltered."""
+        ``allowed`` is packed bits over window ids (little-endian bit order); a filter keeping
+        ``fraction`` of the archive probes proportionally more lists, so as many eligible
+        candidates are seen as unfiltered."""
         nprobe = nprobe or self.record.nprobe
         if fraction < 1.0:
             nprobe = math.ceil(nprobe / max(fraction, 1e-6))
         params = faiss.SearchParametersIVF(nprobe=min(self.record.nlist, nprobe))
-        bitmap = selector = None  # they must outlive the search
+        selector = None  # it and the bits must outlive the search
         if allowed is not None:
-            bitmap = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+            allowed = np.ascontiguousarray(allowed, np.uint8)
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
             params.sel = selector
         wanted = count or max(self.record.candidates, 2 * k)
         _, ids = self.index.search(np.ascontiguousarray(query[None, :], np.float32), wanted, params=params)

@@ -17,6 +17,7 @@ import numpy as np
 
 from indexer.archive.ann import AnnIndex
 from indexer.archive.segments import Segment, SegmentFiles
+from indexer.archive.window_sets import WindowSet
 
 GpuMode = Literal["auto", "never"]
 
@@ -127,18 +128,21 @@ class VectorStore:
 
     # --- search --------------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None,
+    def search(self, queries: np.ndarray, k: int, allowed: WindowSet | np.ndarray | None = None,
                exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query, best first (ties: lower id first); ``allowed_ids``
-        restricts the search to those windows, ``exact`` forces the full scan."""
+        """Top-k (scores, ids) per query, best first (ties: lower id first); ``allowed`` (a
+        ``WindowSet`` or sorted window ids) restricts the search to those windows, ``exact``
+        forces the full scan."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        available = len(self) if allowed_ids is None else len(allowed_ids)
+        if isinstance(allowed, np.ndarray):
+            allowed = WindowSet.of(allowed, max(self.end_id, int(allowed[-1]) + 1 if len(allowed) else 0))
+        available = len(self) if allowed is None else len(allowed)
         k = max(0, min(int(k), available))
         if k == 0:
             empty = np.empty((len(queries), 0))
             return empty.astype(np.float32), empty.astype(np.int64)
-        use_ann = self.ann_trusted and not exact and (allowed_ids is None or len(allowed_ids) > self.config.filtered_exact_max)
-        results = [self._search_one(q, k, allowed_ids, use_ann) for q in queries]
+        use_ann = self.ann_trusted and not exact and (allowed is None or len(allowed) > self.config.filtered_exact_max)
+        results = [self._search_one(q, k, allowed, use_ann) for q in queries]
         return np.stack([s for s, _ in results]), np.stack([i for _, i in results])
 
     @property
@@ -147,7 +151,7 @@ class VectorStore:
         build or extension may do better) but never asked; searches scan exactly instead."""
         return self.ann is not None and self.ann.record.recall >= self.config.target_recall
 
-    def _search_one(self, query: np.ndarray, k: int, allowed: np.ndarray | None, use_ann: bool):
+    def _search_one(self, query: np.ndarray, k: int, allowed: WindowSet | None, use_ann: bool):
         if allowed is None and self._use_gpu():  # the whole archive in GPU memory: exact, and fast
             index, ids = self._gpu_index()
             _, rows = index.search(query[None, :], min(k + EXACT_MARGIN, len(ids)))
@@ -158,7 +162,7 @@ class VectorStore:
             tail = self._scan(query, k + EXACT_MARGIN, allowed, from_id=self.ann.covers_below)
             candidates = np.union1d(candidates, tail)
         elif allowed is not None and len(allowed) <= GATHER_MAX:  # a narrow filter: its windows, every one
-            candidates = allowed if not len(self.dead) else np.setdiff1d(allowed, self.dead, assume_unique=True)
+            candidates = allowed.ids if not len(self.dead) else np.setdiff1d(allowed.ids, self.dead, assume_unique=True)
         else:
             candidates = self._scan(query, k + EXACT_MARGIN, allowed)
         return self.rescore(query, candidates, k)
@@ -186,7 +190,7 @@ class VectorStore:
             self._gpu = (index, np.concatenate(ids))
         return self._gpu
 
-    def _scan(self, query: np.ndarray, k: int, allowed: np.ndarray | None, from_id: int = 0) -> np.ndarray:
+    def _scan(self, query: np.ndarray, k: int, allowed: WindowSet | None, from_id: int = 0) -> np.ndarray:
         """Candidate ids from an exact scan of every segment (rows at or above ``from_id``)."""
         found = []
         for number, (segment, live) in enumerate(zip(self.segments, self._live_rows())):
@@ -196,10 +200,7 @@ class VectorStore:
             mask = live.copy()
             mask[:lo] = False
             if allowed is not None:
-                inside = allowed[(allowed >= segment.first_id) & (allowed < segment.end_id)] - segment.first_id
-                chosen = np.zeros(segment.rows, bool)
-                chosen[inside] = True
-                mask &= chosen
+                mask &= allowed.mask(segment.first_id, segment.first_id + segment.rows)
             if not mask.any():
                 continue
             index, tail, held = self._open_files()[number]
@@ -236,19 +237,15 @@ class VectorStore:
             self._live = live
         return self._live
 
-    def _ann_selector(self, allowed: np.ndarray | None) -> np.ndarray | None:
-        """A bitmap over window ids of what the ANN may return (live, and allowed when filtered)."""
-        if allowed is None:
-            if not len(self.dead):
-                return None
-            if self._live_bits is None:  # the same for every unfiltered search: made once
-                self._live_bits = np.ones(self.end_id, bool)
-                self._live_bits[self.dead[self.dead < self.end_id]] = False
-            return self._live_bits
-        bits = np.zeros(self.end_id, bool)
-        bits[allowed[allowed < self.end_id]] = True
-        bits[self.dead[self.dead < self.end_id]] = False
-        return bits
+    def _ann_selector(self, allowed: WindowSet | None) -> np.ndarray | None:
+        """Packed bits over window ids of what the ANN may return (live, and allowed when filtered)."""
+        if not len(self.dead):
+            return None if allowed is None else allowed.bits(self.end_id)
+        if self._live_bits is None:  # the same for every search: made once
+            live = np.ones(self.end_id, bool)
+            live[self.dead[self.dead < self.end_id]] = False
+            self._live_bits = np.packbits(live, bitorder="little")
+        return self._live_bits if allowed is None else allowed.bits(self.end_id) & self._live_bits
 
 
 def _search_masked(index: faiss.Index, query: np.ndarray, k: int, mask: np.ndarray, row_offset: int) -> np.ndarray:
