@@ -198,3 +198,22 @@ def test_without_an_address_the_cli_starts_its_own_local_ray(drop, tiny_clap_dir
     assert "broken.wav" in done.stdout + done.stderr and "Traceback" not in done.stderr
     with Archive.open(tmp_path / "a", read_only=True, encoder_config=EncoderConfig(model=str(tiny_clap_dir))) as archive:
         assert archive.catalog.window_count() >= 8
+
+
+def test_a_torn_shard_is_removed_and_the_next_run_embeds_its_file_again(cluster, drop, tiny, local_archive, tmp_path):
+    from indexer.audio.sources import content_hash
+    from indexer.config import DecodeOptions
+    from indexer.errors import EngineError
+    from indexer.indexing.ray_engine import _actor_model
+    from indexer.indexing.shards import Staging
+
+    with Archive.open(tmp_path / "arch", encoder=tiny, create=True) as archive:
+        staging = Staging(tmp_path / "arch" / STAGING_DIR, archive.manifest, DecodeOptions(), _actor_model(archive, RAY.ray))
+        staging.folder.mkdir(parents=True)
+        torn = staging.folder / (content_hash(drop / "a.wav") + SUFFIX)
+        torn.write_bytes(b"PK\x03\x04 cut off by a crash")
+        with pytest.raises(EngineError, match="could not be read and was removed"):
+            archive.index([drop], RAY)
+        assert not torn.exists()
+        archive.index([drop], RAY)
+    assert snapshot(tmp_path / "arch", tiny) == snapshot(local_archive, tiny)

@@ -96,7 +96,9 @@ class AnnIndex:
         params = faiss.SearchParametersIVF(nprobe=min(self.record.nlist, nprobe))
         selector = None  # it and the bits must outlive the search
         if allowed is not None:
-            allowed = np.ascontiguousarray(allowed, np.uint8)
+            if allowed.dtype != np.uint8:
+                raise TypeError("allowed must be packed bits (uint8), not a bool mask")
+            allowed = np.ascontiguousarray(allowed)
             selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(allowed))
             params.sel = selector
         wanted = count or max(self.record.candidates, 2 * k)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -28,8 +29,8 @@ class PendingFile:
     outcome: Outcome | None = None
     windows: list[Window] = field(default_factory=list)
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
-    rows: WindowRows | None = None
-    """The window rows ready made (a shard read back), instead of ``windows`` + ``vectors``."""
+    load: Callable[[], WindowRows] | None = None
+    """Reads the window rows back from a shard when the file's turn comes, instead of ``windows`` + ``vectors``."""
 
     rejected: str | None = None
     """Why the model's output for this file cannot be stored (it becomes a failure)."""
@@ -42,16 +43,16 @@ class PendingFile:
     def ready(self) -> bool:
         if self.outcome is None:
             return False
-        return self.failed or self.rows is not None or len(self.vectors) == len(self.windows)
+        return self.failed or self.load is not None or len(self.vectors) == len(self.windows)
 
     def reject(self, reason: str) -> None:
         """The model gave this file's audio no usable vector: it fails, its other windows are skipped."""
         self.rejected = reason
-        self.windows, self.vectors, self.rows = [], {}, None
+        self.windows, self.vectors, self.load = [], {}, None
 
     def window_rows(self) -> WindowRows:
-        if self.rows is not None:
-            return self.rows
+        if self.load is not None:
+            return self.load()
         return window_rows(self.windows, np.stack([self.vectors[i] for i in range(len(self.windows))]))
 
 
@@ -99,7 +100,7 @@ class Committer:
             report.windows_added += len(rows)
             audio_s = outcome.row.duration_s or 0.0
         report.audio_seconds += audio_s
-        item.windows, item.vectors, item.rows = [], {}, None
+        item.windows, item.vectors, item.load = [], {}, None
         if self.progress:
             self.progress.file_done(src.path, outcome.kind, src.size_bytes, audio_s)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from indexer.audio.windows import Window
-from indexer.config import RayOptions
+from indexer.config import EncoderConfig, RayOptions
 import indexer.errors as errors
 from indexer.errors import EngineError, SoundtraceError
 from indexer.indexing.commits import Committer, PendingFile, window_rows
@@ -58,13 +58,14 @@ class _Arrival:
 def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float:
     """Decode, embed and commit ``plan.todo`` on Ray. Returns the seconds the actors spent in the model."""
     ray = require_ray()
-    staging = Staging(options.ray.staging or archive.directory / STAGING_DIR, archive.manifest, options.decode)
+    model = _actor_model(archive, options.ray)
+    staging = Staging(options.ray.staging or archive.directory / STAGING_DIR, archive.manifest, options.decode, model)
     job = replace(plan.job, staged=staging.finished())
     started_here = _connect(ray, options.ray)
     try:
         with warnings.catch_warnings():  # Ray Data's advice on block counts and deprecations is not the user's
             warnings.filterwarnings("ignore", module=r"ray(\.|$)")
-            seconds = _run(ray, archive, plan, job, staging, options, committer)
+            seconds = _run(ray, archive, plan, job, staging, options.ray, model, committer)
     except SoundtraceError:
         raise
     except Exception as exc:  # noqa: BLE001 — a Ray failure, told in one sentence
@@ -76,14 +77,19 @@ def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float
     return seconds
 
 
-def _run(ray, archive: Session, plan, job, staging: Staging, options, committer: Committer) -> float:
+def _actor_model(archive: Session, config: RayOptions) -> EncoderConfig:
+    """How each actor loads the model: the archive's own, in batches of the shape the local engine
+    uses (a passed encoder's, when the archive was opened with one), on the device kind asked for."""
+    batch_size = archive.encoder.batch_size if archive.encoder_loaded else archive.encoder_config.batch_size
+    return replace(archive.encoder_config, batch_size=int(batch_size), threads=config.cpus_per_worker,
+                   device="cuda" if config.gpus_per_worker else "cpu")
+
+
+def _run(ray, archive: Session, plan, job, staging: Staging, config: RayOptions, encoder_config: EncoderConfig,
+         committer: Committer) -> float:
     from indexer.indexing.ray_stages import EmbedWindows, decode_files
 
-    config: RayOptions = options.ray
     workers = config.workers or _default_workers(ray, config)
-    encoder_config = replace(
-        archive.encoder_config, threads=config.cpus_per_worker, device="cuda" if config.gpus_per_worker else "cpu",
-    )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws its own
     context.print_on_execution_start = False
@@ -95,7 +101,7 @@ def _run(ray, archive: Session, plan, job, staging: Staging, options, committer:
     )
     embedded = decoded.map_batches(
         EmbedWindows, fn_constructor_kwargs={"encoder_config": encoder_config, "manifest": archive.manifest},
-        batch_size=max(1, archive.encoder_config.batch_size), compute=ray.data.ActorPoolStrategy(size=workers),
+        batch_size=max(1, encoder_config.batch_size), compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker or None,
     )
     for item in plan.todo:
@@ -128,8 +134,14 @@ def _settle(item: PendingFile, arrival: _Arrival, staging: Staging) -> None:
     """One file has all its windows back: keep it as a shard, then let it wait for its turn to commit."""
     outcome = arrival.outcome
     if outcome.kind == "staged":
-        row, rows = staging.load(outcome.row.content_hash, outcome.row)
-        item.rows, item.outcome = rows, Outcome("indexed", row=row)
+        digest = outcome.row.content_hash
+        try:
+            row, _ = staging.load(digest, outcome.row)
+        except Exception:  # noqa: BLE001 — torn or foreign: drop it so the next run embeds the file again
+            staging.remove([digest])
+            raise EngineError(f"The staged shard of {item.source.path.name} could not be read and was removed; "
+                              "run the same command again.") from None
+        item.load, item.outcome = (lambda: staging.load(digest, outcome.row)[1]), Outcome("indexed", row=row)
         return
     if outcome.kind == "indexed":
         windows = [arrival.windows[i] for i in range(arrival.expected)]
@@ -139,8 +151,9 @@ def _settle(item: PendingFile, arrival: _Arrival, staging: Staging) -> None:
             item.outcome = outcome
             item.reject(no_vector_reason(item.source.path.name, windows[int(np.argmax(bad))]))
             return
-        item.rows = window_rows(windows, vectors)
-        staging.save(outcome.row, item.rows)
+        staging.save(outcome.row, window_rows(windows, vectors))
+        digest = outcome.row.content_hash
+        item.load = lambda: staging.load(digest, outcome.row)[1]  # held on disk, not in the driver, until its turn
     item.outcome = outcome
 
 

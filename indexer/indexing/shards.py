@@ -20,7 +20,7 @@ import numpy as np
 from indexer.archive.durable import replace_atomically
 from indexer.archive.manifest import Manifest
 from indexer.archive.records import RecordingRow, WindowRows
-from indexer.config import DecodeOptions
+from indexer.config import DecodeOptions, EncoderConfig
 
 STAGING_DIR = "staging"
 SUFFIX = ".shard.npz"
@@ -30,9 +30,12 @@ CONTENT_FIELDS = ("duration_s", "sample_rate", "channels", "format", "decoder", 
 _WINDOW_FIELDS = tuple(f.name for f in fields(WindowRows))
 
 
+SHARD_FORMAT = 1
+
+
 class Staging:
-    def __init__(self, root: Path, manifest: Manifest, decode: DecodeOptions):
-        self.folder = Path(root) / fingerprint(manifest, decode)
+    def __init__(self, root: Path, manifest: Manifest, decode: DecodeOptions, model: EncoderConfig):
+        self.folder = Path(root) / fingerprint(manifest, decode, model)
 
     def finished(self) -> frozenset[str]:
         """Content hashes with a shard here."""
@@ -62,6 +65,8 @@ class Staging:
     def remove(self, digests) -> None:
         for digest in digests:
             self._path(digest).unlink(missing_ok=True)
+        for torn in self.folder.glob("*" + SUFFIX + ".tmp") if self.folder.is_dir() else ():
+            torn.unlink(missing_ok=True)  # a write killed before its rename
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
 
@@ -71,11 +76,12 @@ class Staging:
         return self.folder / (digest + SUFFIX)
 
 
-def fingerprint(manifest: Manifest, decode: DecodeOptions) -> str:
-    """What a window's vector depends on besides its audio, as a short name."""
+def fingerprint(manifest: Manifest, decode: DecodeOptions, model: EncoderConfig) -> str:
+    """What a window's vector depends on besides its audio, as a short name: the weights, the
+    window and decoding settings, the batch shape and the device kind (a GPU's bits are not a CPU's)."""
     identity = manifest.identity
     described = json.dumps({
-        "revision": identity.revision, "dim": identity.dim, "windows": asdict(manifest.windows),
-        "decode": asdict(decode),
+        "format": SHARD_FORMAT, "revision": identity.revision, "dim": identity.dim, "windows": asdict(manifest.windows),
+        "decode": asdict(decode), "batch_size": model.batch_size, "device": model.device.split(":")[0],
     }, sort_keys=True, default=str)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
