@@ -136,12 +136,12 @@ def _settle(item: PendingFile, arrival: _Arrival, staging: Staging) -> None:
     if outcome.kind == "staged":
         digest = outcome.row.content_hash
         try:
-            row, _ = staging.load(digest, outcome.row)
+            row = staging.row(digest, outcome.row)
         except Exception:  # noqa: BLE001 — torn or foreign: drop it so the next run embeds the file again
             staging.remove([digest])
             raise EngineError(f"The staged shard of {item.source.path.name} could not be read and was removed; "
                               "run the same command again.") from None
-        item.load, item.outcome = (lambda: staging.load(digest, outcome.row)[1]), Outcome("indexed", row=row)
+        item.load, item.outcome = (lambda: staging.rows(digest)), Outcome("indexed", row=row)
         return
     if outcome.kind == "indexed":
         windows = [arrival.windows[i] for i in range(arrival.expected)]
@@ -153,7 +153,7 @@ def _settle(item: PendingFile, arrival: _Arrival, staging: Staging) -> None:
             return
         staging.save(outcome.row, window_rows(windows, vectors))
         digest = outcome.row.content_hash
-        item.load = lambda: staging.load(digest, outcome.row)[1]  # held on disk, not in the driver, until its turn
+        item.load = lambda: staging.rows(digest)  # held on disk, not in the driver, until its turn
     item.outcome = outcome
 
 

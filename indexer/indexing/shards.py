@@ -55,12 +55,15 @@ class Staging:
 
         replace_atomically(self._path(row.content_hash), write)
 
-    def load(self, digest: str, row: RecordingRow) -> tuple[RecordingRow, WindowRows]:
-        """``row`` (this file's path, size and time) completed with the shard's figures, and its window rows."""
+    def row(self, digest: str, row: RecordingRow) -> RecordingRow:
+        """``row`` (this file's path, size and time) completed with the shard's figures (its rows unread)."""
         with np.load(self._path(digest)) as data:
             recording = json.loads(data["recording"].tobytes().decode())
-            rows = WindowRows(**{name: data[name] for name in _WINDOW_FIELDS})
-        return RecordingRow(**{**asdict(row), **recording, "content_hash": digest, "status": "indexed"}), rows
+        return RecordingRow(**{**asdict(row), **recording, "content_hash": digest, "status": "indexed"})
+
+    def rows(self, digest: str) -> WindowRows:
+        with np.load(self._path(digest)) as data:
+            return WindowRows(**{name: data[name] for name in _WINDOW_FIELDS})
 
     def remove(self, digests) -> None:
         for digest in digests:

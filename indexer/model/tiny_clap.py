@@ -81,7 +81,7 @@ def build_tiny_clap(directory: Path, seed: int = 0, fused: bool = True) -> Path:
     ``fused=False`` mirrors an unfused checkpoint ("rand_trunc", Slaney mel bank).
     Same seed, same files: the directory's content hash is reproducible.
     """
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+    from transformers import ClapConfig, ClapModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,12 +94,7 @@ def build_tiny_clap(directory: Path, seed: int = 0, fused: bool = True) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(config).eval()
-    extractor = ClapFeatureExtractor(**{**CLAP_FEATURE_EXTRACTOR, "truncation": "fusion" if fused else "rand_trunc"})
-    with quiet_transformers():
-        model.save_pretrained(directory)
-        ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
-        extractor.save_pretrained(directory)  # preprocessor_config.json too, the layout transformers 4.x reads
-    return directory
+    return _save(model, tokenizer, fused, directory)
 
 
 def build_full_size_random_clap(device: str = "cpu", seed: int = 0, fused: bool = True, batch_size: int = 8) -> ClapEncoder:
@@ -124,7 +119,7 @@ def save_full_size_random_clap(directory: Path, seed: int = 0, fused: bool = Tru
     """``ClapModel(ClapConfig())`` with random weights saved as a loadable folder (≈ 600 MB): the real
     cost through the real loading path, e.g. for model actors on Ray. Its tokenizer is the tiny one
     (text vectors from it mean nothing; benchmarks embed audio)."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+    from transformers import ClapConfig, ClapModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -133,11 +128,18 @@ def save_full_size_random_clap(directory: Path, seed: int = 0, fused: bool = Tru
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(config).eval()
+    return _save(model, tokenizer, fused, directory)
+
+
+def _save(model, tokenizer, fused: bool, directory: Path) -> Path:
+    """The model and a ClapProcessor in the layout ``from_pretrained`` reads."""
+    from transformers import ClapFeatureExtractor, ClapProcessor
+
     extractor = ClapFeatureExtractor(**{**CLAP_FEATURE_EXTRACTOR, "truncation": "fusion" if fused else "rand_trunc"})
     with quiet_transformers():
         model.save_pretrained(directory)
         ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
-        extractor.save_pretrained(directory)
+        extractor.save_pretrained(directory)  # preprocessor_config.json too, the layout transformers 4.x reads
     return directory
 
 
