@@ -19,7 +19,16 @@ def run_benchmark(*args: str) -> str:
 
 def test_index_benchmark_prints_its_table():
     out = run_benchmark("benchmarks/index_bench.py", "--tiny", "--files", "2", "--seconds", "20", "--repeat", "1")
-    assert "end to end / model alone" in out and "peak RSS" in out
+    assert "local: end to end / model alone" in out and "local: share of the run, committing" in out and "peak RSS" in out
+
+
+@pytest.mark.slow
+def test_index_benchmark_through_ray_compares_it_with_the_local_engine():
+    pytest.importorskip("ray")
+    out = run_benchmark("benchmarks/index_bench.py", "--tiny", "--engine", "ray", "--files", "3", "--seconds", "20",
+                        "--repeat", "1")
+    assert "ray / local" in out and "ray: start-up" in out
+    assert next(line for line in out.splitlines() if line.startswith("ray vectors bit-identical")).split()[-1] == "yes"
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ moment and started again ends with exactly the archive an uninterrupted run woul
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -56,25 +57,41 @@ class PendingFile:
         return window_rows(self.windows, np.stack([self.vectors[i] for i in range(len(self.windows))]))
 
 
-class Committer:
-    """Commits files in the order they were registered, each as soon as it and all before it are ready."""
+COMMIT_EVERY_S = 3.0
+"""Ready files wait up to this long to be committed together: reopening the catalog after letting
+readers in costs ≈ 35 ms (DuckDB checkpoints on close), which per model batch was ≈ 3% of a CPU run.
+Each file is still its own transaction; a kill loses at most this much finished work."""
 
-    def __init__(self, archive: Session, report, progress):
+
+class Committer:
+    """Commits files in the order they were registered, each once it and all before it are ready,
+    in rounds at most ``COMMIT_EVERY_S`` apart (``commit_ready(final=True)`` commits what is left)."""
+
+    def __init__(self, archive: Session, report, progress, every_s: float = COMMIT_EVERY_S):
         self.archive = archive
         self.report = report
         self.progress = progress
+        self.every_s = every_s
         self.order: OrderedDict[int, PendingFile] = OrderedDict()
+        self._last_round = time.monotonic()
 
     def register(self, item: PendingFile) -> None:
         self.order.setdefault(id(item), item)
 
-    def commit_ready(self) -> None:
+    def commit_ready(self, final: bool = False) -> None:
+        if not final and time.monotonic() - self._last_round < self.every_s:
+            return
+        started, committed = time.perf_counter(), False
         while self.order:
             item = next(iter(self.order.values()))
             if not item.ready:
-                return
+                break
             self.order.popitem(last=False)
             self._commit(item)
+            committed = True
+        if committed:
+            self._last_round = time.monotonic()
+            self.report.commit_seconds += time.perf_counter() - started
 
     def _commit(self, item: PendingFile) -> None:
         src, report, outcome = item.source, self.report, item.outcome

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Iterator, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -60,6 +60,10 @@ class IndexReport:
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
     model_seconds: float = 0.0
+    """Where the time went: in the model, committing to the archive, and (local engine) the model
+    waiting for decoded audio; the rest is planning, start-up and bookkeeping."""
+    commit_seconds: float = 0.0
+    decode_wait_seconds: float = 0.0
     recording_ids: list[int] = field(default_factory=list)
     """Recordings this run wrote (indexed, reused or failed): what standing audits look at."""
     audits: list = field(default_factory=list)
@@ -145,8 +149,9 @@ def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: 
     batcher = _Batcher(archive, committer)
     decoder = DecoderProcess(plan.job, options.queue_windows)
     try:
-        for kind, index, payload in decoder.messages():
-            if kind == IDLE:  # waiting for the decoder: readers may use the catalog meanwhile
+        for kind, index, payload in _timed(decoder.messages(), committer.report):
+            if kind == IDLE:  # waiting for the decoder: commit what is due, then let readers in
+                committer.commit_ready()
                 archive.catalog.yield_lock()
                 continue
             item = plan.todo[index]
@@ -157,10 +162,21 @@ def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: 
                 batcher.settle(item, payload)
             committer.commit_ready()
         batcher.embed_pending()
-        committer.commit_ready()
+        committer.commit_ready(final=True)
     finally:
         decoder.stop()
     return batcher.model_seconds
+
+
+def _timed(messages: Iterator, report: IndexReport) -> Iterator:
+    """The decoder's messages, counting the time the model spent waiting for them."""
+    while True:
+        started = time.perf_counter()
+        message = next(messages, None)
+        report.decode_wait_seconds += time.perf_counter() - started
+        if message is None:
+            return
+        yield message
 
 
 class _Batcher:

@@ -125,6 +125,8 @@ def _run(ray, archive: Session, plan, job, staging: Staging, config: RayOptions,
             committer.progress.windows_embedded(windows_seen)
         committer.commit_ready()
         archive.catalog.yield_lock()  # readers may use the catalog while the cluster works
+    committer.commit_ready(final=True)
+    archive.catalog.yield_lock()
     if committer.order:
         raise EngineError(f"Ray returned no outcome for {len(committer.order)} file(s); run the same command again to finish.")
     return model_seconds
