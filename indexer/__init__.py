@@ -21,6 +21,8 @@ _NAMES = {
     "IndexOptions": "indexing.pipeline", "IndexReport": "indexing.pipeline",
     "RecordingHit": "search.ranking", "SearchFilters": "search.filtering",
     "run_audit": "audit.runner", "load_labelset": "audit.labelset_yaml", "inline_labelset": "audit.labelset",
+    "mark_windows": "learning.marks", "learn_label": "learning.learned", "suggest_windows": "learning.suggest",
+    "FitOptions": "learning.fit",
 }
 """Name -> the module that defines it."""
 

@@ -108,3 +108,7 @@ class AuditError(SoundtraceError):
 
 class EngineError(SoundtraceError):
     """A distributed engine (Ray) is missing, unreachable or failed in a way not about one file."""
+
+
+class MarkError(QueryError):
+    """A mark or a learned label that cannot be made or used: an unknown window or label, a bad marks CSV."""

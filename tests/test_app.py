@@ -357,3 +357,52 @@ def test_over_time_labels_each_period_once():
     assert list(charts.with_share(counts)["share"]) == [0.5, 0.5, 0.0, 0.0, 0.5, 0.5]
     table = charts.value_table(counts.rename(columns={"period": "value"}).assign(value=["a", "a", "b", "b", "c", "c"]))
     assert list(table.index) == ["a", "c", "b"] and list(table.columns) == ["abuse", "complaint", "abuse %", "complaint %"]
+
+
+# --- marks -------------------------------------------------------------------------------------
+
+
+def _buttons(at: AppTest, prefix: str):
+    return [b for b in at.button if (b.key or "").startswith(prefix)]
+
+
+def test_hits_are_marked_right_or_wrong_and_the_label_learns_from_them(app, app_archive):
+    from indexer.learning.marks import marks_of
+
+    search(app, "a steady tone")
+    right, wrong = _buttons(app, "hit_mark_yes_"), _buttons(app, "hit_mark_no_")
+    assert len(right) == len(wrong) == len(results(app)) > 2
+    right[0].click().run()
+    assert not app.exception and "Marked window" in app.success[0].value
+    _buttons(app, "hit_mark_yes_")[1].click().run()
+    _buttons(app, "hit_mark_no_")[2].click().run()
+    assert any("2 ✓, 1 ✗" in c.value for c in app.caption)
+    app.button(key="hit_mark_learn").click().run()
+    assert not app.exception and any("version 1" in i.value for i in app.info)
+    state.release_archive()
+    with Archive.open(app_archive, read_only=True) as archive:
+        marks = marks_of(archive, "a steady tone")
+    marked = {int(b.key.rsplit("_", 1)[1]) for b in (right[0], right[1])}
+    assert {m.window_id for m in marks if m.positive} == marked and sum(not m.positive for m in marks) == 1
+
+
+def test_the_windows_worth_marking_next_are_offered_with_their_buttons(app):
+    search(app, "a steady tone")
+    app.checkbox(key="suggest").check().run()
+    assert not app.exception
+    offered = _buttons(app, "suggest_mark_yes_")
+    assert len(offered) >= 2
+    assert any("scores high" in m.value for m in app.markdown) and any("unsure" in m.value for m in app.markdown)
+
+
+def test_flagged_recordings_of_an_audit_can_be_marked(app, app_archive):
+    from indexer.learning.marks import label_summaries
+
+    on_page(app, "audit")
+    buttons = _buttons(app, "flag_mark_0_yes_")
+    assert buttons
+    buttons[0].click().run()
+    assert not app.exception and "Marked window" in app.success[0].value
+    state.release_archive()
+    with Archive.open(app_archive, read_only=True) as archive:
+        assert sum(s.positives for s in label_summaries(archive)) >= 1

@@ -1,7 +1,7 @@
 """The layout is the architecture: packages per stage, arrows one way, no cycles, small modules.
 
-cli / app -> api -> engine jobs (indexing, search, audit, classify) -> session -> archive, audio,
-model, and the shared kernel (config, errors, embedding) under everything. The import graph is
+cli / app -> api -> engine jobs (indexing, search, audit, classify, learning) -> session -> archive,
+audio, model, and the shared kernel (config, errors, embedding, label_names) under everything. The import graph is
 read from the source (every import, function-level ones included), so a shortcut that would only
 show at run time is caught too.
 """
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "indexer"
 APP = ROOT / "search_app"
 
-KERNEL = {"indexer.config", "indexer.errors", "indexer.embedding"}
+KERNEL = {"indexer.config", "indexer.errors", "indexer.embedding", "indexer.label_names"}
 LAYERS = {
     # a module's layer -> the layers it imports (besides itself and the kernel); an arrow may skip
     # layers going down, never point up
@@ -30,11 +30,13 @@ LAYERS = {
     "session": {"archive", "model"},
     "indexing": {"session", "archive", "audio"},
     "search": {"session", "archive", "audio", "indexing"},
-    "audit": {"session", "archive", "search", "model"},
+    "learning": {"session", "archive", "search"},
+    "audit": {"session", "archive", "search", "model", "learning"},
     "classify": {"audio", "indexing", "search", "audit", "model"},
-    "api": {"session", "indexing", "search", "audit"},
-    "cli": {"api", "archive", "audio", "model", "indexing", "search", "audit", "classify", "app:search_app.launch"},
-    "app": {"api", "session", "archive", "audio", "model", "indexing", "search", "audit", "classify"},
+    "api": {"session", "indexing", "search", "audit", "learning"},
+    "cli": {"api", "archive", "audio", "model", "indexing", "search", "audit", "classify", "learning",
+            "app:search_app.launch"},
+    "app": {"api", "session", "archive", "audio", "model", "indexing", "search", "audit", "classify", "learning"},
 }
 THIRD_PARTY_ONLY_IN = {"torch": {"model"}, "transformers": {"model"}, "click": {"cli"}, "rich": {"cli"}, "streamlit": {"app"}}
 MAX_LINES = 400

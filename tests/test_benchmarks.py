@@ -50,3 +50,8 @@ def test_scale_benchmark_prints_its_table_with_the_ann_in_use():
         assert any(line.startswith(measure) for line in out.splitlines()), measure
     torch_line = next(line for line in out.splitlines() if line.startswith("torch imported by search"))
     assert torch_line.split()[-2] == "False"  # remembered text: the search process never imports torch
+
+
+def test_learn_benchmark_prints_its_table():
+    out = run_benchmark("benchmarks/learn_bench.py", "--marks", "40", "--weak", "500", "--repeat", "1", "--audit-windows", "3000")
+    assert "fit (median)" in out and "ROC-AUC learned / text alone" in out and "audit, the same 10 learned" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.errors import LabelError
-from indexer.audit.labels import MAX_LABEL_LENGTH, NO_LABELS_MESSAGE, parse_labels
+from indexer.label_names import MAX_LABEL_LENGTH, NO_LABELS_MESSAGE, parse_labels
 
 
 @pytest.mark.parametrize(

@@ -120,8 +120,10 @@ def test_readme_format_block_parses():
     readme = (LABELSETS / "README.md").read_text(encoding="utf-8")
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     labelset = parse_labelset(block)
-    assert [label.name for label in labelset.labels] == ["complaint", "humming", "abuse"]
+    assert [label.name for label in labelset.labels] == ["complaint", "humming", "abuse", "customer yelling"]
     assert labelset.labels[1].exclude == ("alarm",)
+    assert labelset.labels[3] == Label("customer yelling", ("customer yelling",), ("music",), learned=True)
+    assert not any(label.learned for label in labelset.labels[:3])
     assert labelset.labels[2] == Label(
         "abuse", ("abuse", "customer swearing at the agent", "insults"), ("music",), top(0.5)
     )
@@ -491,7 +493,7 @@ def test_to_dict_is_plain_data_and_round_trips():
         (
             "name: x\nlabels:\n  - name: a\n    colour: red\n",
             "t.yaml:4: Unknown key 'colour' in label 1; "
-            "the allowed keys are name, prompts, synonyms, not, exclude, threshold.",
+            "the allowed keys are name, learned, prompts, synonyms, not, exclude, threshold.",
         ),
         (
             "name: x\nlabels: [a]\ndescription: hello\n",
@@ -501,12 +503,12 @@ def test_to_dict_is_plain_data_and_round_trips():
         (
             "name: x\nlabels:\n  - a\n  - name: b\n    promts: [c]\n",
             "t.yaml:5: Unknown key 'promts' in label 2 (did you mean prompts?); "
-            "the allowed keys are name, prompts, synonyms, not, exclude, threshold.",
+            "the allowed keys are name, learned, prompts, synonyms, not, exclude, threshold.",
         ),
         (
             "name: x\nlabels:\n  - name: b\n    but_not: c\n",
             "t.yaml:4: Unknown key 'but_not' in label 1 (did you mean not?); "
-            "the allowed keys are name, prompts, synonyms, not, exclude, threshold.",
+            "the allowed keys are name, learned, prompts, synonyms, not, exclude, threshold.",
         ),
         ("name: x\nlabels: [a]\nname: y\n", "t.yaml:3: In the label set, 'name' appears twice; give it once."),
         (

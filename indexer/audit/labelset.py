@@ -16,9 +16,11 @@ never silently ignored (``labelset_yaml`` reads the file). The YAML format::
         prompts: [customer swearing at the agent, insults]   # or one string; alias: synonyms
         not: [music]                 # or one string; alias: exclude
         threshold: top 0.5%
+      - learned: customer yelling    # a learned label (soundtrace label learn), its newest version;
+        not: [music]                 # not and threshold as above (default: where its scorer says present)
 
 Each label becomes one query vector, the average of its prompts: the name first, then its extra
-prompts (normalised and de-duplicated with :mod:`indexer.audit.labels`' rules). ``not`` lists concepts
+prompts (normalised and de-duplicated with :mod:`indexer.label_names`' rules). ``not`` lists concepts
 whose similarity lowers the label's score (the engine applies the rule, see ``indexer.audit.scoring``).
 A threshold is a cosine score in [-1, 1] (``0.3``) or a share of the archive (``top 0.5%``: the
 recording is among the 0.5% highest-scoring for that label).
@@ -39,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from indexer.audit.labels import NO_LABELS_MESSAGE, label_key, normalise_label, parse_labels, split_labels
+from indexer.label_names import NO_LABELS_MESSAGE, label_key, normalise_label, parse_labels, split_labels
 from indexer.errors import LabelError, LabelSetError
 
 Mode = Literal["exclusive", "multi-label"]
@@ -123,14 +125,20 @@ class Label:
     prompts: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     threshold: Threshold | None = None  # overrides the set's default
+    learned: bool = False
+    """Scored by the newest version of the learned label of this name (``soundtrace label learn``), not by text;
+    without a threshold of its own it flags where that scorer says "present"."""
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "name": self.name,
             "prompts": list(self.prompts),
             "exclude": list(self.exclude),
             "threshold": self.threshold.to_dict() if self.threshold else None,
         }
+        if self.learned:  # only then: the digests of text-only sets stay what they were
+            data["learned"] = True
+        return data
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,8 @@ class LabelSet:
             return Threshold(item["kind"], item["value"]) if item else None
 
         labels = tuple(
-            Label(item["name"], tuple(item["prompts"]), tuple(item["exclude"]), threshold(item["threshold"]))
+            Label(item["name"], tuple(item["prompts"]), tuple(item["exclude"]), threshold(item["threshold"]),
+                  bool(item.get("learned", False)))
             for item in data["labels"]
         )
         return cls(
@@ -206,7 +215,7 @@ def inline_labelset(
     """The command line's ``--labels "complaint, abuse, humming but not alarm"`` as a label set,
     named by its labels unless ``name`` is given.
 
-    Labels are split and normalised like the origin tool's (``indexer.audit.labels``); repeating a label
+    Labels are split and normalised like the origin tool's (``indexer.label_names``); repeating a label
     with the same exclusions is harmless, repeating it with different ones is an error.
     """
     if isinstance(labels, str):

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from indexer.audit.labels import label_key
+from indexer.label_names import label_key
 from indexer.audit.labelset import (
     DEFAULT_THRESHOLD,
     MODES,
@@ -28,7 +28,7 @@ from indexer.audit.labelset import (
 from indexer.errors import LabelSetError
 
 SET_KEYS = ("name", "mode", "threshold", "min_score", "min_confidence", "labels")
-LABEL_KEYS = ("name", "prompts", "synonyms", "not", "exclude", "threshold")
+LABEL_KEYS = ("name", "learned", "prompts", "synonyms", "not", "exclude", "threshold")
 _ALIASES = {"synonyms": "prompts", "exclude": "not"}
 
 _TAG_NULL = "tag:yaml.org,2002:null"
@@ -190,6 +190,12 @@ class _YamlReader:
             name_node, keys = entry, {}
         elif isinstance(entry, MappingNode):
             keys = self.mapping(entry, LABEL_KEYS, f"label {position}")
+            if "learned" in keys:
+                for key in ("name", "prompts"):
+                    if key in keys:
+                        raise self.fail(keys[key], f"Label {position} is learned: it is scored by its learned version, "
+                                                   f"so it takes no {key}:; remove it.")
+                keys["name"] = keys["learned"]
             if "name" not in keys:
                 raise self.fail(entry, f"Label {position} has no name; add name: followed by the label.")
             name_node = keys["name"]
@@ -214,7 +220,8 @@ class _YamlReader:
                 own_text = f"Label {name!r} excludes {text!r}, which is its own name or prompt; remove one of them."
                 raise self.fail(where, own_text)
         threshold = self.threshold(keys["threshold"]) if "threshold" in keys else None
-        label = Label(name, unique_texts(text for _, text in prompts), unique_texts(text for _, text in excluded), threshold)
+        label = Label(name, unique_texts(text for _, text in prompts), unique_texts(text for _, text in excluded), threshold,
+                      learned="learned" in keys)
         return label, name_node
 
     def texts(self, node: Node, what: str) -> list[ScalarNode]:

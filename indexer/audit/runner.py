@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from indexer.archive.segments import to_float32
 from indexer.audit import saved_runs as audit_runs
+from indexer.audit.learned_queries import learned_labels_of, scoring_labelset
 from indexer.audit.labelset import LabelSet
 from indexer.audit.scoring import SCAN_THREADS, AuditScores, LabelVectors, WindowTable, label_queries, score_similarity
 from indexer.embedding import l2_normalise
@@ -36,16 +37,22 @@ class StandingUpdate:
     new_flags: list[tuple[str, str, float, float]]  # (path, label, score, best_start_s)
 
 
-def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet) -> LabelVectors:
-    """One ``embed_text`` call (``Session.embed_text``, or an encoder's) for every prompt and exclusion of the set."""
-    prompts = [p for label in labelset.labels for p in label.prompts]
+def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet,
+                  learned: dict[int, np.ndarray] | None = None) -> LabelVectors:
+    """One ``embed_text`` call (``Session.embed_text``, or an encoder's) for every prompt and exclusion
+    of the set; a learned label's row is its given query vector instead (``learned``: by position)."""
+    learned = learned or {}
+    prompts = [p for i, label in enumerate(labelset.labels) if i not in learned for p in label.prompts]
     excluded = sorted({e for label in labelset.labels for e in label.exclude})
-    vectors = embed_text(prompts + excluded)
+    vectors = embed_text(prompts + excluded) if prompts or excluded else np.empty((0, 0), np.float32)
     rows, at = [], 0
-    for label in labelset.labels:
+    for i, label in enumerate(labelset.labels):
+        if i in learned:
+            rows.append(np.asarray(learned[i], np.float32))
+            continue
         rows.append(l2_normalise(vectors[at : at + len(label.prompts)].mean(axis=0)))
         at += len(label.prompts)
-    dim = vectors.shape[1]
+    dim = len(rows[0])
     return LabelVectors(
         vectors=np.stack(rows),
         exclusions=vectors[at:] if excluded else np.empty((0, dim), np.float32),
@@ -130,10 +137,14 @@ DAMAGED = "Some windows of the catalog have no stored vector; the archive's vect
 
 def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
           recording_ids: np.ndarray | None = None) -> AuditScores:
+    """Learned labels enter as their newest versions' query vectors (the versions are in the result)."""
+    learned = learned_labels_of(archive, labelset)
     windows = collect_windows(archive, filters, recording_ids)
-    vectors = label_vectors(archive.embed_text, labelset)
+    vectors = label_vectors(archive.embed_text, labelset, {i: found.scorer.direction for i, found in learned.items()})
     similarity = similarities(archive, label_queries(vectors), windows)
-    return score_similarity(similarity, windows, vectors, labelset, archive.logit_scale, archive.manifest.hop_s)
+    scores = score_similarity(similarity, windows, vectors, scoring_labelset(labelset, learned), archive.logit_scale,
+                              archive.manifest.hop_s)
+    return replace(scores, learned_versions={labelset.labels[i].name: found.version for i, found in learned.items()})
 
 
 def _device_product(archive: Session):
@@ -179,7 +190,8 @@ def extend_standing_audits(archive: Session, recording_ids: np.ndarray) -> list[
         labelset = audit_runs.labelset_of(archive.catalog, run)
         filters = SearchFilters.from_json(json.loads(run.filters))
         scores = score(archive, labelset, filters, recording_ids)
-        new_flags = audit_runs.merge_results(archive, run, labelset, scores, recording_ids)
+        scored_as = scoring_labelset(labelset, learned_labels_of(archive, labelset))  # the newest versions' thresholds
+        new_flags = audit_runs.merge_results(archive, run, scored_as, scores, recording_ids)
         updates.append(StandingUpdate(run.id, run.name, len(scores.recording_ids), new_flags))
     return updates
 

@@ -23,7 +23,7 @@ from indexer.session import Session
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
-    " archive_windows, standing, seconds, created_at, updated_at"
+    " archive_windows, standing, seconds, created_at, updated_at, learned_versions"
 )
 
 
@@ -44,6 +44,12 @@ class AuditRun:
     seconds: float
     created_at: datetime
     updated_at: datetime
+    learned_versions_json: str = "{}"
+
+    @property
+    def learned_versions(self) -> dict[str, int]:
+        """Learned label name -> the version this run scored with (a standing run: its newest)."""
+        return json.loads(self.learned_versions_json or "{}")
 
 
 @dataclass(frozen=True)
@@ -95,11 +101,12 @@ def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditSc
         run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
         catalog.con.execute(
             f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
-            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
             [
                 run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
                 identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
-                seconds, json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
+                seconds, json.dumps(scores.learned_versions, sort_keys=True), json.dumps(labelset.to_dict(), sort_keys=True),
+                catalog.generation(),
             ],
         )
         _insert_results(catalog, run_id, scores)
@@ -134,8 +141,9 @@ def merge_results(archive: Session, run: AuditRun, labelset: LabelSet, scores: A
                 )
         catalog.con.execute(
             "UPDATE audit_runs SET windows_scored = windows_scored + ?, archive_windows = ?, archive_generation = ?,"
-            " updated_at = now() WHERE id = ?",
-            [scores.windows_scored, catalog.window_count(), catalog.generation(), run.id],
+            " learned_versions = ?, updated_at = now() WHERE id = ?",
+            [scores.windows_scored, catalog.window_count(), catalog.generation(),
+             json.dumps(scores.learned_versions, sort_keys=True), run.id],
         )
     after = catalog.con.execute(
         "SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"

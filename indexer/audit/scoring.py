@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -70,6 +70,7 @@ class AuditScores:
     is_best: np.ndarray
     cutoffs: np.ndarray  # the score cutoff each label ended up with
     windows_scored: int
+    learned_versions: dict = field(default_factory=dict)  # learned label name -> the version scored
 
 
 def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence[Sequence[int]]) -> np.ndarray:

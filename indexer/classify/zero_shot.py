@@ -20,7 +20,7 @@ import numpy as np
 from indexer.audio import decode as audio
 from indexer.audio.decode import AudioInfo
 from indexer.audio.windows import QualityAccumulator, RecordingQuality
-from indexer.audit.labels import parse_labels
+from indexer.label_names import parse_labels
 from indexer.audit.scoring import Rivals, softmax_columns
 from indexer.config import DEFAULT_MODEL, REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, WindowConfig
 from indexer.embedding import Encoder

@@ -125,7 +125,7 @@ def list_command(archive_dir, as_json):
     with open_archive(archive_dir, read_only=True) as archive:
         runs = audit_runs.list_runs(archive.catalog)
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in vars(r).items() if k != "labelset_source"} for r in runs], indent=2, default=str))
+        click.echo(json.dumps([{k: v for k, v in _run_dict(r).items() if k != "labelset_source"} for r in runs], indent=2, default=str))
     else:
         print_runs(Console(), runs)
 
@@ -143,13 +143,18 @@ def show_command(run_ref, archive_dir, limit, as_json):
         _show(archive, audit_runs.get_run(archive.catalog, run_ref), limit, as_json)
 
 
+def _run_dict(run) -> dict:
+    data = {k: v for k, v in vars(run).items() if k != "learned_versions_json"}
+    return {**data, "learned_versions": run.learned_versions}
+
+
 def _show(archive, run, limit: int, as_json: bool) -> None:
     from indexer.audit import saved_runs as audit_runs
 
     counts = audit_runs.label_counts(archive.catalog, run.id)
     flagged = audit_runs.results(archive.catalog, run.id, limit=limit).to_pylist()
     if as_json:
-        payload = {**{k: v for k, v in vars(run).items()}, "counts": [vars(c) for c in counts], "flagged": flagged}
+        payload = {**_run_dict(run), "counts": [vars(c) for c in counts], "flagged": flagged}
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
         print_audit_run(Console(), run, counts, flagged)

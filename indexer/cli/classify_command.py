@@ -42,7 +42,7 @@ class ClassifyRequest:
 @file_model_options
 def classify(file, request: ClassifyRequest, max_duration_s, raw, encoder_config):
     """Zero-shot classify one FILE against labels, no archive needed."""
-    from indexer.audit.labels import parse_labels
+    from indexer.label_names import parse_labels
     from indexer.classify.zero_shot import ClassifyOptions, classify_file
     from indexer.model.loading import load_encoder
 

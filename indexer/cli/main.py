@@ -9,6 +9,7 @@ from indexer.cli.archive_commands import app, info
 from indexer.cli.audit_commands import audit
 from indexer.cli.classify_command import classify
 from indexer.cli.index_command import index
+from indexer.cli.label_commands import label
 from indexer.cli.search_command import search
 from indexer.errors import SoundtraceError
 
@@ -36,7 +37,7 @@ def cli() -> None:
     """
 
 
-for _command in (index, search, classify, info, audit, app):
+for _command in (index, search, classify, info, audit, label, app):
     cli.add_command(_command)
 
 

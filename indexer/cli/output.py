@@ -297,6 +297,7 @@ def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
         (shown(f"audit {run.id}: {run.name}"), "bold"),
         f" ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, model {run.model_id})"
         f"{' — standing' if run.standing else ''}",
+        shown("".join(f"; learned {name!r} version {v}" for name, v in run.learned_versions.items())),
     ))
     table = Table(title_justify="left")
     for column in ("label", "flagged recordings", "flagged time", "best score"):

@@ -19,6 +19,7 @@ class SearchRequest:
     k: int
     like: str | None
     like_window: int | None
+    label: str | None
     where: str | None
     since: str | None
     until: str | None
@@ -36,6 +37,7 @@ class SearchRequest:
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 10_000), help="Recordings to return.")
 @click.option("--like", "like", default=None, help="Query by example: FILE or FILE:START-END (seconds).")
 @click.option("--like-window", type=int, default=None, help="Query by an indexed window id (more like this).")
+@click.option("--label", default=None, help="Rank by a learned label's newest version (`soundtrace label learn NAME`).")
 @click.option("--where", default=None, help="Boolean filter over metadata columns, e.g. \"agent = 'A17' and site = 'north'\".")
 @click.option("--since", default=None, help="Only recordings dated on or after YYYY-MM-DD.")
 @click.option("--until", default=None, help="Only recordings dated on or before YYYY-MM-DD.")
@@ -57,13 +59,18 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
     from indexer.search.ranking import search_vector
 
     r = request
-    if sum(x is not None for x in (text, r.like, r.like_window)) != 1:
-        raise click.UsageError("Give exactly one of TEXT, --like or --like-window.")
+    if sum(x is not None for x in (text, r.like, r.like_window, r.label)) != 1:
+        raise click.UsageError("Give exactly one of TEXT, --like, --like-window or --label.")
     filters = SearchFilters(where=r.where, since=r.since, until=r.until, date_column=r.date_column)
     with open_archive(archive_dir, encoder_config, read_only=True) as archive:
-        exclude = frozenset()
+        exclude, shown_as = frozenset(), None
         if text is not None:
             query = text_query(archive, text)
+        elif r.label is not None:
+            from indexer.learning.learned import newest_learned
+
+            learned = newest_learned(archive, r.label)
+            query, shown_as = learned.scorer.direction, f"{learned.label} (learned, version {learned.version})"
         elif r.like is not None:
             query, exclude = clip_query(archive, parse_clip_spec(r.like), DecodeOptions(raw=raw, max_duration_s=max_duration_s))
         else:
@@ -82,7 +89,7 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
     elif r.as_csv:
         _write_hits_csv([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits])
     else:
-        print_hits(Console(), hits, text or r.like or f"window {r.like_window}", highlights)
+        print_hits(Console(), hits, text or r.like or (shown_as if r.label else f"window {r.like_window}"), highlights)
 
 
 def _with_highlight(row: dict, spot) -> dict:

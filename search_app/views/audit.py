@@ -8,7 +8,7 @@ from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import MODES, inline_labelset
 from indexer.audit.labelset_yaml import parse_labelset
 from indexer.audit.runner import run_audit
-from search_app import cached, plots, state, widgets
+from search_app import cached, marking, plots, state, widgets
 
 TEMPLATE = """name: my audit
 mode: multi-label
@@ -17,6 +17,10 @@ labels:
   - complaint
   - hold music but not speech
 """
+
+
+MARK_ROWS = 50
+"""Flagged recordings offered for marking (best score first)."""
 
 
 def run_label(run_id: int) -> str:
@@ -68,7 +72,8 @@ st.dataframe(
       "best score": round(c.best_score, 4)} for c in counts],
     hide_index=True,
 )  # fmt: skip
-st.caption(f"{run.mode} · model {run.model_id} · {run.windows_scored:,} windows scored in {run.seconds:.1f} s")
+learned = "".join(f" · learned “{name}” version {version}" for name, version in run.learned_versions.items())
+st.caption(f"{run.mode} · model {run.model_id} · {run.windows_scored:,} windows scored in {run.seconds:.1f} s{learned}")
 
 st.subheader("Where the threshold falls")
 label = st.selectbox("Label", run.labels, key="label")
@@ -99,6 +104,12 @@ else:
         format_func=lambda i: f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",
     )]  # fmt: skip
     widgets.play_span(archive, int(row.recording_id), float(row.best_start_s), float(row.best_end_s), int(row.channel))
+    with st.expander("Mark flagged recordings right or wrong (each label learns from its marks)"):
+        for i in range(min(len(flagged), MARK_ROWS)):
+            marking.verdict_buttons(int(flagged.best_window_id[i]), str(flagged.label[i]),
+                                    f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",
+                                    key=f"flag_mark_{i}")
+        marking.marks_status(str(row.label), key="flag_mark")
 st.download_button("Download CSV", cached.export_csv(archive, run.id, run.updated_at), f"audit-{run.id}.csv",
                    "text/csv", key="download")
 

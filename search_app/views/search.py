@@ -5,7 +5,7 @@ import streamlit as st
 from indexer.search.facets import filter_facets, picks_from_choices
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import search_vector
-from search_app import cached, widgets
+from search_app import cached, marking, widgets
 
 PAGE_SIZE = 10
 FLAG_FILTERS = {"is_silent": "Leave out silent recordings", "is_clipped": "Leave out clipped recordings"}
@@ -79,6 +79,14 @@ if not shown:
     st.warning("No recordings match. Loosen the filters or try other words.")
     st.stop()
 st.dataframe(widgets.hit_rows(shown, archive.catalog.metadata_columns()), hide_index=True)
+
+with st.expander("Mark these hits right or wrong (the label learns from them)"):
+    mark_as = st.text_input("Label", text.strip(), key="mark_label", help="The label your ✓ and ✗ are about.").strip()
+    for hit in shown:
+        marking.verdict_buttons(hit.best.window_id, mark_as, widgets.hit_label(hit), key="hit_mark")
+    marking.marks_status(mark_as, key="hit_mark")
+    if mark_as and st.checkbox("Show the windows worth marking next", key="suggest"):
+        marking.suggestions(mark_as, key="suggest_mark")
 
 previous, position, following = st.columns([1, 2, 1])
 previous.button("◀ Previous", on_click=turn_page, args=(-1,), disabled=page == 0, key="previous")

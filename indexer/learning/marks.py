@@ -1,0 +1,174 @@
+"""Marks: (label, window, positive or negative, when, note), kept in the catalog.
+
+A mark names the window by what it is (content hash, channel, start), so re-indexing, moving or
+copying a file never loses it: it applies wherever that content is indexed, and is reported as
+unplaced while it is nowhere. Every value reaches DuckDB as a bound parameter.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from indexer.errors import ArchiveError, LabelError, MarkError
+from indexer.label_names import label_key, normalise_label, parse_labels
+from indexer.session import Session
+
+MAX_NOTE_LENGTH = 2_000
+CSV_COLUMNS = ("window_id", "positive")
+_TRUE, _FALSE = {"1", "true", "yes", "y", "positive", "+", "✓"}, {"0", "false", "no", "n", "negative", "-", "✗"}
+
+
+@dataclass(frozen=True)
+class Mark:
+    label: str
+    window_id: int | None
+    """Where the marked audio is indexed now (None: nowhere in the archive at present)."""
+    marked_window_id: int
+    positive: bool
+    marked_at: datetime
+    note: str | None
+    path: str | None
+    start_s: float
+    channel: int
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    label: str
+    positives: int
+    negatives: int
+    unplaced: int
+    versions: int
+
+
+def writable(archive: Session) -> None:
+    """Marks and fits are catalog rows only, written like audit runs: no writer lock, so an analyst
+    can mark while an index run works (the catalog lets each in turn)."""
+    if archive.read_only:
+        raise ArchiveError("This archive was opened read-only; marks and learned labels need it writable.")
+
+
+def clean_label(name: str) -> tuple[str, str]:
+    """The label as the audit language cleans it, and its matching key."""
+    if not isinstance(name, str) or not normalise_label(name):
+        raise MarkError('A label name is needed, e.g. "customer yelling".')
+    try:
+        label = parse_labels([name])[0]
+    except LabelError as exc:
+        raise MarkError(str(exc)) from None
+    return label, label_key(label)
+
+
+def mark_windows(archive: Session, name: str, window_ids: Sequence[int], positive: bool | Sequence[bool],
+                 note: str | None = None) -> int:
+    """Mark windows for a label (a window marked again takes the newest verdict). Returns how many."""
+    label, key = clean_label(name)
+    ids = [int(i) for i in window_ids]
+    verdicts = [bool(positive)] * len(ids) if isinstance(positive, bool) else [bool(p) for p in positive]
+    if len(verdicts) != len(ids):
+        raise ValueError("one verdict per window")
+    if note is not None and len(note) > MAX_NOTE_LENGTH:
+        raise MarkError(f"A note is at most {MAX_NOTE_LENGTH} characters.")
+    if not ids:
+        return 0
+    con = archive.catalog.con
+    in_range = [i for i in ids if 0 <= i < 2**63]
+    rows = con.execute(
+        "SELECT w.id, r.content_hash, w.channel, w.start_s FROM windows w JOIN recordings r ON r.id = w.recording_id"
+        " WHERE w.id IN (SELECT unnest(?::BIGINT[]))", [in_range],
+    ).fetchall()
+    found = {row[0]: row for row in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise MarkError(f"No indexed window has the id {shown}; window ids are listed by `soundtrace search`.")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    writable(archive)
+    with archive.catalog.transaction():
+        label = con.execute("SELECT min(label) FROM label_marks WHERE label_key = ?", [key]).fetchone()[0] or label
+        for window_id, verdict in zip(ids, verdicts):
+            _, digest, channel, start_s = found[window_id]
+            con.execute(
+                "INSERT OR REPLACE INTO label_marks (label_key, label, content_hash, channel, start_s, positive,"
+                " marked_window_id, note, marked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, label, digest, channel, start_s, verdict, window_id, note, now],
+            )
+    return len(ids)
+
+
+def read_marks_csv(path: Path) -> tuple[list[int], list[bool]]:
+    """``window_id,positive`` rows (positive: 1/0, true/false, yes/no); a bad row is an error naming its line."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip().lower() for h in reader.fieldnames or []]
+            if not set(CSV_COLUMNS) <= set(header):
+                raise MarkError(f"{path.name} needs the columns {', '.join(CSV_COLUMNS)}; it has {', '.join(header) or 'none'}.")
+            ids, verdicts = [], []
+            for line, row in enumerate(reader, start=2):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                try:
+                    ids.append(int(row["window_id"]))
+                except ValueError:
+                    raise MarkError(f"{path.name} line {line}: window_id {row['window_id']!r} is not a whole number.") from None
+                value = row["positive"].lower()
+                if value not in _TRUE | _FALSE:
+                    raise MarkError(f"{path.name} line {line}: positive {row['positive']!r} is not 1/0, true/false or yes/no.")
+                verdicts.append(value in _TRUE)
+    except OSError as exc:
+        raise MarkError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise MarkError(f"{path.name} is not a readable CSV ({exc}).") from None
+    return ids, verdicts
+
+
+def marks_of(archive: Session, name: str) -> list[Mark]:
+    """A label's marks, each placed on the window where its audio is indexed now (if anywhere)."""
+    _, key = clean_label(name)
+    rows = archive.catalog.con.execute(
+        "SELECT m.label, min(w.id), m.marked_window_id, m.positive, m.marked_at, m.note, arg_min(r.path, w.id), m.start_s,"
+        " m.channel"
+        " FROM label_marks m LEFT JOIN recordings r ON r.content_hash = m.content_hash AND r.status = 'indexed'"
+        " LEFT JOIN windows w ON w.recording_id = r.id AND w.channel = m.channel AND w.start_s = m.start_s"
+        " WHERE m.label_key = ? GROUP BY ALL ORDER BY m.marked_at, m.marked_window_id", [key],
+    ).fetchall()
+    return [Mark(label=r[0], window_id=None if r[1] is None else int(r[1]), marked_window_id=int(r[2]), positive=bool(r[3]),
+                 marked_at=r[4], note=r[5], path=r[6] if r[1] is not None else None, start_s=float(r[7]), channel=int(r[8]))
+            for r in rows]
+
+
+def label_summaries(archive: Session) -> list[LabelSummary]:
+    con = archive.catalog.con
+    versions = dict(con.execute("SELECT label_key, count(*) FROM learned_labels GROUP BY label_key").fetchall())
+    keys = [r[0] for r in con.execute(
+        "SELECT label_key FROM label_marks UNION SELECT label_key FROM learned_labels ORDER BY 1").fetchall()]
+    out = []
+    for key in keys:
+        name = con.execute("SELECT coalesce((SELECT min(label) FROM label_marks WHERE label_key = ?),"
+                           " (SELECT min(label) FROM learned_labels WHERE label_key = ?))", [key, key]).fetchone()[0]
+        marks = marks_of(archive, name)
+        out.append(LabelSummary(
+            label=name, positives=sum(m.positive for m in marks if m.window_id is not None),
+            negatives=sum(not m.positive for m in marks if m.window_id is not None),
+            unplaced=sum(m.window_id is None for m in marks), versions=int(versions.get(key, 0)),
+        ))
+    return out
+
+
+def marks_hash(marks: Sequence[Mark]) -> str:
+    """What a fit learned from: the placed marks' windows and verdicts, order-free."""
+    items = sorted(f"{m.window_id}:{int(m.positive)}" for m in marks if m.window_id is not None)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def placed(marks: Sequence[Mark]) -> tuple[np.ndarray, np.ndarray]:
+    """(window ids, verdicts) of the marks whose audio is indexed now."""
+    kept = [m for m in marks if m.window_id is not None]
+    return np.array([m.window_id for m in kept], np.int64), np.array([m.positive for m in kept], bool)

@@ -1,0 +1,78 @@
+"""✓ / ✗ beside hits and flagged recordings: an analyst's verdicts become marks of a label
+(``indexer.learning``), and the label can be learned from them right there."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from indexer.errors import SoundtraceError
+from indexer.learning.learned import learn_label
+from indexer.learning.marks import label_summaries, mark_windows
+from indexer.learning.suggest import suggest_windows
+
+from . import state
+
+
+def verdict_buttons(window_id: int, label: str, described: str, key: str) -> None:
+    """One row: what it is, then ✓ (the label is there) and ✗ (it is not)."""
+    text, right, wrong = st.columns([8, 1, 1])
+    text.write(described)
+    right.button("✓", key=f"{key}_yes_{window_id}", on_click=_mark, args=(label, window_id, True),
+                 help=f"Right: “{label}” is in this window", disabled=not label)
+    wrong.button("✗", key=f"{key}_no_{window_id}", on_click=_mark, args=(label, window_id, False),
+                 help=f"Wrong: “{label}” is not in this window", disabled=not label)
+
+
+def marks_status(label: str, key: str) -> None:
+    """What the last click did, the label's marks so far, and a button that learns from them."""
+    if message := st.session_state.pop("mark_message", None):
+        (st.error if message.startswith("!") else st.success)(message.lstrip("!"))
+    if not label:
+        return
+    summary = next((s for s in label_summaries(state.archive()) if s.label.casefold() == label.casefold()), None)
+    if summary is None:
+        st.caption(f"No marks for “{label}” yet: ✓ the hits that are right, ✗ those that are wrong.")
+        return
+    st.caption(f"“{summary.label}”: {summary.positives} ✓, {summary.negatives} ✗, {summary.versions} learned version(s).")
+    st.button(f"Learn “{summary.label}” from its marks", key=f"{key}_learn", on_click=_learn, args=(summary.label,))
+    if report := st.session_state.pop("learn_report", None):
+        st.info(report)
+
+
+def suggestions(label: str, key: str, k: int = 10) -> None:
+    """Unmarked windows where a verdict teaches the label most, one per recording, each with ✓ / ✗."""
+    found = suggest_windows(state.archive(), label, k)
+    if not found:
+        st.caption("Every window is marked already.")
+    for s in found:
+        why = "scores high" if s.reason == "top" else "the scorer is unsure"
+        verdict_buttons(s.window_id, label, f"{s.path.rsplit('/', 1)[-1]} at {s.start_s:.1f}–{s.end_s:.1f} s ({why}, {s.score:.3f})",
+                        key=key)
+
+
+def _mark(label: str, window_id: int, positive: bool) -> None:
+    try:
+        with state.writable_archive() as archive:
+            mark_windows(archive, label, [window_id], positive)
+        st.session_state.mark_message = f"Marked window {window_id} {'✓' if positive else '✗'} for “{label}”."
+    except SoundtraceError as exc:
+        st.session_state.mark_message = f"!{exc}"
+
+
+def _learn(label: str) -> None:
+    try:
+        with state.writable_archive() as archive:
+            learned = learn_label(archive, label).learned
+    except SoundtraceError as exc:
+        st.session_state.mark_message = f"!{exc}"
+        return
+    e = learned.evaluation
+    figures = ("" if e is None or e.folds == 0 else
+               f" Cross-validated ROC-AUC {e.roc_auc:.2f} (text alone {_f(e.text_roc_auc)}), "
+               f"precision at 10 {e.precision_at_10:.2f} (text alone {_f(e.text_precision_at_10)}).")
+    st.session_state.learn_report = (f"“{learned.label}” version {learned.version}: {learned.positives} ✓, "
+                                     f"{learned.negatives} ✗.{figures} Search it with `soundtrace search --label`.")
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
