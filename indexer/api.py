@@ -13,6 +13,7 @@ import numpy as np
 
 from indexer.audit.runner import extend_standing_audits
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
+from indexer.learning.marks import unplaced_marks
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import RecordingHit, search_text
 from indexer.session import Session
@@ -25,7 +26,9 @@ class Archive(Session):
         """Same as ``soundtrace index``: embed what is new or changed, then extend standing audits."""
         self.begin_write()  # refuses while another process indexes
         try:
+            unplaced = unplaced_marks(self)
             report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
+            report.marks_unplaced = len(unplaced_marks(self) - unplaced)
             if report.recording_ids or report.pruned:
                 report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
             report.ann = self.maintain_ann()

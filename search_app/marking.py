@@ -7,7 +7,7 @@ import streamlit as st
 
 from indexer.errors import SoundtraceError
 from indexer.learning.learned import learn_label
-from indexer.learning.marks import label_summaries, mark_windows
+from indexer.learning.marks import clean_label, label_summaries, mark_windows
 from indexer.learning.suggest import suggest_windows
 
 from . import state
@@ -29,7 +29,11 @@ def marks_status(label: str, key: str) -> None:
         (st.error if message.startswith("!") else st.success)(message.lstrip("!"))
     if not label:
         return
-    summary = next((s for s in label_summaries(state.archive()) if s.label.casefold() == label.casefold()), None)
+    try:
+        _, wanted = clean_label(label)
+    except SoundtraceError:
+        return
+    summary = next((s for s in label_summaries(state.archive()) if s.key == wanted), None)
     if summary is None:
         st.caption(f"No marks for “{label}” yet: ✓ the hits that are right, ✗ those that are wrong.")
         return
@@ -41,9 +45,13 @@ def marks_status(label: str, key: str) -> None:
 
 def suggestions(label: str, key: str, k: int = 10) -> None:
     """Unmarked windows where a verdict teaches the label most, one per recording, each with ✓ / ✗."""
-    found = suggest_windows(state.archive(), label, k)
+    try:
+        found = suggest_windows(state.archive(), label, k)
+    except SoundtraceError as exc:
+        st.error(str(exc))
+        return
     if not found:
-        st.caption("Every window is marked already.")
+        st.caption("Nothing to propose: the archive holds no unmarked window.")
     for s in found:
         why = "scores high" if s.reason == "top" else "the scorer is unsure"
         verdict_buttons(s.window_id, label, f"{s.path.rsplit('/', 1)[-1]} at {s.start_s:.1f}–{s.end_s:.1f} s ({why}, {s.score:.3f})",
@@ -51,8 +59,9 @@ def suggestions(label: str, key: str, k: int = 10) -> None:
 
 
 def _mark(label: str, window_id: int, positive: bool) -> None:
+    """A button's callback: Streamlit runs it before the page, so it takes the page lock itself."""
     try:
-        with state.writable_archive() as archive:
+        with state.page_run(), state.writable_archive() as archive:
             mark_windows(archive, label, [window_id], positive)
         st.session_state.mark_message = f"Marked window {window_id} {'✓' if positive else '✗'} for “{label}”."
     except SoundtraceError as exc:
@@ -61,7 +70,7 @@ def _mark(label: str, window_id: int, positive: bool) -> None:
 
 def _learn(label: str) -> None:
     try:
-        with state.writable_archive() as archive:
+        with state.page_run(), state.writable_archive() as archive:
             learned = learn_label(archive, label).learned
     except SoundtraceError as exc:
         st.session_state.mark_message = f"!{exc}"

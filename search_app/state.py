@@ -177,7 +177,7 @@ def writable_archive() -> Iterator[Archive]:
         try:
             opened = Archive.open(archive_dir(), encoder=encoder())
         except duckdb.ConnectionException:
-            raise ArchiveBusyError("Another tab of the app is reading the archive; run the audit again in a moment.") from None
+            raise ArchiveBusyError("Another tab of the app is reading the archive; try again in a moment.") from None
         with opened:
             yield opened
 

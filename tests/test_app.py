@@ -396,13 +396,21 @@ def test_the_windows_worth_marking_next_are_offered_with_their_buttons(app):
 
 
 def test_flagged_recordings_of_an_audit_can_be_marked(app, app_archive):
-    from indexer.learning.marks import label_summaries
+    from indexer.learning.marks import marks_of
 
     on_page(app, "audit")
-    buttons = _buttons(app, "flag_mark_0_yes_")
-    assert buttons
-    buttons[0].click().run()
-    assert not app.exception and "Marked window" in app.success[0].value
+    [button] = _buttons(app, "flag_mark_0_no_")
+    window_id = int(button.key.rsplit("_", 1)[1])
+    label = app.selectbox(key="flagged_pick").options[0].split(": ", 1)[1].rsplit(" at ", 1)[0]
+    button.click().run()
+    assert not app.exception and f"Marked window {window_id} ✗ for “{label}”" in app.success[0].value
     state.release_archive()
     with Archive.open(app_archive, read_only=True) as archive:
-        assert sum(s.positives for s in label_summaries(archive)) >= 1
+        assert [(m.window_id, m.positive) for m in marks_of(archive, label)] == [(window_id, False)]
+
+
+def test_a_new_search_starts_a_new_mark_label(app):
+    search(app, "a steady tone")
+    assert app.text_input(key="mark_label_a steady tone").value == "a steady tone"
+    search(app, "speech")
+    assert app.text_input(key="mark_label_speech").value == "speech"

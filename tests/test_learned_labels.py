@@ -119,7 +119,8 @@ def test_marks_follow_their_audio_through_reindexing_and_report_what_is_gone(tmp
         moved.mkdir()
         shutil.move(first_path, moved / "renamed.wav")  # same content under another name
         write_sequence(drop / second_path.split("/")[-1], [(300, 10)] * 6)  # new content in the old file
-        archive.index([drop], IndexOptions(prune=True))
+        report = archive.index([drop], IndexOptions(prune=True))
+        assert report.marks_unplaced == 1  # the rewritten file's mark; the moved one found its audio again
         marks = marks_of(archive, "siren")
         assert marks[0].window_id is not None and marks[0].window_id != events[0] and marks[0].path.endswith("renamed.wav")
         assert marks[1].window_id is None  # its audio is nowhere now: kept, reported as unplaced
@@ -213,6 +214,21 @@ def test_a_standing_audit_uses_the_newest_version_and_records_it(tmp_path):
         [update] = report.audits
         assert update.run_id == run.id and [flag[1] for flag in update.new_flags] == ["siren"]
         assert get_run(archive.catalog, run.id).learned_versions == {"siren": 2}
+        # the analyst turns around: every event window is wrong. Version 3 flags none of them, and the
+        # next extension scores the whole run again with it (no recording keeps version 2's flag)
+        for m in marks_of(archive, "siren"):
+            mark_windows(archive, "siren", [m.window_id], False)
+        mark_windows(archive, "siren", _event_windows(archive)[1][:2], True)
+        assert learn_label(archive, "siren", FitOptions(weak_negatives=10)).learned.version == 3
+        write_sequence(drop / "newer.wav", [(200, 10)])
+        archive.index([drop])
+        extended = get_run(archive.catalog, run.id)
+        assert extended.learned_versions == {"siren": 3}
+        fresh = run_audit(archive, parse_labelset(LEARNED_SET))
+        flags = "SELECT recording_id FROM audit_results WHERE run_id = ? AND label = 'siren' AND flagged ORDER BY 1"
+        assert archive.catalog.con.execute(flags, [run.id]).fetchall() == archive.catalog.con.execute(flags, [fresh.id]).fetchall()
+        spread = __import__("indexer.audit.saved_runs", fromlist=["x"]).score_spread(archive.catalog, run.id, "siren")
+        assert spread.threshold == pytest.approx(extended.learned_thresholds["siren"]) and spread.threshold != 0.3
 
 
 def test_a_learned_label_never_learned_is_one_clear_error(archive):
@@ -242,3 +258,40 @@ def test_out_of_range_window_ids_and_overlong_names_are_one_clear_error(archive)
         mark_windows(archive, "x" * 500, [1], True)
     with pytest.raises(MarkError, match="A label name is needed"):
         mark_windows(archive, "  ...  ", [1], True)
+
+
+def test_only_negative_marks_push_the_label_away_from_what_they_mark(archive):
+    events, others = _event_windows(archive)
+    text = text_query(archive, "tone 440")
+    wrong = [w for w in others if float(archive.window_vectors([w])[0] @ text) > 0.9][:3]
+    assert wrong  # the text query likes these
+    mark_windows(archive, "tone 440", wrong, False)
+    learned = learn_label(archive, "tone 440", FitOptions(weak_negatives=20)).learned
+    assert learned.positives == 0 and not np.allclose(learned.scorer.direction, text)
+    before = archive.window_vectors(wrong) @ text
+    after = archive.window_vectors(wrong) @ learned.scorer.direction
+    assert (after < before).all()
+
+
+def test_copies_of_marked_audio_are_neither_suggested_nor_weak_negatives(tmp_path):
+    from indexer.learning.marks import marked_windows
+
+    drop = _drop(tmp_path / "drop")
+    shutil.copy(drop / "call00.wav", drop / "copy-of-call00.wav")
+    with Archive.open(tmp_path / "archive", encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+        rows = archive.catalog.con.execute(
+            "SELECT w.id FROM windows w JOIN recordings r ON r.id = w.recording_id WHERE r.path LIKE '%call00.wav'"
+            " ORDER BY r.path, w.id").fetchall()
+        original_ids, copy_ids = [r[0] for r in rows[:6]], [r[0] for r in rows[6:]]  # call00 sorts before copy-of-
+        mark_windows(archive, "siren", copy_ids, True)  # marked on the copy
+        assert set(marked_windows(archive, "siren")) == set(copy_ids) | set(original_ids)
+        suggested = {s.window_id for s in suggest_windows(archive, "siren", k=12)}
+        assert suggested and not suggested & set(original_ids)
+
+
+def test_a_marks_csv_row_with_extra_fields_is_one_clear_error(tmp_path):
+    bad = tmp_path / "marks.csv"
+    bad.write_text("window_id,positive\n1,1\n2,0,extra\n")
+    with pytest.raises(MarkError, match="line 3 has more fields than the header"):
+        read_marks_csv(bad)

@@ -17,12 +17,20 @@ def learned_labels_of(archive: Session, labelset: LabelSet) -> dict[int, Learned
 
 def scoring_labelset(labelset: LabelSet, learned: dict[int, LearnedLabel]) -> LabelSet:
     """The set as scored: a learned label without a threshold flags where its scorer says "present"
-    (probability ≥ 0.5, i.e. cosine to its direction ≥ −bias/‖weights‖)."""
-    if not learned:
-        return labelset
+    (probability ≥ 0.5, i.e. cosine to its direction ≥ −bias/‖weights‖). The set's own rules
+    (``min_score``, ``min_confidence``, exclusive mode) apply to it as to every label."""
     labels = list(labelset.labels)
-    for i, found in learned.items():
-        boundary = found.scorer.boundary
-        if labels[i].threshold is None and boundary is not None:
-            labels[i] = replace(labels[i], threshold=Threshold("score", min(1.0, max(-1.0, boundary))))
-    return replace(labelset, labels=tuple(labels))
+    for i, threshold in scorer_thresholds(labelset, learned).items():
+        labels[i] = replace(labels[i], threshold=Threshold("score", threshold))
+    return replace(labelset, labels=tuple(labels)) if learned else labelset
+
+
+def scorer_thresholds(labelset: LabelSet, learned: dict[int, LearnedLabel]) -> dict[int, float]:
+    """Position -> the score threshold a learned label takes from its scorer (those without their own).
+    A boundary past ±1 means "never" / "always": it stays just outside the cosine range."""
+    found = {}
+    for i, version in learned.items():
+        boundary = version.scorer.boundary
+        if labelset.labels[i].threshold is None and boundary is not None:
+            found[i] = float(min(1.0, max(-1.0, boundary)))
+    return found

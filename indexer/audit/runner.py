@@ -19,11 +19,23 @@ import numpy as np
 
 from indexer.archive.segments import to_float32
 from indexer.audit import saved_runs as audit_runs
-from indexer.audit.learned_queries import learned_labels_of, scoring_labelset
 from indexer.audit.labelset import LabelSet
-from indexer.audit.scoring import SCAN_THREADS, AuditScores, LabelVectors, WindowTable, label_queries, score_similarity
+from indexer.audit.learned_queries import (
+    learned_labels_of,
+    scorer_thresholds,
+    scoring_labelset,
+)
+from indexer.audit.scoring import (
+    SCAN_THREADS,
+    AuditScores,
+    LabelVectors,
+    WindowTable,
+    label_queries,
+    score_similarity,
+)
 from indexer.embedding import l2_normalise
 from indexer.errors import ArchiveError
+from indexer.learning.learned import LearnedLabel
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import allowed_window_ids
 from indexer.session import Session
@@ -136,15 +148,18 @@ DAMAGED = "Some windows of the catalog have no stored vector; the archive's vect
 
 
 def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
-          recording_ids: np.ndarray | None = None) -> AuditScores:
-    """Learned labels enter as their newest versions' query vectors (the versions are in the result)."""
-    learned = learned_labels_of(archive, labelset)
+          recording_ids: np.ndarray | None = None, learned: dict[int, LearnedLabel] | None = None) -> AuditScores:
+    """Learned labels enter as the query vectors of their newest versions (or of ``learned``, looked
+    up by the caller); the versions and the thresholds they gave are in the result."""
+    learned = learned_labels_of(archive, labelset) if learned is None else learned
     windows = collect_windows(archive, filters, recording_ids)
     vectors = label_vectors(archive.embed_text, labelset, {i: found.scorer.direction for i, found in learned.items()})
     similarity = similarities(archive, label_queries(vectors), windows)
     scores = score_similarity(similarity, windows, vectors, scoring_labelset(labelset, learned), archive.logit_scale,
                               archive.manifest.hop_s)
-    return replace(scores, learned_versions={labelset.labels[i].name: found.version for i, found in learned.items()})
+    names = [label.name for label in labelset.labels]
+    return replace(scores, learned_versions={names[i]: found.version for i, found in learned.items()},
+                   learned_thresholds={names[i]: t for i, t in scorer_thresholds(labelset, learned).items()})
 
 
 def _device_product(archive: Session):
@@ -189,9 +204,12 @@ def extend_standing_audits(archive: Session, recording_ids: np.ndarray) -> list[
     for run in audit_runs.standing_runs(archive.catalog):
         labelset = audit_runs.labelset_of(archive.catalog, run)
         filters = SearchFilters.from_json(json.loads(run.filters))
-        scores = score(archive, labelset, filters, recording_ids)
-        scored_as = scoring_labelset(labelset, learned_labels_of(archive, labelset))  # the newest versions' thresholds
-        new_flags = audit_runs.merge_results(archive, run, scored_as, scores, recording_ids)
+        learned = learned_labels_of(archive, labelset)
+        if {labelset.labels[i].name: found.version for i, found in learned.items()} != run.learned_versions:
+            recording_ids = None  # a newer version was learned: the whole run is scored again with it, not mixed
+        scores = score(archive, labelset, filters, recording_ids, learned)
+        touched = scores.recording_ids if recording_ids is None else recording_ids
+        new_flags = audit_runs.merge_results(archive, run, scoring_labelset(labelset, learned), scores, touched)
         updates.append(StandingUpdate(run.id, run.name, len(scores.recording_ids), new_flags))
     return updates
 

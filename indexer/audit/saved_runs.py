@@ -15,7 +15,7 @@ import pyarrow.parquet as pa_parquet
 from indexer.archive.catalog import Catalog
 from indexer.archive.metadata import RECORDING_VIEW
 from indexer.archive.sql import quote_identifier
-from indexer.audit.labelset import LabelSet
+from indexer.audit.labelset import LabelSet, Threshold
 from indexer.audit.scoring import AuditScores
 from indexer.errors import AuditError
 from indexer.search.filtering import date_column
@@ -23,7 +23,7 @@ from indexer.session import Session
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
-    " archive_windows, standing, seconds, created_at, updated_at, learned_versions"
+    " archive_windows, standing, seconds, created_at, updated_at, learned_versions, learned_thresholds"
 )
 
 
@@ -45,11 +45,17 @@ class AuditRun:
     created_at: datetime
     updated_at: datetime
     learned_versions_json: str = "{}"
+    learned_thresholds_json: str = "{}"
 
     @property
     def learned_versions(self) -> dict[str, int]:
         """Learned label name -> the version this run scored with (a standing run: its newest)."""
         return json.loads(self.learned_versions_json or "{}")
+
+    @property
+    def learned_thresholds(self) -> dict[str, float]:
+        """Learned label name -> the score threshold its version gave it (labels without one of their own)."""
+        return json.loads(self.learned_thresholds_json or "{}")
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,12 @@ def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditSc
         run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
         catalog.con.execute(
             f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
-            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
             [
                 run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
                 identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
-                seconds, json.dumps(scores.learned_versions, sort_keys=True), json.dumps(labelset.to_dict(), sort_keys=True),
+                seconds, json.dumps(scores.learned_versions, sort_keys=True),
+                json.dumps(scores.learned_thresholds, sort_keys=True), json.dumps(labelset.to_dict(), sort_keys=True),
                 catalog.generation(),
             ],
         )
@@ -141,9 +148,10 @@ def merge_results(archive: Session, run: AuditRun, labelset: LabelSet, scores: A
                 )
         catalog.con.execute(
             "UPDATE audit_runs SET windows_scored = windows_scored + ?, archive_windows = ?, archive_generation = ?,"
-            " learned_versions = ?, updated_at = now() WHERE id = ?",
+            " learned_versions = ?, learned_thresholds = ?, updated_at = now() WHERE id = ?",
             [scores.windows_scored, catalog.window_count(), catalog.generation(),
-             json.dumps(scores.learned_versions, sort_keys=True), run.id],
+             json.dumps(scores.learned_versions, sort_keys=True), json.dumps(scores.learned_thresholds, sort_keys=True),
+             run.id],
         )
     after = catalog.con.execute(
         "SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"
@@ -291,6 +299,8 @@ def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
     ).fetchnumpy()["score"].astype(np.float64))
     labelset = labelset_of(catalog, run)
     threshold = labelset.threshold_for(next(x for x in labelset.labels if x.name == label))
+    if label in run.learned_thresholds:  # a learned label flagged where its version's scorer said "present"
+        threshold = Threshold("score", run.learned_thresholds[label])
     cutoff = threshold.value
     if threshold.kind == "top_percent":  # the rule of scoring's cutoffs: the k-th best, k = ceil(n · x%)
         keep = max(1, int(np.ceil(len(scores) * threshold.value / 100)))

@@ -71,6 +71,7 @@ class AuditScores:
     cutoffs: np.ndarray  # the score cutoff each label ended up with
     windows_scored: int
     learned_versions: dict = field(default_factory=dict)  # learned label name -> the version scored
+    learned_thresholds: dict = field(default_factory=dict)  # learned label name -> its scorer's boundary, where used
 
 
 def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence[Sequence[int]]) -> np.ndarray:

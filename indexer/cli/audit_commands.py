@@ -144,8 +144,8 @@ def show_command(run_ref, archive_dir, limit, as_json):
 
 
 def _run_dict(run) -> dict:
-    data = {k: v for k, v in vars(run).items() if k != "learned_versions_json"}
-    return {**data, "learned_versions": run.learned_versions}
+    data = {k: v for k, v in vars(run).items() if k not in ("learned_versions_json", "learned_thresholds_json")}
+    return {**data, "learned_versions": run.learned_versions, "learned_thresholds": run.learned_thresholds}
 
 
 def _show(archive, run, limit: int, as_json: bool) -> None:
@@ -186,10 +186,13 @@ def _refine_flagged(archive, run, top: int) -> dict:
     """Best-label highlights of the top flagged recordings, one model call per label."""
     from indexer.audit import saved_runs as audit_runs
     from indexer.audit.runner import label_vectors
+    from indexer.learning.learned import newest_learned
     from indexer.search.highlight import refine_hits
 
     labelset = audit_runs.labelset_of(archive.catalog, run)
-    vectors = label_vectors(archive.embed_text, labelset).vectors
+    learned = {i: newest_learned(archive, label.name, run.learned_versions.get(label.name)).scorer.direction
+               for i, label in enumerate(labelset.labels) if label.learned}  # the versions the run scored with
+    vectors = label_vectors(archive.embed_text, labelset, learned).vectors
     rows = audit_runs.results(archive.catalog, run.id, best_only=True, limit=top).to_pylist()
     found = {}
     for i, label in enumerate(run.labels):

@@ -30,6 +30,8 @@ def mark(name, window_ids, negative, csv_path, note, archive_dir):
 
     if bool(window_ids) == bool(csv_path):
         raise click.UsageError("Give --window ID (one or more) or --csv FILE.")
+    if csv_path and negative:
+        raise click.UsageError("--negative is for --window; a CSV says each window's verdict in its positive column.")
     ids, verdicts = read_marks_csv(csv_path) if csv_path else (list(window_ids), not negative)
     with open_archive(archive_dir) as archive:
         count = mark_windows(archive, name, ids, verdicts, note=note)
@@ -89,7 +91,7 @@ def show(name, archive_dir, as_json):
 @label.command()
 @click.argument("name")
 @archive_option
-@click.option("--weak-negatives", default=10_000, show_default=True, type=click.IntRange(0, 10_000_000),
+@click.option("--weak-negatives", default=10_000, show_default=True, type=click.IntRange(0, 200_000),
               help="Random unmarked windows taken as down-weighted negatives.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @model_options

@@ -135,6 +135,9 @@ def print_index_report(console: Console, report) -> None:
         f"{report.audio_seconds / 3600:.2f} h audio in {report.elapsed_s:.1f} s "
         f"({report.windows_per_second:.1f} windows/s, {speed:.0f}x real time)"
     )
+    if report.marks_unplaced:
+        console.err(f"{report.marks_unplaced} label mark(s) now point at audio no longer indexed (changed or removed "
+                    "files); they are kept and come back if that audio is indexed again (soundtrace label list)")
     for update in report.audits:
         console.err(
             f"audit {update.run_id} ({update.name}): {update.recordings_scored} recordings scored, "

@@ -70,6 +70,8 @@ class IndexReport:
     """``audit.StandingUpdate`` per standing audit extended after the run."""
     ann: object | None = None
     """The ``AnnRecord`` in force after the run (None: searches scan exactly)."""
+    marks_unplaced: int = 0
+    """Label marks whose audio this run took out of the archive (changed or pruned files); kept, not lost."""
 
     @property
     def windows_per_second(self) -> float:

@@ -72,7 +72,7 @@ def text_scorer(text_vector: np.ndarray) -> Scorer:
 
 def fit_scorer(text_vector: np.ndarray, marked: np.ndarray, positive: np.ndarray, weak: np.ndarray,
                options: FitOptions = FitOptions()) -> Scorer:
-    """The scorer for these marks (the text query itself when there are none, or only one kind)."""
+    """The scorer for these marks (the text query itself when there are none, or only ✓ and no weak negatives)."""
     from sklearn.linear_model import (
         LogisticRegression,  # scikit-learn loads only when a label learns
     )
@@ -81,10 +81,10 @@ def fit_scorer(text_vector: np.ndarray, marked: np.ndarray, positive: np.ndarray
     positive = np.asarray(positive, bool)
     if len(marked) == 0 or positive.all() and len(weak) == 0:
         return text_scorer(text_vector)
+    if not positive.any():  # only ✗ so far: the text itself stands for what the label is, the marks push away
+        marked, positive = np.vstack([marked, text_vector[None, :]]), np.append(positive, True)
     x = np.concatenate([marked, weak]).astype(np.float32)
     y = np.concatenate([positive, np.zeros(len(weak), bool)])
-    if y.all() or not y.any():
-        return text_scorer(text_vector)
     weights = np.concatenate([np.ones(len(marked)), np.full(len(weak), options.weak_share * len(marked) / max(1, len(weak)))])
     weights[y] *= weights[~y].sum() / weights[y].sum()  # the two classes weigh the same: a few positives still move it
     features = np.hstack([PRIOR_SCALE * (x @ text_vector)[:, None], x])
@@ -92,6 +92,8 @@ def fit_scorer(text_vector: np.ndarray, marked: np.ndarray, positive: np.ndarray
     model.fit(features, y, sample_weight=weights)
     coef = model.coef_[0]
     direction = coef[0] * PRIOR_SCALE * text_vector + coef[1:]
+    if not np.isfinite(direction).all() or float(np.linalg.norm(direction)) < 1e-9:
+        return text_scorer(text_vector)  # nothing learned that points anywhere: the prior stands
     return Scorer(direction.astype(np.float32), float(model.intercept_[0]))
 
 

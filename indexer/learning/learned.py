@@ -11,7 +11,14 @@ import numpy as np
 
 from indexer.errors import MarkError
 from indexer.learning.fit import Evaluation, FitOptions, Scorer, evaluate, fit_scorer
-from indexer.learning.marks import clean_label, marks_hash, marks_of, placed, writable
+from indexer.learning.marks import (
+    clean_label,
+    marked_windows,
+    marks_hash,
+    marks_of,
+    placed,
+    writable,
+)
 from indexer.session import Session
 
 
@@ -36,18 +43,18 @@ class LearnReport:
 
 def learn_label(archive: Session, name: str, options: FitOptions = FitOptions()) -> LearnReport:
     """Fit the label on its marks and store it as the next version."""
+    writable(archive)
     label, key = clean_label(name)
     marks = marks_of(archive, label)
     label = marks[0].label if marks else label
     ids, positive = placed(marks)
     text = archive.embed_text([label])[0]
     marked = archive.window_vectors(ids) if len(ids) else np.empty((0, len(text)), np.float32)
-    weak = _weak_negatives(archive, ids, options)
+    weak = _weak_negatives(archive, marked_windows(archive, label), options)
     scorer = fit_scorer(text, marked, positive, weak, options)
     evaluation = evaluate(text, marked, positive, weak, options) if len(ids) else None
     identity = archive.manifest.identity
     con = archive.catalog.con
-    writable(archive)
     with archive.catalog.transaction():
         version = int(con.execute("SELECT coalesce(max(version), 0) + 1 FROM learned_labels WHERE label_key = ?",
                                   [key]).fetchone()[0])
@@ -83,7 +90,7 @@ def newest_learned(archive: Session, name: str, version: int | None = None) -> L
 
 def _weak_negatives(archive: Session, marked_ids: np.ndarray, options: FitOptions) -> np.ndarray:
     """Vectors of random unmarked windows (the same ones for the same archive and seed)."""
-    ids = np.setdiff1d(archive.store.ids(), marked_ids, assume_unique=True)
+    ids = np.setdiff1d(archive.store.ids(), marked_ids)
     if len(ids) == 0 or options.weak_negatives <= 0:
         return np.empty((0, archive.manifest.identity.dim), np.float32)
     take = min(len(ids), options.weak_negatives)

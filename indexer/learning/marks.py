@@ -37,11 +37,13 @@ class Mark:
     path: str | None
     start_s: float
     channel: int
+    content_hash: str
 
 
 @dataclass(frozen=True)
 class LabelSummary:
     label: str
+    key: str
     positives: int
     negatives: int
     unplaced: int
@@ -69,11 +71,15 @@ def clean_label(name: str) -> tuple[str, str]:
 def mark_windows(archive: Session, name: str, window_ids: Sequence[int], positive: bool | Sequence[bool],
                  note: str | None = None) -> int:
     """Mark windows for a label (a window marked again takes the newest verdict). Returns how many."""
+    writable(archive)
     label, key = clean_label(name)
-    ids = [int(i) for i in window_ids]
+    try:
+        ids = [int(i) for i in window_ids]
+    except (TypeError, ValueError):
+        raise MarkError("Window ids are whole numbers, as `soundtrace search` lists them.") from None
     verdicts = [bool(positive)] * len(ids) if isinstance(positive, bool) else [bool(p) for p in positive]
     if len(verdicts) != len(ids):
-        raise ValueError("one verdict per window")
+        raise MarkError(f"{len(ids)} window(s) but {len(verdicts)} verdict(s): give one verdict per window.")
     if note is not None and len(note) > MAX_NOTE_LENGTH:
         raise MarkError(f"A note is at most {MAX_NOTE_LENGTH} characters.")
     if not ids:
@@ -90,7 +96,6 @@ def mark_windows(archive: Session, name: str, window_ids: Sequence[int], positiv
         shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
         raise MarkError(f"No indexed window has the id {shown}; window ids are listed by `soundtrace search`.")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    writable(archive)
     with archive.catalog.transaction():
         label = con.execute("SELECT min(label) FROM label_marks WHERE label_key = ?", [key]).fetchone()[0] or label
         for window_id, verdict in zip(ids, verdicts):
@@ -113,6 +118,8 @@ def read_marks_csv(path: Path) -> tuple[list[int], list[bool]]:
                 raise MarkError(f"{path.name} needs the columns {', '.join(CSV_COLUMNS)}; it has {', '.join(header) or 'none'}.")
             ids, verdicts = [], []
             for line, row in enumerate(reader, start=2):
+                if None in row:
+                    raise MarkError(f"{path.name} line {line} has more fields than the header ({', '.join(header)}).")
                 row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
                 try:
                     ids.append(int(row["window_id"]))
@@ -134,13 +141,15 @@ def marks_of(archive: Session, name: str) -> list[Mark]:
     _, key = clean_label(name)
     rows = archive.catalog.con.execute(
         "SELECT m.label, min(w.id), m.marked_window_id, m.positive, m.marked_at, m.note, arg_min(r.path, w.id), m.start_s,"
-        " m.channel"
+        " m.channel, m.content_hash"
         " FROM label_marks m LEFT JOIN recordings r ON r.content_hash = m.content_hash AND r.status = 'indexed'"
         " LEFT JOIN windows w ON w.recording_id = r.id AND w.channel = m.channel AND w.start_s = m.start_s"
-        " WHERE m.label_key = ? GROUP BY ALL ORDER BY m.marked_at, m.marked_window_id", [key],
+        " WHERE m.label_key = ? GROUP BY m.label_key, m.content_hash, m.channel, m.start_s, m.label, m.marked_window_id,"
+        " m.positive, m.marked_at, m.note ORDER BY m.marked_at, m.marked_window_id", [key],
     ).fetchall()
     return [Mark(label=r[0], window_id=None if r[1] is None else int(r[1]), marked_window_id=int(r[2]), positive=bool(r[3]),
-                 marked_at=r[4], note=r[5], path=r[6] if r[1] is not None else None, start_s=float(r[7]), channel=int(r[8]))
+                 marked_at=r[4], note=r[5], path=r[6] if r[1] is not None else None, start_s=float(r[7]), channel=int(r[8]),
+                 content_hash=r[9])
             for r in rows]
 
 
@@ -155,17 +164,39 @@ def label_summaries(archive: Session) -> list[LabelSummary]:
                            " (SELECT min(label) FROM learned_labels WHERE label_key = ?))", [key, key]).fetchone()[0]
         marks = marks_of(archive, name)
         out.append(LabelSummary(
-            label=name, positives=sum(m.positive for m in marks if m.window_id is not None),
+            label=name, key=key, positives=sum(m.positive for m in marks if m.window_id is not None),
             negatives=sum(not m.positive for m in marks if m.window_id is not None),
             unplaced=sum(m.window_id is None for m in marks), versions=int(versions.get(key, 0)),
         ))
     return out
 
 
+def unplaced_marks(archive: Session) -> set[tuple]:
+    """Marks (of every label) whose audio is indexed nowhere at present, by their keys."""
+    return set(archive.catalog.con.execute(
+        "SELECT label_key, content_hash, channel, start_s FROM label_marks m WHERE NOT EXISTS (SELECT 1 FROM recordings r"
+        " JOIN windows w ON w.recording_id = r.id WHERE r.content_hash = m.content_hash AND r.status = 'indexed'"
+        " AND w.channel = m.channel AND w.start_s = m.start_s)"
+    ).fetchall())
+
+
 def marks_hash(marks: Sequence[Mark]) -> str:
-    """What a fit learned from: the placed marks' windows and verdicts, order-free."""
-    items = sorted(f"{m.window_id}:{int(m.positive)}" for m in marks if m.window_id is not None)
+    """What a fit learned from: the placed marks (by what their windows are, so a re-index with other
+    window ids keeps the hash) and verdicts, order-free."""
+    items = sorted(f"{m.content_hash}:{m.channel}:{m.start_s!r}:{int(m.positive)}" for m in marks if m.window_id is not None)
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def marked_windows(archive: Session, name: str) -> np.ndarray:
+    """Every window now holding audio marked for the label, copies of a marked file included (none
+    of them is proposed for marking or drawn as a weak negative)."""
+    _, key = clean_label(name)
+    rows = archive.catalog.con.execute(
+        "SELECT DISTINCT w.id FROM label_marks m JOIN recordings r ON r.content_hash = m.content_hash AND r.status = 'indexed'"
+        " JOIN windows w ON w.recording_id = r.id AND w.channel = m.channel AND w.start_s = m.start_s"
+        " WHERE m.label_key = ? ORDER BY 1", [key],
+    ).fetchnumpy()
+    return rows["id"].astype(np.int64)
 
 
 def placed(marks: Sequence[Mark]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 from indexer.errors import MarkError
 from indexer.learning.fit import text_scorer
 from indexer.learning.learned import newest_learned
-from indexer.learning.marks import clean_label, marks_of
+from indexer.learning.marks import clean_label, marked_windows
 from indexer.session import Session
 
 SCAN_BLOCK_ROWS = 262_144
@@ -44,9 +44,8 @@ def suggest_windows(archive: Session, name: str, k: int = 20) -> list[Suggestion
         scorer = newest_learned(archive, label).scorer
     except MarkError:  # not learned yet: the text query proposes the first windows to mark
         scorer = text_scorer(archive.embed_text([label])[0])
-    marked = {m.window_id for m in marks_of(archive, label) if m.window_id is not None}
     ids, scores = _scan(archive, scorer.direction)
-    keep = ~np.isin(ids, np.fromiter(marked, np.int64, len(marked))) if marked else np.ones(len(ids), bool)
+    keep = ~np.isin(ids, marked_windows(archive, label))  # copies of marked audio included
     ids, scores = ids[keep], scores[keep]
     if len(ids) == 0:
         return []

@@ -81,7 +81,8 @@ if not shown:
 st.dataframe(widgets.hit_rows(shown, archive.catalog.metadata_columns()), hide_index=True)
 
 with st.expander("Mark these hits right or wrong (the label learns from them)"):
-    mark_as = st.text_input("Label", text.strip(), key="mark_label", help="The label your ✓ and ✗ are about.").strip()
+    mark_as = st.text_input("Label", text.strip(), key=f"mark_label_{text.strip()}",  # a new search, a new label
+                            help="The label your ✓ and ✗ are about.").strip()
     for hit in shown:
         marking.verdict_buttons(hit.best.window_id, mark_as, widgets.hit_label(hit), key="hit_mark")
     marking.marks_status(mark_as, key="hit_mark")
