@@ -136,6 +136,8 @@ def suggest(name, k, archive_dir, as_json, encoder_config):
     if as_json:
         click.echo(json.dumps([vars(s) for s in suggestions], indent=2))
         return
+    if not suggestions:
+        Console().err("Nothing to propose: the archive holds no unmarked window.")
     for s in suggestions:
         click.echo(f"window {s.window_id}  {s.reason:<6}  {s.score:.3f}  {shown(s.path)}  {s.start_s:g}-{s.end_s:g} s")
 
