@@ -23,6 +23,9 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tables import print_table  # noqa: E402
 
 from indexer import Archive, IndexOptions  # noqa: E402
 from indexer.audio import decode as audio  # noqa: E402
@@ -181,7 +184,11 @@ def main() -> None:
 
     from indexer.config import EncoderConfig, RayOptions, WindowConfig
     from indexer.model.loading import load_encoder
-    from indexer.model.tiny_clap import build_full_size_random_clap, build_tiny_clap, save_full_size_random_clap
+    from indexer.model.tiny_clap import (
+        build_full_size_random_clap,
+        build_tiny_clap,
+        save_full_size_random_clap,
+    )
 
     engines = {"local": IndexOptions()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -242,11 +249,7 @@ def main() -> None:
             ("ray vectors bit-identical to local", "yes" if same else differ),
         ]
     rows.append(("peak RSS (this process)", f"{peak_mb:.0f} MB"))
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

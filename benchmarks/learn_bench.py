@@ -21,6 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tables import print_table  # noqa: E402
+
 from indexer.learning.fit import FitOptions, evaluate, fit_scorer  # noqa: E402
 
 
@@ -29,21 +31,14 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 
 def audit_comparison(windows: int, repeat: int) -> list[tuple[str, str]]:
-    """Build an archive of ``windows`` clustered windows, learn the 10 labels of audit_bench from 20 marks
-    each, then time the audit both ways, alternating."""
+    """scale_bench's archive of ``windows`` clustered windows (no ANN index: audits scan), the 10 labels
+    of audit_bench learned from 20 marks each, then the audit both ways, alternating."""
     import tempfile
     from dataclasses import replace
 
-    from audit_bench import (
-        CENTRES,
-        DIM,
-        LABELS,
-        WINDOWS_PER_RECORDING,
-        leaning_centres,
-        text_encoder,
-    )
+    from audit_bench import LABELS
+    from scale_bench import build
 
-    from indexer.archive.records import RecordingRow, WindowRows
     from indexer.audit.labelset import inline_labelset
     from indexer.audit.runner import run_audit
     from indexer.learning.learned import learn_label
@@ -51,40 +46,25 @@ def audit_comparison(windows: int, repeat: int) -> list[tuple[str, str]]:
     from indexer.session import Session
 
     rng = np.random.default_rng(1)
-    with tempfile.TemporaryDirectory(prefix="soundtrace-learn-") as tmp, \
-            Session.open(Path(tmp) / "archive", encoder=text_encoder(), create=True) as archive:
-        pull = archive.embed_text(list(LABELS))  # remembered: the audits load no model
-        centres = leaning_centres(rng, pull)
-        started = time.perf_counter()
-        recordings = -(-windows // WINDOWS_PER_RECORDING)
-        for first in range(0, recordings, 20_000):
-            rows, wins = [], []
-            for r in range(first, min(recordings, first + 20_000)):
-                n = min(WINDOWS_PER_RECORDING, windows - r * WINDOWS_PER_RECORDING)
-                vectors = centres[rng.integers(0, CENTRES)] + rng.standard_normal((n, DIM), dtype=np.float32) * np.float32(0.5 / np.sqrt(DIM))
-                start = np.arange(n) * 10.0
-                zeros = np.zeros(n)
-                rows.append(RecordingRow(path=f"/calls/{r:08d}.wav", content_hash=f"{r:016x}", size_bytes=0, mtime=0.0,
-                                         status="indexed", duration_s=float(start[-1] + 10.0)))
-                wins.append(WindowRows(channel=np.zeros(n, np.int16), start_s=start, end_s=start + 10.0, rms_db=zeros,
-                                       peak=zeros, clipped_fraction=zeros, silent_fraction=zeros, vectors=unit(vectors)))
-            archive.add_recordings(rows, wins)
-        built = time.perf_counter() - started
-        text_set = inline_labelset(list(LABELS), name="text", mode="multi-label")
-        learned_set = replace(text_set, name="learned", labels=tuple(replace(x, learned=True) for x in text_set.labels))
-        ids = archive.store.ids()
-        fit_s = []
-        for label in LABELS:
-            mark_windows(archive, label, rng.choice(ids, 20, replace=False), [True] * 10 + [False] * 10)
-            t = time.perf_counter()
-            learn_label(archive, label, FitOptions(weak_negatives=2_000))
-            fit_s.append(time.perf_counter() - t)
-        text_s, learned_s = [], []
-        for _ in range(repeat):
-            for labelset, times in ((text_set, text_s), (learned_set, learned_s)):
+    with tempfile.TemporaryDirectory(prefix="soundtrace-learn-") as tmp:
+        directory = Path(tmp) / "archive"
+        built = build(directory, windows, ann_min_windows=windows + 1)["ingest_s"]
+        with Session.open(directory) as archive:  # every label's text is remembered: no model loads
+            text_set = inline_labelset(list(LABELS), name="text", mode="multi-label")
+            learned_set = replace(text_set, name="learned", labels=tuple(replace(x, learned=True) for x in text_set.labels))
+            ids = archive.store.ids()
+            fit_s = []
+            for label in LABELS:
+                mark_windows(archive, label, rng.choice(ids, 20, replace=False), [True] * 10 + [False] * 10)
                 t = time.perf_counter()
-                run_audit(archive, labelset)
-                times.append(time.perf_counter() - t)
+                learn_label(archive, label, FitOptions(weak_negatives=2_000))
+                fit_s.append(time.perf_counter() - t)
+            text_s, learned_s = [], []
+            for _ in range(repeat):
+                for labelset, times in ((text_set, text_s), (learned_set, learned_s)):
+                    t = time.perf_counter()
+                    run_audit(archive, labelset)
+                    times.append(time.perf_counter() - t)
     text, learned = statistics.median(text_s), statistics.median(learned_s)
     return [
         ("audit archive", f"{windows:,} windows (built in {built:.0f} s)"),
@@ -128,11 +108,7 @@ def main() -> None:
     ]
     if args.audit_windows:
         rows += audit_comparison(args.audit_windows, args.repeat)
-    width = max(len(k) for k, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 30}")
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_table(rows, value_rule=30)
 
 
 if __name__ == "__main__":

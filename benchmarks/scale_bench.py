@@ -73,7 +73,7 @@ def build(directory: Path, windows: int, ann_min_windows: int | None) -> dict:
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
                 start = np.arange(n) * WINDOW_S
                 end = start + WINDOW_S
-                rows.append(RecordingRow(path=f"/archive/calls/call-{first + i:08d}.wav", content_hash=None, size_bytes=0,
+                rows.append(RecordingRow(path=f"/archive/calls/call-{first + i:08d}.wav", content_hash=f"{first + i:016x}", size_bytes=0,
                                          mtime=0.0, status="indexed", duration_s=float(end[-1])))
                 zeros = np.zeros(n)
                 wins.append(WindowRows(channel=np.zeros(n, np.int16), start_s=start, end_s=end, rms_db=zeros, peak=zeros,

@@ -7,7 +7,7 @@ import streamlit as st
 
 from indexer.errors import SoundtraceError
 from indexer.learning.learned import learn_label
-from indexer.learning.marks import clean_label, label_summaries, mark_windows
+from indexer.learning.marks import label_summary, mark_windows
 from indexer.learning.suggest import suggest_windows
 
 from . import state
@@ -30,10 +30,9 @@ def marks_status(label: str, key: str) -> None:
     if not label:
         return
     try:
-        _, wanted = clean_label(label)
-    except SoundtraceError:
+        summary = label_summary(state.archive(), label)
+    except SoundtraceError:  # not a label name (punctuation only): nothing to show yet
         return
-    summary = next((s for s in label_summaries(state.archive()) if s.key == wanted), None)
     if summary is None:
         st.caption(f"No marks for “{label}” yet: ✓ the hits that are right, ✗ those that are wrong.")
         return

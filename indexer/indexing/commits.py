@@ -67,11 +67,10 @@ class Committer:
     """Commits files in the order they were registered, each once it and all before it are ready,
     in rounds at most ``COMMIT_EVERY_S`` apart (``commit_ready(final=True)`` commits what is left)."""
 
-    def __init__(self, archive: Session, report, progress, every_s: float = COMMIT_EVERY_S):
+    def __init__(self, archive: Session, report, progress):
         self.archive = archive
         self.report = report
         self.progress = progress
-        self.every_s = every_s
         self.order: OrderedDict[int, PendingFile] = OrderedDict()
         self._last_round = time.monotonic()
 
@@ -79,7 +78,7 @@ class Committer:
         self.order.setdefault(id(item), item)
 
     def commit_ready(self, final: bool = False) -> None:
-        if not final and time.monotonic() - self._last_round < self.every_s:
+        if not final and time.monotonic() - self._last_round < COMMIT_EVERY_S:
             return
         started, committed = time.perf_counter(), False
         while self.order:

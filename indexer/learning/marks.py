@@ -154,21 +154,32 @@ def marks_of(archive: Session, name: str) -> list[Mark]:
 
 
 def label_summaries(archive: Session) -> list[LabelSummary]:
-    con = archive.catalog.con
-    versions = dict(con.execute("SELECT label_key, count(*) FROM learned_labels GROUP BY label_key").fetchall())
-    keys = [r[0] for r in con.execute(
+    """Every label with marks or learned versions."""
+    keys = [r[0] for r in archive.catalog.con.execute(
         "SELECT label_key FROM label_marks UNION SELECT label_key FROM learned_labels ORDER BY 1").fetchall()]
-    out = []
-    for key in keys:
-        name = con.execute("SELECT coalesce((SELECT min(label) FROM label_marks WHERE label_key = ?),"
-                           " (SELECT min(label) FROM learned_labels WHERE label_key = ?))", [key, key]).fetchone()[0]
-        marks = marks_of(archive, name)
-        out.append(LabelSummary(
-            label=name, key=key, positives=sum(m.positive for m in marks if m.window_id is not None),
-            negatives=sum(not m.positive for m in marks if m.window_id is not None),
-            unplaced=sum(m.window_id is None for m in marks), versions=int(versions.get(key, 0)),
-        ))
-    return out
+    return [_summary(archive, key) for key in keys]
+
+
+def label_summary(archive: Session, name: str) -> LabelSummary | None:
+    """One label's counts (None: never marked nor learned), without reading every other label's marks."""
+    _, key = clean_label(name)
+    known = archive.catalog.con.execute(
+        "SELECT count(*) FROM (SELECT label_key FROM label_marks WHERE label_key = ?"
+        " UNION SELECT label_key FROM learned_labels WHERE label_key = ?)", [key, key]).fetchone()[0]
+    return _summary(archive, key) if known else None
+
+
+def _summary(archive: Session, key: str) -> LabelSummary:
+    con = archive.catalog.con
+    name = con.execute("SELECT coalesce((SELECT min(label) FROM label_marks WHERE label_key = ?),"
+                       " (SELECT min(label) FROM learned_labels WHERE label_key = ?))", [key, key]).fetchone()[0]
+    versions = con.execute("SELECT count(*) FROM learned_labels WHERE label_key = ?", [key]).fetchone()[0]
+    marks = marks_of(archive, name)
+    return LabelSummary(
+        label=name, key=key, positives=sum(m.positive for m in marks if m.window_id is not None),
+        negatives=sum(not m.positive for m in marks if m.window_id is not None),
+        unplaced=sum(m.window_id is None for m in marks), versions=int(versions),
+    )
 
 
 def unplaced_marks(archive: Session) -> set[tuple]:
