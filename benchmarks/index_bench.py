@@ -67,6 +67,9 @@ class FirstWindows:
         self.at: float | None = None
         self.count = 0
 
+    def stage(self, message):
+        pass
+
     def start(self, files, total_bytes):
         pass
 

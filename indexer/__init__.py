@@ -3,7 +3,8 @@
 The Python API in one place::
 
     from indexer import Archive, classify_audio, load_labelset, run_audit
-    archive = Archive.open("soundtrace-archive")
+    archive = Archive.open("soundtrace-archive", create=True)   # create: made if missing
+    archive.index(["/data/calls"])
     hits = archive.search("glass breaking", k=5, where="site = 'north'")
     run = run_audit(archive, load_labelset("calls.yaml"))
 
@@ -16,7 +17,7 @@ from importlib import import_module
 _NAMES = {
     "Archive": "api", "ArchiveInfo": "archive.storage",
     "Classification": "classify.zero_shot", "ClassifyOptions": "classify.zero_shot", "classify_audio": "classify.zero_shot",
-    "classify_file": "classify.zero_shot",
+    "classify_file": "classify.zero_shot", "classify_folder": "classify.batch",
     "DecodeOptions": "config", "EncoderConfig": "config", "RawPcmFormat": "config", "WindowConfig": "config",
     "IndexOptions": "indexing.pipeline", "IndexReport": "indexing.pipeline",
     "RecordingHit": "search.ranking", "SearchFilters": "search.filtering",

@@ -1,4 +1,4 @@
-"""The documented Python API: ``Archive.open(dir)`` with ``.index(...)`` and ``.search(...)``.
+"""The documented Python API: ``Archive.open(dir, create=True)`` with ``.index(...)`` and ``.search(...)``.
 
 A thin facade: each method is one call into an engine job, which all take the archive as a
 ``Session`` (an archive with its model), so the jobs never import this module.
@@ -6,20 +6,43 @@ A thin facade: each method is one call into an engine job, which all take the ar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from indexer.audit.runner import extend_standing_audits
+from indexer.config import DEFAULT_MODEL, EncoderConfig
+from indexer.embedding import Encoder
+from indexer.errors import ModelNotAvailableError
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
 from indexer.learning.marks import unplaced_marks
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import RecordingHit, search_text
-from indexer.session import Session
+from indexer.session import Session, load_model
 
 
 class Archive(Session):
+    @classmethod
+    def open(
+        cls, directory: str | Path, *, encoder: Encoder | None = None, encoder_config: EncoderConfig | None = None,
+        create: bool = False, **options: Any,
+    ) -> "Archive":
+        """The archive at ``directory``; its model loads on first use (an audit of remembered words
+        never loads it). ``create=True`` makes the archive when it is missing, as ``soundtrace index``
+        does: built with ``encoder``, else with ``encoder_config``'s model (laion/clap-htsat-fused by
+        default), loaded now because a new archive records which model made it. Without
+        ``create`` a missing archive is an ``ArchiveNotFoundError``, never an empty one made by a typo.
+        ``options``: ``windows``, ``store_config``, ``read_only`` (``Session.open``)."""
+        if create and encoder is None and not cls.exists(directory):
+            config = encoder_config or EncoderConfig()
+            try:
+                encoder = load_model(config if config.model else replace(config, model=DEFAULT_MODEL))
+            except ModelNotAvailableError as exc:
+                raise exc.naming("encoder_config=EncoderConfig(model=DIR)") from None
+        return super().open(directory, encoder=encoder, encoder_config=encoder_config, create=create, **options)
+
     def index(
         self, paths: Sequence[str | Path], options: IndexOptions | None = None, progress: ProgressSink | None = None
     ) -> IndexReport:
@@ -29,8 +52,9 @@ class Archive(Session):
             unplaced = unplaced_marks(self)
             report = run_indexing(self, [Path(p) for p in paths], options or IndexOptions(), progress)
             report.marks_unplaced = len(unplaced_marks(self) - unplaced)
-            if report.recording_ids or report.pruned:
-                report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+            # every run: one that changed nothing costs a look at each standing audit's generation,
+            # and one after `label learn` brings the audits using that label to its new version
+            report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
             report.ann = self.maintain_ann()
         finally:
             self.end_write()

@@ -37,7 +37,8 @@ class RawPcmFormat:
 class DecodeOptions:
     """How recordings become 48 kHz float32 streams."""
 
-    channels: ChannelMode = "mix"
+    channels: ChannelMode | None = None
+    """mix (downmix to mono) or split (each channel its own stream); None: an archive's own mode, else mix."""
     raw: RawPcmFormat | None = None
     raw_extensions: tuple[str, ...] = (".raw", ".pcm")
     max_duration_s: float = 48 * 3600.0

@@ -46,7 +46,14 @@ class ModelError(SoundtraceError):
 
 
 class ModelNotAvailableError(ModelError):
-    """Weights are neither cached locally nor downloadable."""
+    """Weights are neither cached locally nor downloadable. The advice names the CLI's flag
+    (``MODEL_OPTION``); the Python API re-raises it naming its own parameter (``naming``)."""
+
+    MODEL_OPTION = "--model DIR"
+
+    def naming(self, parameter: str) -> "ModelNotAvailableError":
+        """The same sentence for a Python caller: ``parameter`` where the CLI's flag was."""
+        return type(self)(str(self).replace(self.MODEL_OPTION, parameter))
 
 
 class DeviceError(ModelError):

@@ -95,7 +95,21 @@ class Session(ArchiveStorage):
 
     def embed_text(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
         """Prompt-ensemble text vectors, remembered in the catalog so the same words are embedded once
-        (and the model is loaded only for words it has not embedded before)."""
+        (and the model is loaded only for words it has not embedded before). Read-only, they are
+        written when the session closes or ``remember_text`` is called."""
         if self._text_cache is None:
             self._text_cache = TextVectorCache(self.catalog, self.manifest.identity, lambda: self.encoder)
         return self._text_cache.embed(texts, prompts)
+
+    def remember_text(self) -> bool:
+        """Write the text vectors a read-only session computed to the catalog, without the writer
+        lock (as marks are); the catalog's connection is let go, so call it between units of work
+        (a long-lived reader such as the app: when a page run ends). False when the catalog could
+        not be written just now: they stay remembered in memory, and the search never fails for it."""
+        return self._text_cache.write_pending() if self._text_cache is not None else True
+
+    def close(self) -> None:
+        try:
+            self.remember_text()
+        finally:
+            super().close()

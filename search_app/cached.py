@@ -16,6 +16,7 @@ from indexer.api import Archive
 from indexer.audio import decode as audio
 from indexer.classify.zero_shot import Classification, ClassifyOptions, classify_file
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
+from indexer.learning.learned import newest_learned
 from indexer.search.highlight import Highlight, refine_hits
 from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
 from indexer.search.ranking import RecordingHit
@@ -33,6 +34,8 @@ class Query:
     vector: np.ndarray
     exclude: frozenset[int]
     described: str
+    label: str = ""
+    """What its hits are marked as by default: the words, or the learned label."""
 
 
 def archive_key(archive: Archive) -> tuple[str, int]:
@@ -50,17 +53,23 @@ def _clip_vector(_archive: Archive, key: tuple, data: bytes, name: str) -> tuple
         return clip_query(_archive, ClipSpec(path))
 
 
-def query(archive: Archive, text: str = "", example: tuple[bytes, str] | None = None, window_id: int | None = None) -> Query | None:
-    """The query a person asked for: "more like this" window, else an example clip, else words."""
+def query(archive: Archive, text: str = "", example: tuple[bytes, str] | None = None, window_id: int | None = None,
+          learned: str = "") -> Query | None:
+    """The query a person asked for: a "more like this" window, else a learned label (its newest
+    version's direction, as ``soundtrace search --label``), else an example clip, else words."""
     key = archive_key(archive)
     if window_id is not None:
         vector, exclude = window_query(archive, window_id)
-        return Query(vector, exclude, f"sounding like window {window_id}")
+        return Query(vector, exclude, f"sounding like window {window_id}", text.strip())
+    if learned:
+        found = newest_learned(archive, learned)
+        return Query(found.scorer.direction, frozenset(), f"for the learned label “{found.label}” (version {found.version})",
+                     found.label)
     if example is not None:
         vector, exclude = _clip_vector(archive, key, *example)
-        return Query(vector, exclude, f"sounding like {Path(example[1]).name}")
+        return Query(vector, exclude, f"sounding like {Path(example[1]).name}", text.strip())
     if text.strip():
-        return Query(_text_vector(archive, key, text.strip()), frozenset(), f"matching “{text.strip()}”")
+        return Query(_text_vector(archive, key, text.strip()), frozenset(), f"matching “{text.strip()}”", text.strip())
     return None
 
 

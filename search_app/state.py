@@ -9,7 +9,8 @@ passes its own flags on).
 DuckDB lets a writer in only while nobody reads, so the shared read-only archive lets go of its
 catalog connection whenever no page is running (:func:`page_run`); it reconnects on next use,
 and `soundtrace index` (which yields between commits too) keeps going while the app is open.
-Failures are not cached: the next rerun simply tries again.
+Failures are not cached: the next rerun simply tries again. The model is loaded on first use
+(pages that read the catalog only never load it) and then shared by the archive and Classify.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from indexer.archive.catalog import Catalog
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
 from indexer.config import DEFAULT_MODEL, EncoderConfig, default_archive_dir
 from indexer.embedding import Encoder
-from indexer.errors import ArchiveBusyError, SoundtraceError
+from indexer.errors import ArchiveBusyError, ModelMismatchError, SoundtraceError
 
 PROJECT_LABELSETS = Path(__file__).resolve().parents[1] / "data" / "labelsets"
 
@@ -39,6 +40,8 @@ RELOAD_AFTER_S = 60.0
 """A copy of the archive older than this is reopened once the catalog has changed (new recordings)."""
 
 _opened: dict[int, tuple[Archive, int, float]] = {}  # id -> (archive, catalog generation, opened at)
+_models: dict[EncoderConfig, Encoder] = {}  # CLAPs in memory, one per configuration
+_loading = threading.Lock()
 _running = 0
 _guard = threading.Lock()
 _writing = threading.Lock()
@@ -90,15 +93,28 @@ def labelset_files() -> list[Path]:
 # --- the shared model and archive ----------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner="Loading the CLAP model…")
-def _encoder(config: EncoderConfig) -> Encoder:
+def _load(config: EncoderConfig) -> Encoder:
     from indexer.model.loading import load_encoder
 
     return load_encoder(config)
 
 
+def _keep_model(archive: Archive) -> None:
+    """Remember the model an archive loaded on first use, so a reopened archive and Classify reuse it."""
+    if archive.encoder_loaded:
+        _models.setdefault(archive.encoder_config, archive.encoder)
+
+
+def _in_memory(config: EncoderConfig) -> Encoder | None:
+    """The model of this configuration if one is loaded already (here, or by an open archive)."""
+    for opened, _, _ in list(_opened.values()):
+        _keep_model(opened)
+    return _models.get(config)
+
+
 def _forget(archive: Archive) -> None:
     _opened.pop(id(archive), None)
+    _keep_model(archive)
     archive.close()
 
 
@@ -118,20 +134,41 @@ def _still_current(archive: Archive) -> bool:
 
 @st.cache_resource(show_spinner="Opening the archive…", validate=_still_current)
 def _archive(directory: str, config: EncoderConfig) -> Archive:
-    archive = Archive.open(directory, encoder=_encoder(config), read_only=True)
+    """The archive with its model loaded on first use (a page that needs none never loads it, and a
+    missing archive is said before any model is looked for); a model already in memory is reused."""
+    archive = Archive.open(directory, encoder=_in_memory(config), encoder_config=config, read_only=True)
     _opened[id(archive)] = (archive, archive.catalog.generation(), time.monotonic())
     return archive
 
 
 def encoder() -> Encoder:
-    """The one CLAP model of this process (the classify page needs no archive)."""
-    return _encoder(encoder_config())
+    """The one CLAP model of this process: the archive's own when it is open (loaded through it, so
+    the two share it), else loaded here (the Classify page needs no archive)."""
+    config = encoder_config()
+    with _loading:
+        if _in_memory(config) is None:
+            with st.spinner("Loading the CLAP model…"):
+                for opened, _, _ in list(_opened.values()):
+                    if opened.encoder_config == config:
+                        try:
+                            _models[config] = opened.encoder
+                            break
+                        except ModelMismatchError:  # --model names another CLAP than the archive's
+                            pass
+                else:
+                    _models[config] = _load(config)
+        return _models[config]
 
 
 def archive() -> Archive:
-    """The shared read-only archive; ArchiveBusyError when a writer kept it for too long."""
+    """The shared read-only archive; ArchiveNotFoundError when there is none, ArchiveBusyError when
+    a writer kept it for too long."""
     directory = archive_dir()
     return _archive(str(directory), encoder_config(directory))
+
+
+def archive_exists() -> bool:
+    return Archive.exists(archive_dir())
 
 
 def release_archive() -> None:
@@ -142,7 +179,10 @@ def release_archive() -> None:
 
 
 def _yield_locks() -> None:
+    """Let go of the catalog; first write the words searched since (remembered text vectors, so a
+    later process embeds them no more), which needs the catalog let go anyway."""
     for opened, _, _ in list(_opened.values()):
+        opened.remember_text()
         opened.catalog.yield_lock()
 
 
@@ -175,11 +215,15 @@ def writable_archive() -> Iterator[Archive]:
     with _writing:
         _yield_locks()
         try:
-            opened = Archive.open(archive_dir(), encoder=encoder())
+            config = encoder_config()
+            opened = Archive.open(archive_dir(), encoder=_in_memory(config), encoder_config=config)
         except duckdb.ConnectionException:
             raise ArchiveBusyError("Another tab of the app is reading the archive; try again in a moment.") from None
         with opened:
-            yield opened
+            try:
+                yield opened
+            finally:
+                _keep_model(opened)  # marks need no model; an audit of new words loads it once, for all
 
 
 def writer_active() -> bool:

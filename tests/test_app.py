@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import subprocess
 import sys
 from datetime import date
@@ -36,20 +38,61 @@ def app_archive(tiny_clap_dir, tmp_path_factory) -> Path:
     with Archive.open(root / "archive", encoder=encoder, create=True) as archive:
         archive.index([audio, SAMPLES])
         archive.catalog.import_metadata(ROOT / "data" / "metadata.csv")
+        archive.catalog.import_metadata(_shadowing_csv(root))
         run_audit(archive, inline_labelset("tone, noise, speech", mode="multi-label", threshold="top 30%"))
     yield root / "archive"
     state.release_archive()
 
 
+SHADOWING = ("label", "score", "file", "rank", "confidence", "percentile", "folder", "#", "mark")
+"""Metadata columns named like every header of the app's tables: each must show as ``meta.<column>``."""
+
+
+def _shadowing_csv(folder: Path) -> Path:
+    """Metadata for the generated tones only (the samples have none of it, so cells are missing too)."""
+    path = folder / "shadowing.csv"
+    path.write_text(
+        "path," + ",".join(SHADOWING) + "\n"
+        "tones_a.wav,dog bark,0.5,elsewhere.wav,7,high,99.5,/elsewhere,x1,yes\n"
+        "tones_b.wav,cat,0.25,other.wav,,low,1.5,/other,x2,no\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture
-def app(app_archive, tiny_clap_dir, monkeypatch) -> AppTest:
+def arrow_fallbacks():
+    """Streamlit's log records of a table it could not serialise as it was (it logs a traceback at
+    INFO, then stringifies the column): every table the app shows must serialise as it is."""
+    logger = logging.getLogger("streamlit.dataframe_util")
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def app(app_archive, tiny_clap_dir, monkeypatch, arrow_fallbacks) -> AppTest:
     monkeypatch.setenv("SOUNDTRACE_ARCHIVE", str(app_archive))
     monkeypatch.setenv("SOUNDTRACE_MODEL", str(tiny_clap_dir))
     monkeypatch.setenv("SOUNDTRACE_DEVICE", "cpu")
     at = AppTest.from_file(str(MAIN), default_timeout=120)
     at.run()
     assert not at.exception
-    return at
+    yield at
+    fallbacks = [r.getMessage() for r in arrow_fallbacks if "Arrow" in r.getMessage()]
+    assert not fallbacks, fallbacks
 
 
 def on_page(at: AppTest, page: str) -> AppTest:
@@ -85,23 +128,41 @@ def test_search_starts_empty_and_a_query_fills_the_results(app):
     table = results(search(app))
     assert len(table) == 10  # one page of the 13 indexed recordings
     assert list(table["score"]) == sorted(table["score"], reverse=True)
-    assert {"file", "from (s)", "to (s)", "site", "date"} <= set(table.columns)
+    assert {"file", "from (s)", "to (s)", "meta.site", "meta.date"} <= set(table.columns)
 
 
 def test_a_filter_narrows_the_results(app):
     search(app)
     app.multiselect(key="choice_site").set_value(["porto"]).run()
     table = results(app)
-    assert set(table["site"]) == {"porto"} and len(table) == 2
+    assert set(table["meta.site"]) == {"porto"} and len(table) == 2
     app.checkbox(key="flag_is_clipped").check().run()
     assert "clipped_speech.flac" not in set(results(app)["file"])
     assert "is_clipped" in app.caption[0].value and not app.exception
 
 
+def test_metadata_named_like_a_column_of_the_results_never_shadows_it(app):
+    """The tones carry metadata named label, score, file, rank, #, folder, mark...: the results show
+    soundtrace's own values under those headers and the metadata beside them as meta.<column>."""
+    search(app, "a steady tone")
+    app.multiselect(key="choice_label").set_value(["dog bark", "cat"]).run()
+    shown = results(app)
+    assert list(shown.columns[:5]) == ["#", "file", "score", "from (s)", "to (s)"] and shown.columns[-1] == "folder"
+    assert {f"meta.{c}" for c in SHADOWING} <= set(shown.columns) and shown.columns.is_unique
+    assert list(shown["#"]) == [1, 2] and set(shown["file"]) == {"tones_a.wav", "tones_b.wav"}
+    assert list(shown["score"]) == sorted(shown["score"], reverse=True) and not {0.5, 0.25} & set(shown["score"])
+    assert {Path(f).name for f in shown["folder"]} == {"audio"}
+    by_file = shown.set_index("file")
+    assert by_file.loc["tones_a.wav", "meta.file"] == "elsewhere.wav" and by_file.loc["tones_b.wav", "meta.label"] == "cat"
+    assert by_file.loc["tones_a.wav", "meta.score"] == 0.5 and by_file.loc["tones_a.wav", "meta.rank"] == 7
+    assert by_file["meta.rank"].isna()["tones_b.wav"]  # an empty cell, not 0 or "None"
+    assert set(by_file["meta.folder"]) == {"/elsewhere", "/other"} and set(by_file["meta.#"]) == {"x1", "x2"}
+
+
 def test_a_date_range_narrows_the_results(app):
     search(app)
     app.date_input(key="date_date").set_value((date(2024, 5, 7), date(2024, 5, 8))).run()
-    assert set(results(app)["date"].astype(str)) <= {"2024-05-07", "2024-05-08"}
+    assert set(results(app)["meta.date"]) <= {"2024-05-07", "2024-05-08"}
     assert len(results(app)) == 3 and not app.exception
 
 
@@ -155,8 +216,12 @@ def test_running_an_audit_shows_counts_flagged_calls_and_a_diff(app):
     counts = table(app, "flagged recordings")
     assert list(counts["label"]) == ["tone", "noise", "music"] and counts["flagged recordings"].sum() > 0
     flagged = table(app, "from (s)", "flagged (s)")
-    assert len(flagged) > 0 and list(flagged.columns[:3]) == ["file", "label", "score"]
+    assert len(flagged) > 0 and list(flagged.columns[:3]) == ["file", "label", "score"]  # a mark column once marked
     assert flagged.columns[-1] == "folder" and not any("_" in c for c in flagged.columns[:9])
+    assert set(flagged["label"]) <= {"tone", "noise", "music"}  # the run's labels, never the metadata's
+    assert {f"meta.{c}" for c in SHADOWING} <= set(flagged.columns) and flagged.columns.is_unique
+    assert set(flagged["meta.label"]) <= {"dog bark", "cat", ""} and set(flagged["meta.folder"]) <= {"/elsewhere", "/other", ""}
+    assert not any("offered for marking" in m.value for m in app.markdown)  # no stray docstring on the page
     assert all(round(p, 1) == p for p in flagged["percentile"]) and all(round(x, 3) == x for x in flagged["score"])
     assert all("/" not in name and name.endswith((".wav", ".flac", ".opus")) for name in flagged["file"])
     assert all(Path(folder).is_absolute() for folder in flagged["folder"])
@@ -226,7 +291,8 @@ def test_classify_with_one_label_claims_no_confidence(app):
 
 def test_missing_metadata_shows_as_an_empty_cell(app):
     shown = results(search(app, "silence"))
-    assert "None" not in set(map(str, shown["agent"])) and "" in set(shown["agent"])
+    assert "None" not in set(map(str, shown["meta.agent"])) and "" in set(shown["meta.agent"])
+    assert all(isinstance(v, str) and (v == "" or date.fromisoformat(v)) for v in shown["meta.date"])  # ISO text
 
 
 def test_a_new_run_is_compared_with_the_one_before(app):
@@ -239,6 +305,9 @@ def test_a_new_run_is_compared_with_the_one_before(app):
     newest = app.selectbox(key="run_choice").value
     assert app.selectbox(key=f"diff_b_{newest}").value == newest
     assert app.selectbox(key=f"diff_a_{newest}").value == newest - 1
+    counts = table(app, "before", "after", "change").set_index("label")
+    assert counts["after"].isna()["noise"] and counts["before"].isna()["music"]  # a label the run did not have
+    assert counts["change"].isna()["noise"] and counts.loc["tone", "change"] == counts.loc["tone", "after"] - counts.loc["tone", "before"]
 
 
 def test_searching_an_empty_archive_says_how_to_fill_it(tiny_clap_dir, tmp_path, monkeypatch):
@@ -254,6 +323,37 @@ def test_searching_an_empty_archive_says_how_to_fill_it(tiny_clap_dir, tmp_path,
         assert not at.exception
         assert any("holds no recordings yet" in i.value for i in at.info)
         assert not at.get("text_input")  # nothing to search, so no search box
+    finally:
+        state.release_archive()
+
+
+def test_no_archive_is_said_before_any_model_is_looked_for(app_archive, tmp_path, monkeypatch):
+    """No archive and no model weights: Search and Library say there is no archive and how to make
+    one, not that the model is missing; no model is loaded to say it."""
+    monkeypatch.setenv("SOUNDTRACE_ARCHIVE", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SOUNDTRACE_MODEL", str(tmp_path / "no-weights-here"))
+    state.release_archive()
+    models = dict(state._models)
+    at = AppTest.from_file(str(MAIN), default_timeout=60)
+    at.run()
+    for page in ("search", "library", "audit", "dashboard"):
+        if page != "search":
+            on_page(at, page)
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+        (said,) = [i.value for i in at.info if "No archive here" in i.value]
+        assert str(tmp_path / "nowhere") in said and "soundtrace index FOLDER --archive" in said, said
+        assert not at.get("text_input") and not at.success, page  # no search box, no "no indexing run" either
+    assert state._models == models  # nothing was loaded
+
+    monkeypatch.setenv("SOUNDTRACE_ARCHIVE", str(app_archive))  # an archive, still no weights
+    try:
+        for page in ("library", "dashboard"):  # catalog pages work without the model
+            on_page(at, page)
+            assert not at.error and not any("No archive here" in i.value for i in at.info), page
+        assert {m.label: m.value for m in at.metric}["Recordings scored"] != "0"
+        on_page(at, "search")
+        search(at, "words never embedded before")
+        assert "no-weights-here" in at.error[0].value  # the missing model, in one sentence, once it is needed
     finally:
         state.release_archive()
 
@@ -303,6 +403,18 @@ def test_the_app_lets_an_indexer_in_between_page_runs(app, app_archive):
         capture_output=True, text=True,
     )  # fmt: skip
     assert writer.returncode == 0, writer.stderr
+
+
+def test_no_page_has_a_bare_string_that_streamlit_would_print():
+    """Streamlit's "magic" writes any bare string statement of a page script to the page (a
+    docstring after a constant, say); only the module docstring is exempt."""
+    for script in [*sorted((ROOT / "search_app" / "views").glob("*.py")), MAIN]:
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        scopes = [n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))]
+        docstrings = {id(n.body[0]) for n in scopes if n.body and ast.get_docstring(n, clean=False) is not None}
+        stray = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
+                 and isinstance(n.value.value, str) and id(n) not in docstrings]
+        assert not stray, f"{script.name} line {stray[0]}: a bare string is shown on the page; make it a comment"
 
 
 # --- launching ---------------------------------------------------------------------------------------
@@ -367,23 +479,41 @@ def _buttons(at: AppTest, prefix: str):
 
 
 def test_hits_are_marked_right_or_wrong_and_the_label_learns_from_them(app, app_archive):
+    from indexer.learning.learned import newest_learned
     from indexer.learning.marks import marks_of
+    from indexer.search.ranking import search_vector
 
     search(app, "a steady tone")
     right, wrong = _buttons(app, "hit_mark_yes_"), _buttons(app, "hit_mark_no_")
     assert len(right) == len(wrong) == len(results(app)) > 2
+    assert app.selectbox(key="learned").disabled  # nothing learned yet: nothing to pick
     right[0].click().run()
     assert not app.exception and "Marked window" in app.success[0].value
     _buttons(app, "hit_mark_yes_")[1].click().run()
     _buttons(app, "hit_mark_no_")[2].click().run()
     assert any("2 ✓, 1 ✗" in c.value for c in app.caption)
+    assert list(results(app)["mark"][:4]) == ["✓", "✓", "✗", ""]  # each hit's mark beside it
+    assert "mark" not in results(search(app, "speech")) and "mark" in results(search(app, "a steady tone"))
+    assert [b.proto.type for b in _buttons(app, "hit_mark_yes_")[:3]] == ["primary", "primary", "secondary"]
+    assert sum("marked ✗" in m.value for m in app.markdown) == 1
     app.button(key="hit_mark_learn").click().run()
-    assert not app.exception and any("version 1" in i.value for i in app.info)
+    assert not app.exception and any("version 1" in i.value and "right here" in i.value for i in app.info)
+
+    app.button(key="hit_mark_search_learned").click().run()  # searched right there, by its newest version
+    assert not app.exception and app.selectbox(key="learned").value == "a steady tone" and app.text_input(key="text").value == ""
+    assert any("learned label “a steady tone” (version 1)" in h.value for h in app.subheader)
+    ranked = results(app)
+    assert app.text_input(key="mark_label_a steady tone").value == "a steady tone"
     state.release_archive()
     with Archive.open(app_archive, read_only=True) as archive:
         marks = marks_of(archive, "a steady tone")
+        direction = newest_learned(archive, "a steady tone").scorer.direction
+        expected = [Path(h.path).name for h in search_vector(archive, direction, 10)]
+    assert list(ranked["file"]) == expected  # as `soundtrace search --label` ranks
     marked = {int(b.key.rsplit("_", 1)[1]) for b in (right[0], right[1])}
     assert {m.window_id for m in marks if m.positive} == marked and sum(not m.positive for m in marks) == 1
+    app.text_input(key="text").input("a steady tone").run()  # words again: the learned pick is dropped
+    assert app.selectbox(key="learned").value == "" and any("matching" in h.value for h in app.subheader)
 
 
 def test_the_windows_worth_marking_next_are_offered_with_their_buttons(app):
@@ -396,7 +526,7 @@ def test_the_windows_worth_marking_next_are_offered_with_their_buttons(app):
 
 
 def test_flagged_recordings_of_an_audit_can_be_marked(app, app_archive):
-    from indexer.learning.marks import marks_of
+    from indexer.learning.marks import marks_of, window_marks
 
     on_page(app, "audit")
     [button] = _buttons(app, "flag_mark_0_no_")
@@ -404,9 +534,16 @@ def test_flagged_recordings_of_an_audit_can_be_marked(app, app_archive):
     label = app.selectbox(key="flagged_pick").options[0].split(": ", 1)[1].rsplit(" at ", 1)[0]
     button.click().run()
     assert not app.exception and f"Marked window {window_id} ✗ for “{label}”" in app.success[0].value
+    assert table(app, "flagged (s)")["mark"][0] == "✗" and _buttons(app, "flag_mark_0_no_")[0].proto.type == "primary"
     state.release_archive()
     with Archive.open(app_archive, read_only=True) as archive:
         assert [(m.window_id, m.positive) for m in marks_of(archive, label)] == [(window_id, False)]
+        assert window_marks(archive, label, [window_id, window_id + 1]) == {window_id: False}
+    app.selectbox(key="flagged_pick").set_value(0).run()
+    app.button(key="flag_mark_learn").click().run()
+    app.button(key="flag_mark_search_learned").click().run()  # learned on the Audit page, searched on Search
+    assert not app.exception and app.selectbox(key="learned").value == label
+    assert len(results(app)) == 10 and any(f"learned label “{label}”" in h.value for h in app.subheader)
 
 
 def test_a_new_search_starts_a_new_mark_label(app):

@@ -124,7 +124,7 @@ def test_saved_run_round_trip_export_and_diff(archive, tmp_path):
     assert audit_runs.export(archive.catalog, first.id, out, "csv") == 5
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
     assert list(next(csv.reader(out.open())))[:6] == ["file", "best_label", "score", "confidence", "highlight_start_s", "highlight_end_s"]
-    assert rows["a.wav"]["agent"] == "A1" and rows["e.wav"]["best_label"] == f"tone {HIGH}"
+    assert rows["a.wav"]["meta.agent"] == "A1" and rows["e.wav"]["best_label"] == f"tone {HIGH}"
     parquet = tmp_path / "first.parquet"
     audit_runs.export(archive.catalog, first.id, parquet, "parquet", all_labels=True)
     assert pq.read_table(parquet).num_rows == 10

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -41,6 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 LOCAL_HOSTS = {"127.0.0.1"}
+DEEP_FOLDER = "recordings/customer-service/leeds-and-porto-offices/2024-05/first-week-of-may/calls-kept-for-quality-review"
 
 START_S = 60.0  # the server answering its health check
 LOAD_MS = 60_000  # the longest wait for a page (or a rerun after a click) to show what it should
@@ -64,10 +66,13 @@ def browser_archive(tiny_clap_dir, tmp_path_factory) -> Path:
     (so the Dashboard has something to chart whichever test runs first)."""
     from indexer.model.loading import load_encoder
 
-    directory = tmp_path_factory.mktemp("browser") / "archive"
+    root = tmp_path_factory.mktemp("browser")
+    directory = root / "archive"
+    recordings = root / DEEP_FOLDER  # a real archive's folders are long: the tables must still fit the page
+    shutil.copytree(SAMPLES, recordings)
     encoder = load_encoder(EncoderConfig(model=str(tiny_clap_dir), device="cpu"))
     with Archive.open(directory, encoder=encoder, create=True) as archive:
-        archive.index([SAMPLES])
+        archive.index([recordings])
         archive.catalog.import_metadata(METADATA)
         run_audit(archive, inline_labelset("tone, noise, speech", mode="multi-label", threshold="top 30%"))
     return directory
@@ -286,6 +291,36 @@ def playable(page: Page, audio) -> dict:
     return state
 
 
+TABLE_WIDTHS = """() => {
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]').getBoundingClientRect();
+    return [...document.querySelectorAll('[data-testid="stDataFrame"]')].map((frame) => {
+        const box = frame.getBoundingClientRect();
+        const scroller = frame.querySelector('.dvn-scroller');
+        const headers = [...frame.querySelectorAll('table[role="grid"] thead th')].map((th) => th.textContent.trim());
+        return {headers, left: box.left, right: box.right, main_left: main.left, main_right: main.right,
+                content: scroller ? scroller.scrollWidth : null, shown: scroller ? scroller.clientWidth : null};
+    });
+}"""
+
+
+SCROLLBAR_PX = 8
+"""A grid with a vertical scrollbar lays its columns out a few pixels wider than it shows them."""
+
+
+def tables_fit(page: Page) -> list[dict]:
+    """Every table on the page lies within the main block, and its columns within the table: nothing
+    to scroll sideways to read a row (each grid is scrolled into view so that it is drawn)."""
+    frames = page.get_by_test_id("stDataFrame")
+    for i in range(frames.count()):
+        frames.nth(i).scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    widths = page.evaluate(TABLE_WIDTHS)
+    for table in widths:
+        assert table["main_left"] - 1 <= table["left"] and table["right"] <= table["main_right"] + 1, str(table)
+        assert table["content"] is not None and table["content"] <= table["shown"] + SCROLLBAR_PX, str(table)
+    return widths
+
+
 # --- the pages -------------------------------------------------------------------------------------
 
 
@@ -318,6 +353,7 @@ def test_search_finds_plays_and_draws_a_hit(page: Page):
         assert abs(state["duration"] - window) < 0.15, (state, row)  # exactly the hit window, cut on the server
         expect(page.get_by_test_id("stImage").first).to_be_visible()  # waveform and spectrogram
         expect(page.get_by_test_id("stCaptionContainer").filter(has_text="Highlight:")).to_be_visible()
+    tables_fit(page)
     assert_no_errors(page)
     screenshot(page, "search")
 
@@ -377,7 +413,7 @@ def test_audit_runs_label_sets_and_shows_counts(page: Page):
     # The flagged recordings, and the first one's flagged span playing in the browser.
     flagged = grid(page, "flagged (s)")
     assert flagged and {r["label"] for r in flagged} <= {"tone", "noise", "music"}, flagged
-    assert list(flagged[0])[:3] == ["file", "label", "score"] and list(flagged[0])[-1] == "folder", list(flagged[0])
+    assert list(flagged[0])[:3] == ["file", "label", "score"] and list(flagged[0])[-1] == "folder", str(list(flagged[0]))
     shows(page, "Listen to", f"{Path(flagged[0]['file']).name}: {flagged[0]['label']}")
     state = playable(page, page.locator("audio"))
     span = float(flagged[0]["to (s)"]) - float(flagged[0]["from (s)"])
@@ -388,6 +424,7 @@ def test_audit_runs_label_sets_and_shows_counts(page: Page):
     assert [int(r["run"]) for r in history] == list(range(first + 2, 0, -1)), history
     expect(page.get_by_test_id("stHeading").filter(has_text="Compare two runs")).to_be_visible()
     assert grid(page, "change")
+    tables_fit(page)
     assert_no_errors(page)
     screenshot(page, "audit")
 
@@ -401,6 +438,7 @@ def test_dashboard_charts_flagged_recordings(page: Page):
     metrics = page.get_by_test_id("stMetricLabel").all_inner_texts()
     assert metrics == ["Recordings scored", "Flagged for any label", "Share flagged"], metrics
     assert grid(page, "value") is not None
+    tables_fit(page)
     assert_no_errors(page)
     screenshot(page, "dashboard")
     page.get_by_test_id("stRadio").filter(has_text="Show").get_by_text("share of recordings flagged").click()
@@ -427,6 +465,7 @@ def test_classify_an_uploaded_recording(page: Page):
     whole = players.nth(0).evaluate(LOAD_AUDIO)
     assert whole["error"] is None and abs(whole["duration"] - 3.0) < 0.1, whole  # the upload as sent
     assert 1.0 <= playable(page, players.nth(1))["duration"] <= 3.05  # the 1–3 s, cut as WAV
+    tables_fit(page)
     assert_no_errors(page)
     screenshot(page, "classify")
 
@@ -441,6 +480,7 @@ def test_library_lists_the_archive_and_its_failures(page: Page):
     failures = {Path(r["file"]).name for r in grid(page, "reason")}
     assert failures == {"tone_440hz_2s_16k_s16le_mono.raw"}, failures
     expect(page.get_by_text("No indexing run is writing to the archive right now.")).to_be_visible()
+    tables_fit(page)
     assert_no_errors(page)
     screenshot(page, "library")
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,9 +47,45 @@ def test_index_reports_counts_and_failures(indexed):
 
 
 def test_rerun_is_incremental(indexed, tiny_clap_dir):
-    result = run("index", SAMPLES, "--archive", indexed, "-q")
+    result = run("index", SAMPLES, "--archive", indexed)
     assert result.exit_code == 0
-    assert "indexed 0," in result.output and "windows" in result.output
+    assert "indexed 0," in result.output and "nothing new to embed" in result.output
+    assert "windows/s" not in result.output and "real time" not in result.output  # no empty bar, no 0x
+
+
+def test_a_new_archive_says_what_it_does_before_the_bar(tiny_clap_dir, tmp_path):
+    shutil.copy(SAMPLES / "tone_440hz_3s.flac", tmp_path / "a.flac")
+    out = run("index", tmp_path / "a.flac", "--archive", tmp_path / "arch", "--model", tiny_clap_dir).output
+    stages = [out.find(s) for s in ("loading the model", "looking for recordings", "indexing", "indexed 1,")]
+    assert -1 not in stages and stages == sorted(stages), out
+    # an existing archive loads its model for the first new window, and says so on the bar
+    from indexer import Archive
+    from indexer.config import EncoderConfig
+
+    class Stages:
+        def __init__(self):
+            self.seen = []
+
+        def stage(self, message):
+            self.seen.append(message)
+
+        def start(self, files, total_bytes):
+            self.seen.append(f"start {files}")
+
+        def file_done(self, *args):
+            pass
+
+        def windows_embedded(self, count):
+            pass
+
+        def finish(self):
+            pass
+
+    shutil.copy(SAMPLES / "beep_880hz_0.6s.flac", tmp_path / "b.flac")
+    sink = Stages()
+    with Archive.open(tmp_path / "arch", encoder_config=EncoderConfig(model=str(tiny_clap_dir))) as archive:
+        archive.index([tmp_path], progress=sink)
+    assert sink.seen == ["looking for recordings", "start 1", "loading the model", "indexing"]
 
 
 def test_search_json_csv_and_table(indexed):
@@ -68,11 +105,11 @@ def test_search_json_csv_and_table(indexed):
 
 def test_search_where_and_dates(indexed):
     hits = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--where", "site = 'leeds'", "--json").output)
-    assert hits and all(h["site"] == "leeds" for h in hits)
+    assert hits and all(h["meta.site"] == "leeds" for h in hits)
     clipped = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--where", "is_clipped", "--json").output)
     assert [Path(h["path"]).name for h in clipped] == ["clipped_speech.flac"]
     dated = json.loads(run("search", "speech", "--archive", indexed, "-k", "50", "--since", "2024-05-03", "--until", "2024-05-03", "--json").output)
-    assert dated and {h["date"] for h in dated} == {"2024-05-03"}
+    assert dated and {h["meta.date"] for h in dated} == {"2024-05-03"}
     bad = run("search", "speech", "--archive", indexed, "--where", "read_csv('/etc/passwd') is not null")
     assert bad.exit_code == 1 and "not allowed" in bad.output
 
@@ -164,6 +201,30 @@ def test_split_channels_index_each_side(tiny_clap_dir, tmp_path):
     assert result.exit_code == 0, result.output
     hits = json.loads(run("search", "customer", "--archive", arch, "-k", "1", "--windows", "10", "--json").output)
     assert {w["channel"] for w in hits[0]["windows"]} == {0, 1}
+    # every hit says its channel: the table beside each time, the CSV's windows field in each entry
+    table = run("search", "customer", "--archive", arch, "-k", "1", "--windows", "10").output
+    best = hits[0]["windows"][0]
+    assert f"ch{best['channel']}" in table.split(str(hits[0]["window_id"]))[0]
+    rows = list(csv.DictReader(io.StringIO(run("search", "customer", "--archive", arch, "-k", "1", "--windows", "10", "--csv").output)))
+    assert {entry.rsplit(" ", 1)[-1] for entry in rows[0]["windows"].split(";")} == {"ch0", "ch1"}
+    # the archive keeps its channel mode: another one is refused in one sentence, none means its own
+    again = run("index", tmp_path / "call.opus", "--archive", arch, "--channels", "mix", "-q")
+    assert again.exit_code == 1 and "indexed with --channels split" in again.output and "Traceback" not in again.output
+    same = run("index", tmp_path / "call.opus", "--archive", arch, "-q")
+    assert same.exit_code == 0 and "unchanged 1" in same.output
+    from indexer.archive.manifest import Manifest
+
+    assert Manifest.load(arch).channels == "split"
+
+
+def test_short_metadata_values_are_never_broken_across_lines(indexed):
+    """Dates and sites whole at 80 columns (piped output), as many metadata columns as fit."""
+    for columns in ("80", "120"):
+        out = CliRunner().invoke(cli, ["search", "someone speaking angrily", "--archive", str(indexed), "-k", "5"],
+                                 env={"COLUMNS": columns}).output
+        assert all(len(line) <= int(columns) for line in out.splitlines())
+        assert not re.search(r"2024-\d\d-\d?(?!\d)[ │]", out), out  # a date cut short by a line break
+    assert "meta.date" in out and re.search(r"2024-\d\d-\d\d", out)
 
 
 PAYS_FOR_WHAT_IT_USES = """
@@ -196,3 +257,21 @@ def test_the_cli_loads_no_model_for_work_that_needs_none(indexed, tiny_clap_dir,
     done = subprocess.run([sys.executable, "-c", PAYS_FOR_WHAT_IT_USES, *args], cwd=ROOT, capture_output=True, text=True)
     assert done.stderr.strip().splitlines()[-1] == "False False", done.stderr[-2000:]
     assert "exit 0" in done.stderr or "exit None" in done.stderr, done.stderr[-2000:]
+
+
+def test_scores_are_cosines_within_one(indexed):
+    """A stored float16 vector is unit length only to about 1e-4: the window nearest a query made
+    from it (a clip against its own audio) scores 1, not 1.00005."""
+    import numpy as np
+
+    from indexer import Archive
+    from indexer.search.ranking import search_vector
+
+    with Archive.open(indexed, read_only=True) as archive:
+        vectors = archive.window_vectors(range(1, archive.catalog.window_count() + 1))
+        norms = np.linalg.norm(vectors, axis=1)
+        longest = int(norms.argmax())
+        assert norms[longest] > 1.0  # the case this guards
+        hits = search_vector(archive, vectors[longest] / norms[longest], k=3)
+    assert hits[0].best.window_id == longest + 1 and hits[0].score == 1.0
+    assert all(-1.0 <= w.score <= 1.0 for h in hits for w in h.windows)

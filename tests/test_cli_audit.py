@@ -58,7 +58,7 @@ def test_audit_inline_and_export_with_refined_highlights(archive, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert rows and list(rows[0])[:6] == ["file", "best_label", "score", "confidence", "highlight_start_s", "highlight_end_s"]
-    assert {"agent", "site", "date"} <= set(rows[0])
+    assert {"meta.agent", "meta.site", "meta.date"} <= set(rows[0])
     refined = [r for r in rows[:3] if float(r["highlight_end_s"]) - float(r["highlight_start_s"]) <= 3.0 + 1e-6]
     assert len(refined) == 3  # the three best were refined to at most 3 s
     parquet = tmp_path / "audit.parquet"
@@ -72,6 +72,50 @@ def test_audit_diff(archive):
     high = json.loads(run("audit", "run", "--labels", "speech, music", "--mode", "multi-label", "--threshold", "1", "--archive", arch, "--json").output)
     change = json.loads(run("audit", "diff", str(low["id"]), str(high["id"]), "--archive", arch, "--json").output)
     assert change["newly_flagged"] == [] and len(change["cleared"]) == 2 * low["counts"][0]["flagged_recordings"]
+
+
+def test_a_diff_compares_only_what_both_runs_scored(archive):
+    """A run narrowed by a filter against one over the whole archive: recordings the narrow run
+    never scored are neither cleared nor newly flagged, and the diff says how the scopes differ."""
+    arch, _ = archive
+    args = ("--labels", "speech, music", "--mode", "multi-label", "--threshold", "-1", "--archive", arch, "--json")
+    everything = json.loads(run("audit", "run", *args).output)
+    leeds = json.loads(run("audit", "run", *args, "--where", "site = 'leeds'").output)
+    assert leeds["filters"]["where"] == "site = 'leeds'"  # an object, not JSON inside a string
+    for a, b in ((everything, leeds), (leeds, everything)):
+        change = json.loads(run("audit", "diff", a["id"], b["id"], "--archive", arch, "--json").output)
+        assert change["newly_flagged"] == [] and change["cleared"] == []
+        scope = change["scope"]
+        leeds_scored = 4  # data/metadata.csv: four recordings at leeds
+        assert scope["recordings_compared"] == scope["b" if b is leeds else "a"]["recordings_scored"] == leeds_scored
+        assert scope["a"]["recordings_scored"] + scope["b"]["recordings_scored"] == leeds_scored + len(list(SAMPLES.iterdir())) - 1
+        assert {c["flagged_a"] for c in change["counts"]} == {c["flagged_b"] for c in change["counts"]} == {leeds_scored}
+    text = run("audit", "diff", everything["id"], leeds["id"], "--archive", arch).output
+    assert "filters: where site = 'leeds'" in text and "compared: the 4 recordings both runs scored" in text
+    assert "filters: where site = 'leeds'" in run("audit", "show", leeds["id"], "--archive", arch).output
+
+
+def test_nothing_flagged_says_why(archive, tmp_path):
+    arch, _ = archive
+    strict = json.loads(run("audit", "run", "--labels", "speech, music", "--threshold", "1", "--archive", arch, "--json").output)
+    out = run("audit", "show", strict["id"], "--archive", arch).output
+    assert "nothing flagged:" in out and "below its threshold 1.000" in out and "speech: best score" in out
+    unsure = tmp_path / "unsure.yaml"
+    unsure.write_text("name: unsure\nmode: multi-label\nthreshold: -1\nmin_confidence: 0.99\nlabels: [speech, music]\n")
+    out = run("audit", "run", unsure, "--archive", arch).output
+    assert "nothing flagged:" in out and "below the set's min_confidence 0.99" in out, out
+    reasons = json.loads(run("audit", "show", "unsure", "--archive", arch, "--json").output)["unflagged"]
+    assert {r["label"] for r in reasons} == {"speech", "music"} and all(r["best_confidence"] < 0.99 for r in reasons)
+
+
+def test_an_export_to_a_missing_folder_is_one_sentence(archive, tmp_path):
+    arch, _ = archive
+    made = json.loads(run("audit", "run", "--labels", "speech", "--archive", arch, "--json").output)
+    for flag, name in (("--csv", "x.csv"), ("--parquet", "x.parquet")):
+        result = run("audit", "export", made["id"], "--archive", arch, flag, tmp_path / "missing" / name)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.strip() == f"Error: Cannot write the export to {tmp_path / 'missing' / name}: the folder " \
+                                        f"{tmp_path / 'missing'} does not exist."
 
 
 def test_index_with_standing_audit_reports_new_flags(archive):

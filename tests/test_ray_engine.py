@@ -208,7 +208,9 @@ def test_a_torn_shard_is_removed_and_the_next_run_embeds_its_file_again(cluster,
     from indexer.indexing.shards import Staging
 
     with Archive.open(tmp_path / "arch", encoder=tiny, create=True) as archive:
-        staging = Staging(tmp_path / "arch" / STAGING_DIR, archive.manifest, DecodeOptions(), _actor_model(archive, RAY.ray))
+        # a run's decoding settings with the archive's channel mode resolved (a new archive: mix)
+        staging = Staging(tmp_path / "arch" / STAGING_DIR, archive.manifest, DecodeOptions(channels="mix"),
+                          _actor_model(archive, RAY.ray))
         staging.folder.mkdir(parents=True)
         torn = staging.folder / (content_hash(drop / "a.wav") + SUFFIX)
         torn.write_bytes(b"PK\x03\x04 cut off by a crash")

@@ -211,6 +211,15 @@ class Catalog:
     def window_count(self) -> int:
         return int(self.one("SELECT count(*) FROM windows")[0])
 
+    def channel_mode_seen(self) -> str | None:
+        """"split" when some window is of a channel past the first, "mix" when a recording with
+        more than one channel has only first-channel windows, None when no file told them apart."""
+        split, multichannel = self.one(
+            "SELECT (SELECT coalesce(max(channel), 0) FROM windows) > 0,"
+            " EXISTS (SELECT 1 FROM recordings WHERE status = 'indexed' AND channels > 1)"
+        )
+        return "split" if split else "mix" if multichannel else None
+
     def window_ids(self, recording_id: int) -> np.ndarray:
         rows = self.con.execute(
             "SELECT id FROM windows WHERE recording_id = ? ORDER BY id", [recording_id]

@@ -3,11 +3,12 @@ nobody read it meanwhile, so openers wait, in turn, for whoever holds it to let 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -20,6 +21,8 @@ except ImportError:  # Windows: no turnstile, waiters poll
 
 LOCK_WAIT_S = 30.0
 """How long opening waits for another process to let go of the catalog before giving up."""
+ASIDE_WAIT_S = 1.0
+"""How long a write aside (``write_aside``) waits for the catalog before it is skipped."""
 TURNSTILE_SUFFIX = ".queue"
 
 
@@ -43,6 +46,32 @@ def connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBP
                 if time.monotonic() >= deadline:
                     raise _busy(path) from None
             time.sleep(0.01)
+
+
+def write_aside(path: Path | None, write: Callable[[duckdb.DuckDBPyConnection], None], wait_s: float = ASIDE_WAIT_S) -> bool:
+    """One short transaction on a read-write connection of its own, closed at once: how a process
+    that reads the catalog read-only (a search) keeps something worth keeping (the text vectors it
+    computed), like marks, without the writer lock. The caller lets go of its own connection first
+    (DuckDB opens a file one way per process). False, nothing written, when the file cannot be
+    written now: another process holds it past ``wait_s``, the folder is read-only, or this
+    process reads it through another connection."""
+    if path is None:
+        return False
+    try:
+        con = connect(path, read_only=False, wait_s=wait_s)
+    except (ArchiveError, duckdb.Error) as exc:
+        logging.getLogger(__name__).debug("not written aside to %s: %s", path, exc)
+        return False
+    try:
+        con.execute("BEGIN")
+        write(con)
+        con.execute("COMMIT")
+        return True
+    except duckdb.Error as exc:  # closing rolls the transaction back
+        logging.getLogger(__name__).debug("not written aside to %s: %s", path, exc)
+        return False
+    finally:
+        con.close()
 
 
 @contextmanager

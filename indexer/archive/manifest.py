@@ -40,6 +40,9 @@ class Manifest:
     logit_scale: float | None = None
     """CLAP's learned temperature, so audits whose text the catalog remembers need no model (None:
     an archive from before it was recorded; the model says)."""
+    channels: str | None = None
+    """The indexing runs' channel mode ("mix" or "split"), fixed by the first run that met a file
+    with more than one channel (None: not yet, or an archive from before it was recorded)."""
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=_versions)
     format_version: int = FORMAT_VERSION

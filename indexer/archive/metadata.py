@@ -25,6 +25,15 @@ INTERNAL_COLUMNS = frozenset(
 """Bookkeeping columns of ``recordings_view``: not offered to filters or shown as metadata."""
 KEY_COLUMNS = ("path", "file", "filename", "file_name", "recording")
 """Metadata CSV columns that can name a recording, in order of preference."""
+OUTPUT_PREFIX = "meta."
+"""Every output (CLI tables, CSV/JSON/Parquet, DataFrames, the app) shows a metadata column as
+``meta.<column>``: the user's columns may be named anything (``score``, ``rank``, ``label``), and
+soundtrace's own fields never carry the prefix, so neither can shadow the other."""
+
+
+def output_name(column: str) -> str:
+    """A metadata column's name in outputs (``agent`` -> ``meta.agent``)."""
+    return OUTPUT_PREFIX + column
 
 
 def check_csv(csv_path: Path) -> None:

@@ -13,7 +13,7 @@ size, and reopen them when the catalog's generation moves. One process writes at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +31,7 @@ from indexer.archive.text_cache import remembered_vectors
 from indexer.archive.vector_store import StoreConfig, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
-from indexer.errors import ArchiveError, ArchiveNotFoundError
+from indexer.errors import ArchiveError, ArchiveNotFoundError, ModelMismatchError
 
 
 @dataclass(frozen=True)
@@ -215,6 +215,32 @@ class ArchiveStorage:
         """Merge a metadata CSV (``Catalog.import_metadata``); returns the rows read."""
         self.begin_write()
         return self.catalog.import_metadata(csv_path)
+
+    @property
+    def channel_mode(self) -> str | None:
+        """"mix" or "split" once a recording with more than one channel was indexed (archives from
+        before the manifest recorded it show it in their windows); None until then."""
+        return self.manifest.channels or self.catalog.channel_mode_seen()
+
+    def check_channel_mode(self, asked: str | None) -> str:
+        """The channel mode an indexing run uses: the archive's own, which ``asked`` must not
+        contradict (one file's windows would be of another kind than its neighbours'), else
+        ``asked``, else mix."""
+        recorded = self.channel_mode
+        if recorded is not None and asked is not None and asked != recorded:
+            raise ModelMismatchError(
+                f"This archive was indexed with --channels {recorded}; --channels {asked} would give its "
+                f"recordings two kinds of windows — run with --channels {recorded} (or leave it out), "
+                "or use a new --archive directory."
+            )
+        return recorded or asked or "mix"
+
+    def record_channel_mode(self) -> None:
+        """Write the mode into the manifest once the windows show it (after an indexing run)."""
+        if self.manifest.channels is None and (seen := self.catalog.channel_mode_seen()) is not None:
+            self.begin_write()
+            self.manifest = replace(self.manifest, channels=seen)
+            self.manifest.save(self.directory)
 
     def begin_write(self) -> None:
         """Take the writer lock (held until ``end_write`` or close), and cut off rows a killed run

@@ -3,7 +3,9 @@
 The text tower is the slow part of an audit on a CPU (half a second for ten labels with the
 prompt ensemble, against a fraction of that for scanning a million windows): a label set run
 again, a standing audit extended after every indexing run, or a search typed again reuses what
-the catalog remembers. A read-only archive reads the catalog and remembers new text in memory.
+the catalog remembers. A read-only archive (a search) keeps what it computed in memory and writes it
+to the catalog when its work is done (``write_pending``), aside, as marks are written: no writer
+lock, and skipped when the catalog cannot be written at that moment.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from indexer.archive.catalog import Catalog
+from indexer.archive.connection import write_aside
 from indexer.embedding import DEFAULT_PROMPTS, Encoder, ModelIdentity
 
+INSERT = "INSERT OR IGNORE INTO text_vectors (model_key, prompts, text, vector) VALUES (?, ?, ?, ?)"
 MEMORY_LIMIT = 20_000
 """Vectors kept in memory per archive (2 KB each at 512 dimensions) before the oldest go."""
 
@@ -46,6 +50,7 @@ class TextVectorCache:
         self.model_key = f"{identity.model_id}@{identity.revision}"
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self._table: bool | None = None  # whether the catalog has text_vectors, asked once
+        self._pending: list[list] = []  # rows a read-only catalog could not take yet
 
     def embed(self, texts: Sequence[str], prompts: Sequence[str] = DEFAULT_PROMPTS) -> np.ndarray:
         """(len(texts), dim) prompt-ensemble vectors, exactly as ``encoder.embed_text`` gives them."""
@@ -78,13 +83,25 @@ class TextVectorCache:
         return {text: np.asarray(vector, np.float32) for text, vector in rows}
 
     def _store(self, templates: str, vectors: dict[str, np.ndarray]) -> None:
-        if self.catalog.read_only or not self._has_table():
+        if not self._has_table():  # an archive from before the cache, opened read-only
+            return
+        rows = [[self.model_key, templates, text, vector.tolist()] for text, vector in vectors.items()]
+        if self.catalog.read_only:
+            self._pending = (self._pending + rows)[-MEMORY_LIMIT:]
             return
         with self.catalog.transaction():
-            self.catalog.con.executemany(
-                "INSERT OR IGNORE INTO text_vectors (model_key, prompts, text, vector) VALUES (?, ?, ?, ?)",
-                [[self.model_key, templates, text, vector.tolist()] for text, vector in vectors.items()],
-            )
+            self.catalog.con.executemany(INSERT, rows)
+
+    def write_pending(self) -> bool:
+        """Write what a read-only catalog was told to remember, aside (``connection.write_aside``):
+        this catalog lets go of its connection (it reconnects on next use), so call it when the
+        work is done. True when there was nothing to write or it was written; on False (the
+        catalog could not be written just now) the vectors stay remembered in memory only."""
+        rows, self._pending = self._pending, []
+        if not rows:
+            return True
+        self.catalog.yield_lock()
+        return write_aside(self.catalog.path, lambda con: con.executemany(INSERT, rows))
 
     def _has_table(self) -> bool:
         if self._table is None:

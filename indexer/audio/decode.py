@@ -141,7 +141,7 @@ def _downmix(chunk: np.ndarray) -> np.ndarray:
 
 def _resampled(info: AudioInfo, chunks: Iterator[np.ndarray], opts: DecodeOptions, first_frame: int) -> Iterator[np.ndarray]:
     """(n, ch) chunks at the original rate, from ``first_frame`` on -> (streams, n) float32 blocks at 48 kHz."""
-    mix = opts.channels == "mix"
+    mix = opts.channels != "split"
     width = 1 if mix else info.channels
     resampler = None
     if info.sample_rate != SAMPLE_RATE:

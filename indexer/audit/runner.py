@@ -2,8 +2,9 @@
 
 No audio model work: the label set's text is embedded (a fraction of a second) and the stored
 window vectors are scanned with one matrix product (``scoring``). Standing audits (``audit watch``
-or ``index --audit``) score only the recordings an indexing run added or changed and fold them
-into their saved run, so one definition serves retroactive and ongoing auditing.
+or ``index --audit``) score only the recordings an indexing run added or changed (and earlier ones
+whose flags a moved "top x%" cutoff can change) and keep their saved run equal to a fresh run of
+the same set, so one definition serves retroactive and ongoing auditing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from indexer.archive.catalog import Catalog
 from indexer.archive.segments import to_float32
 from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import LabelSet
@@ -30,7 +32,9 @@ from indexer.audit.scoring import (
     AuditScores,
     LabelVectors,
     WindowTable,
+    label_cutoffs,
     label_queries,
+    percentiles,
     score_similarity,
 )
 from indexer.embedding import l2_normalise
@@ -47,6 +51,7 @@ class StandingUpdate:
     name: str
     recordings_scored: int
     new_flags: list[tuple[str, str, float, float]]  # (path, label, score, best_start_s)
+    cleared: int = 0  # flags the run had before and has no more (their recordings changed, left or fell below a cutoff)
 
 
 def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet,
@@ -73,9 +78,12 @@ def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: Label
 
 
 BLOCK_ROWS = 16_384
-"""Stored rows converted and multiplied at a time. Blocks are aligned to the segment files, so a
-window is always scored in the same block and a standing audit's few recordings get exactly the
-scores a full run gives them."""
+"""Stored rows read at a time, in blocks aligned to the segment files."""
+TILE_ROWS = 1_024
+"""Rows per matrix product. Every product has this shape, and a window always sits at the same row
+of it (its offset in its segment), because BLAS rounds a row differently with the matrix's shape
+(small matrices take other kernels): so a window scores the same bits whichever others are read
+with it, and a standing audit scoring a few recordings, or rescoring some, matches a full run."""
 
 
 def collect_windows(
@@ -102,6 +110,10 @@ def collect_windows(
         keep = order if keep is None else order[keep[order]]
     if keep is None:
         return windows
+    return _rows_of(windows, keep)
+
+
+def _rows_of(windows: WindowTable, keep: np.ndarray) -> WindowTable:
     return WindowTable(*(getattr(windows, f)[keep] for f in WindowTable.__dataclass_fields__))
 
 
@@ -109,7 +121,8 @@ def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) ->
     """``queries @ vectors.T`` for the windows of ``windows`` (in its column order), streamed
     from the stored float16 rows one aligned block at a time, blocks in parallel (converting
     float16 is the slow part, and numpy does it without the GIL); float16 to float32 is exact, so
-    this is float32 arithmetic on the stored values."""
+    this is float32 arithmetic on the stored values. Only the rows asked for are converted, and
+    only the tiles holding them multiplied (``TILE_ROWS``), so scoring a few recordings is cheap."""
     out = np.empty((len(queries), len(windows.ids)), np.float32)
     if not len(windows.ids):
         return out
@@ -117,27 +130,38 @@ def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) ->
     order = np.arange(len(windows.ids)) if in_order else np.argsort(windows.ids, kind="stable")
     wanted = windows.ids[order]
     product = _device_product(archive)
+    tile = BLOCK_ROWS if product is not None or BLOCK_ROWS % TILE_ROWS else TILE_ROWS  # a GPU takes a block at once
     queries = np.ascontiguousarray(queries, np.float32)
+    firsts = np.array([segment.first_id for segment in archive.store.segments], np.int64)
     buffers = threading.local()
 
     def score_block(block: tuple[np.ndarray, np.ndarray]) -> None:
         ids, rows = block
+        if not len(ids):  # every window of the block deleted
+            return
         lo, hi = np.searchsorted(wanted, [ids[0], ids[-1] + 1])
         if lo == hi:
-            return
-        if getattr(buffers, "rows", None) is None:
-            buffers.rows = np.empty((BLOCK_ROWS, queries.shape[1]), np.float32)
-        converted = to_float32(rows, buffers.rows)
-        scores = product(converted, queries) if product is not None else queries @ converted.T
-        if in_order and hi - lo == len(ids):  # the whole block, in order: no gather
-            if not np.array_equal(ids, wanted[lo:hi]):
-                raise ArchiveError(DAMAGED)
-            out[:, lo:hi] = scores
             return
         at = np.searchsorted(ids, wanted[lo:hi])
         if (at >= len(ids)).any() or (ids[np.minimum(at, len(ids) - 1)] != wanted[lo:hi]).any():
             raise ArchiveError(DAMAGED)
-        out[:, order[lo:hi]] = scores[:, at]
+        if getattr(buffers, "rows", None) is None:  # zeros at first, then earlier rows: always finite
+            buffers.rows = np.zeros((BLOCK_ROWS, queries.shape[1]), np.float32)
+            buffers.scores = np.empty((len(queries), BLOCK_ROWS), np.float32)
+        first = firsts[np.searchsorted(firsts, ids[0], side="right") - 1]
+        base = first + (ids[0] - first) // BLOCK_ROWS * BLOCK_ROWS  # the block's first row, dead or alive
+        slots = ids - base
+        if hi - lo == len(ids) and slots[-1] == len(ids) - 1:  # every row, none dead: convert in place
+            to_float32(rows, buffers.rows)
+        else:  # a few rows, or rows around dead ones: each to its own slot
+            picked = at if hi - lo < len(ids) else slice(None)
+            buffers.rows[slots[picked]] = to_float32(np.asarray(rows[picked]), np.empty((hi - lo, queries.shape[1]), np.float32))
+        slots = slots[at]
+        for t in np.unique(slots // tile):
+            lo_row = int(t) * tile
+            part = buffers.rows[lo_row : lo_row + tile]
+            buffers.scores[:, lo_row : lo_row + tile] = product(part, queries) if product is not None else queries @ part.T
+        out[:, order[lo:hi]] = buffers.scores[:, slots]
 
     with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
         list(pool.map(score_block, archive.store.blocks(BLOCK_ROWS)))
@@ -148,30 +172,30 @@ DAMAGED = "Some windows of the catalog have no stored vector; the archive's vect
 
 
 def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(),
-          recording_ids: np.ndarray | None = None, learned: dict[int, LearnedLabel] | None = None) -> AuditScores:
+          recording_ids: np.ndarray | None = None, learned: dict[int, LearnedLabel] | None = None,
+          windows: WindowTable | None = None, peers_best: np.ndarray | None = None) -> AuditScores:
     """Learned labels enter as the query vectors of their newest versions (or of ``learned``, looked
-    up by the caller); the versions and the thresholds they gave are in the result."""
+    up by the caller); the versions and the thresholds they gave are in the result. ``windows``
+    (from ``collect_windows``) replaces filters and recording ids; ``peers_best``: the best scores
+    of the audit's other recordings, for its "top x%" cutoffs (``scoring.score_similarity``)."""
     learned = learned_labels_of(archive, labelset) if learned is None else learned
-    windows = collect_windows(archive, filters, recording_ids)
+    windows = collect_windows(archive, filters, recording_ids) if windows is None else windows
     vectors = label_vectors(archive.embed_text, labelset, {i: found.scorer.direction for i, found in learned.items()})
     similarity = similarities(archive, label_queries(vectors), windows)
     scores = score_similarity(similarity, windows, vectors, scoring_labelset(labelset, learned), archive.logit_scale,
-                              archive.manifest.hop_s)
+                              archive.manifest.hop_s, peers_best)
     names = [label.name for label in labelset.labels]
     return replace(scores, learned_versions={names[i]: found.version for i, found in learned.items()},
                    learned_thresholds={names[i]: t for i, t in scorer_thresholds(labelset, learned).items()})
 
 
 def _device_product(archive: Session):
-    """The GPU matrix product when the model runs on CUDA, or — the model not loaded because the
-    label set's text was remembered — when the archive was opened with ``--device cuda``; else numpy."""
-    if archive.encoder_loaded:
-        device = getattr(archive.encoder, "device", None)
-        if getattr(device, "type", None) != "cuda":
-            return None
-    elif str(archive.encoder_config.device).startswith("cuda"):
-        device = archive.encoder_config.device
-    else:
+    """The GPU matrix product when the archive was opened for a CUDA device by name (``--device
+    cuda``), else numpy. By name, not by what happens to be loaded or found: a GPU rounds
+    differently, so a standing audit extended by an ``index`` that loaded the model must not take
+    another path than an ``audit run`` that did not."""
+    device = str(archive.encoder_config.device or "")
+    if not device.startswith("cuda"):
         return None
     from indexer.model.devices import gpu_matmul
 
@@ -198,20 +222,118 @@ def start_standing_audit(archive: Session, labelset: LabelSet) -> StandingUpdate
     return StandingUpdate(run.id, run.name, int(recordings), [(r["file"], r["label"], r["score"], r["best_start_s"]) for r in flagged])
 
 
-def extend_standing_audits(archive: Session, recording_ids: np.ndarray) -> list[StandingUpdate]:
-    """Fold the recordings an indexing run touched into every standing audit; report new flags."""
-    updates = []
-    for run in audit_runs.standing_runs(archive.catalog):
-        labelset = audit_runs.labelset_of(archive.catalog, run)
-        filters = SearchFilters.from_json(json.loads(run.filters))
-        learned = learned_labels_of(archive, labelset)
-        if {labelset.labels[i].name: found.version for i, found in learned.items()} != run.learned_versions:
-            recording_ids = None  # a newer version was learned: the whole run is scored again with it, not mixed
-        scores = score(archive, labelset, filters, recording_ids, learned)
-        touched = scores.recording_ids if recording_ids is None else recording_ids
-        new_flags = audit_runs.merge_results(archive, run, scoring_labelset(labelset, learned), scores, touched)
-        updates.append(StandingUpdate(run.id, run.name, len(scores.recording_ids), new_flags))
-    return updates
+def extend_standing_audits(archive: Session, recording_ids: np.ndarray | None = None) -> list[StandingUpdate]:
+    """Bring every standing audit to what a fresh run of its set would store now, bit for bit:
+    recordings new to it, changed (``recording_ids``: what an indexing run wrote; a changed file is
+    also known by its new window ids) or let in by new metadata are scored, those gone or filtered
+    out leave, and earlier ones are scored again only where a "top x%" cutoff moved and could change
+    their flags. A newer learned version scores the whole run again. Returns the runs that changed."""
+    hinted = np.asarray([] if recording_ids is None else recording_ids, np.int64)
+    updates = [_extend(archive, run, hinted) for run in audit_runs.standing_runs(archive.catalog)]
+    return [update for update in updates if update is not None]
+
+
+def _extend(archive: Session, run: audit_runs.AuditRun, hinted: np.ndarray) -> StandingUpdate | None:
+    labelset = audit_runs.labelset_of(archive.catalog, run)
+    learned = learned_labels_of(archive, labelset)
+    names = [label.name for label in labelset.labels]
+    same_versions = {names[i]: found.version for i, found in learned.items()} == run.learned_versions
+    seen = archive.catalog.one("SELECT archive_generation FROM audit_runs WHERE id = ?", [run.id])[0]
+    if same_versions and seen == archive.catalog.generation():
+        return None  # nothing in the catalog moved since the run was last brought up to date
+    rules = scoring_labelset(labelset, learned)
+    windows = collect_windows(archive, SearchFilters.from_json(json.loads(run.filters)))
+    stored = stored_scores(archive.catalog, run)
+    if not same_versions or stored is None or not _consistent(stored, rules):
+        scores = score(archive, labelset, learned=learned, windows=windows)  # all of it, with one version
+        return _save(archive, run, scores, len(scores.recording_ids))
+    kept = _rows(stored, _unchanged(stored, windows, hinted))
+    new = np.setdiff1d(np.unique(windows.recording), kept.recording_ids)  # new, changed, or let in by the filter
+    if not len(new) and len(kept.recording_ids) == len(stored.recording_ids):
+        audit_runs.merge_results(archive, run, None)  # the archive's size and generation only
+        return None
+    fresh = score(archive, labelset, learned=learned, windows=_only(windows, new), peers_best=kept.score.T)
+    cutoffs = label_cutoffs(np.concatenate([kept.score, fresh.score]).T, rules)
+    moved = cutoffs != label_cutoffs(stored.score.T, rules)
+    # a recording's flags change with a cutoff only if it has flagged windows or a window reaching the new one
+    again = ((kept.flagged_windows > 0) | (kept.score >= cutoffs))[:, moved].any(axis=1)
+    if again.any():
+        others = np.concatenate([kept.score[~again], fresh.score]).T
+        redone = score(archive, labelset, learned=learned, windows=_only(windows, kept.recording_ids[again]), peers_best=others)
+        kept = _joined(_rows(kept, ~again), redone)
+    both = _joined(kept, fresh)
+    both = replace(both, percentile=percentiles(both.score.T), windows_scored=len(windows.ids),
+                   learned_versions=fresh.learned_versions, learned_thresholds=fresh.learned_thresholds)
+    return _save(archive, run, both, len(new))
+
+
+PER_RECORDING = ("recording_ids", "score", "probability", "confidence", "percentile", "best_window", "best_start_s",
+                 "best_end_s", "channel", "flagged_windows", "flagged_seconds", "flagged", "is_best")
+
+
+def _rows(scores: AuditScores, keep: np.ndarray) -> AuditScores:
+    return replace(scores, **{f: getattr(scores, f)[keep] for f in PER_RECORDING})
+
+
+def _joined(a: AuditScores, b: AuditScores) -> AuditScores:
+    return replace(a, **{f: np.concatenate([getattr(a, f), getattr(b, f)]) for f in PER_RECORDING})
+
+
+def _only(windows: WindowTable, recording_ids: np.ndarray) -> WindowTable:
+    return _rows_of(windows, np.isin(windows.recording, recording_ids))
+
+
+def _save(archive: Session, run: audit_runs.AuditRun, scores: AuditScores, scored: int) -> StandingUpdate:
+    new_flags, cleared = audit_runs.merge_results(archive, run, scores)
+    return StandingUpdate(run.id, run.name, scored, new_flags, cleared)
+
+
+def stored_scores(catalog: Catalog, run: audit_runs.AuditRun) -> AuditScores | None:
+    """A run's rows read back into the arrays scoring gives (recordings by id; no cutoffs); None
+    unless there is one row per recording and label. Scores were float32 before they were
+    stored, so they come back exactly."""
+    labels = list(run.labels)
+    table = catalog.con.execute(
+        "SELECT recording_id, list_position(?, label) AS label_at, score, probability, confidence, percentile, best_window_id,"
+        " best_start_s, best_end_s, channel, flagged_windows, flagged_seconds, flagged, is_best FROM audit_results"
+        " WHERE run_id = ? ORDER BY recording_id, label_at", [labels, run.id],
+    ).fetchnumpy()
+    if len(table["label_at"]) % len(labels):
+        return None
+    shape = (len(table["label_at"]) // len(labels), len(labels))
+    recording = table["recording_id"].astype(np.int64).reshape(shape)
+    if not (table["label_at"].reshape(shape) == np.arange(1, len(labels) + 1)).all() or not (recording == recording[:, :1]).all():
+        return None
+    kinds = {"score": np.float32, "probability": np.float32, "confidence": np.float32, "percentile": np.float64,
+             "best_window_id": np.int64, "best_start_s": np.float64, "best_end_s": np.float64, "channel": np.int16,
+             "flagged_windows": np.int32, "flagged_seconds": np.float64, "flagged": bool, "is_best": bool}
+    arrays = {name.removesuffix("_id"): np.asarray(table[name]).astype(kind).reshape(shape) for name, kind in kinds.items()}
+    return AuditScores(labels=tuple(labels), recording_ids=recording[:, 0].copy(), cutoffs=np.empty(0, np.float32),
+                       windows_scored=run.windows_scored, **arrays)
+
+
+def _consistent(stored: AuditScores, rules: LabelSet) -> bool:
+    """Whether a run's rows obey a fresh run's arithmetic; one extended before standing audits kept
+    to it may not (flags from percentiles, SQL's percentiles), and is scored again in full, once."""
+    if not len(stored.recording_ids):
+        return True
+    return bool(np.array_equal(stored.flagged, stored.flagged_windows > 0)
+                and (stored.score >= label_cutoffs(stored.score.T, rules))[stored.flagged].all()
+                and np.array_equal(stored.percentile, percentiles(stored.score.T)))
+
+
+def _unchanged(stored: AuditScores, windows: WindowTable, hinted: np.ndarray) -> np.ndarray:
+    """Rows of recordings still audited and not written since: not hinted, and their best window
+    still theirs (a file indexed again gets new window ids)."""
+    ids, owners = windows.ids, windows.recording
+    if not (np.diff(ids) > 0).all():
+        order = np.argsort(ids, kind="stable")
+        ids, owners = ids[order], owners[order]
+    best = stored.best_window[:, 0]
+    if not len(ids) or not len(best):
+        return np.zeros(len(best), bool)
+    at = np.minimum(np.searchsorted(ids, best), len(ids) - 1)
+    return (ids[at] == best) & (owners[at] == stored.recording_ids) & ~np.isin(stored.recording_ids, hinted)
 
 
 def _filters_json(filters: SearchFilters) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +14,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from indexer.archive.catalog import Catalog
-from indexer.archive.metadata import RECORDING_VIEW
+from indexer.archive.metadata import RECORDING_VIEW, output_name
 from indexer.archive.sql import quote_identifier
 from indexer.audit.labelset import LabelSet, Threshold
 from indexer.audit.scoring import AuditScores
 from indexer.errors import AuditError
-from indexer.search.filtering import date_column
+from indexer.search.filtering import SearchFilters, date_column
 from indexer.session import Session
 
 RUN_COLUMNS = (
@@ -48,6 +49,11 @@ class AuditRun:
     learned_thresholds_json: str = "{}"
 
     @property
+    def scope(self) -> SearchFilters:
+        """The filters the run was made with (empty: the whole archive)."""
+        return SearchFilters.from_json(json.loads(self.filters or "{}"))
+
+    @property
     def learned_versions(self) -> dict[str, int]:
         """Learned label name -> the version this run scored with (a standing run: its newest)."""
         return json.loads(self.learned_versions_json or "{}")
@@ -68,11 +74,21 @@ class LabelCount:
 
 @dataclass(frozen=True)
 class RunDiff:
+    """Two runs compared over what both scored: the recordings in both and the labels in both
+    (a recording one run's filters left out is neither newly flagged nor cleared)."""
+
     a: AuditRun
     b: AuditRun
     newly_flagged: list[tuple[str, str, float]]  # (path, label, score in b)
     cleared: list[tuple[str, str, float]]  # (path, label, score in a)
-    counts: list[tuple[str, int, int]]  # (label, flagged in a, flagged in b)
+    counts: list[tuple[str, int | None, int | None]]  # (label, flagged in a, in b; None: not a label of that run)
+    scored_a: int = 0  # recordings each run scored
+    scored_b: int = 0
+    compared: int = 0  # recordings both scored: what the lists and counts are about
+
+    @property
+    def same_scope(self) -> bool:
+        return self.scored_a == self.scored_b == self.compared
 
 
 @dataclass(frozen=True)
@@ -120,45 +136,32 @@ def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditSc
     return get_run(catalog, run_id)
 
 
-def merge_results(archive: Session, run: AuditRun, labelset: LabelSet, scores: AuditScores, recording_ids) -> list:
-    """A standing run takes fresh rows for the given recordings; percentiles and "top x%" flags are
-    recomputed over the whole run (earlier recordings keep their flagged-window counts)."""
+def merge_results(archive: Session, run: AuditRun, scores: AuditScores | None) -> tuple[list, int]:
+    """A standing run's rows replaced by ``scores``: every row, as a fresh run of its set would
+    store them now (``runner.extend_standing_audits`` works them out, scoring only what changed);
+    None keeps the rows and brings only the archive's size up to date. Returns the flags (path,
+    label, score, best start) the run did not have before, and how many it had that it has no more."""
     catalog = archive.catalog
-    before = {(r, l) for r, l in catalog.con.execute(
-        "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id]).fetchall()}
+    flagged = ("SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a JOIN recordings r"
+               " ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC, r.path, a.label")
+    before = set(catalog.con.execute(  # not joined: a pruned recording's flags count as cleared
+        "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id]).fetchall()) if scores is not None else set()
     with catalog.transaction():
-        catalog.con.execute(
-            "DELETE FROM audit_results WHERE run_id = ? AND (list_contains(?, recording_id)"
-            " OR recording_id NOT IN (SELECT id FROM recordings WHERE status = 'indexed'))",
-            [run.id, [int(r) for r in recording_ids]],
-        )
-        _insert_results(catalog, run.id, scores)
-        catalog.con.execute(
-            "UPDATE audit_results a SET percentile = p.pct FROM (SELECT recording_id, label,"
-            " 100 * cume_dist() OVER (PARTITION BY label ORDER BY score) AS pct FROM audit_results WHERE run_id = ?) p"
-            " WHERE a.run_id = ? AND a.recording_id = p.recording_id AND a.label = p.label",
-            [run.id, run.id],
-        )
-        for label in labelset.labels:
-            threshold = labelset.threshold_for(label)
-            if threshold.kind == "top_percent":
-                catalog.con.execute(
-                    "UPDATE audit_results SET flagged = percentile >= ? AND score >= ? WHERE run_id = ? AND label = ?",
-                    [100 - threshold.value, labelset.min_score if labelset.min_score is not None else -2.0, run.id, label.name],
-                )
-        catalog.con.execute(
-            "UPDATE audit_runs SET windows_scored = windows_scored + ?, archive_windows = ?, archive_generation = ?,"
-            " learned_versions = ?, learned_thresholds = ?, updated_at = now() WHERE id = ?",
-            [scores.windows_scored, catalog.window_count(), catalog.generation(),
-             json.dumps(scores.learned_versions, sort_keys=True), json.dumps(scores.learned_thresholds, sort_keys=True),
-             run.id],
-        )
-    after = catalog.con.execute(
-        "SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a"
-        " JOIN recordings r ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC",
-        [run.id],
-    ).fetchall()
-    return [(path, label, score, start) for rec, label, path, score, start in after if (rec, label) not in before]
+        if scores is not None:
+            catalog.con.execute("DELETE FROM audit_results WHERE run_id = ?", [run.id])
+            _insert_results(catalog, run.id, scores)
+            catalog.con.execute(
+                "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, updated_at = now()"
+                " WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
+                                  json.dumps(scores.learned_thresholds, sort_keys=True), run.id],
+            )
+        catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
+                            [catalog.window_count(), catalog.generation(), run.id])
+    if scores is None:
+        return [], 0
+    after = catalog.con.execute(flagged, [run.id]).fetchall()
+    kept = {(rec, label) for rec, label, *_ in after}
+    return [(path, label, score, start) for rec, label, path, score, start in after if (rec, label) not in before], len(before - kept)
 
 
 def _insert_results(catalog: Catalog, run_id: int, s: AuditScores) -> None:
@@ -236,22 +239,24 @@ def label_counts(catalog: Catalog, run_id: int) -> list[LabelCount]:
 
 
 def results(catalog: Catalog, run_id: int, *, flagged_only: bool = True, best_only: bool = False, limit: int | None = None) -> pa.Table:
-    """Result rows joined with each recording's path and metadata, best score first."""
-    meta = "".join(f", r.{quote_identifier(c)}" for c in catalog.metadata_columns())
+    """Result rows joined with each recording's path and metadata, best score first; the metadata
+    columns are named ``meta.<column>``, so none can shadow a field of the run's."""
+    meta = "".join(f", r.{quote_identifier(c)} AS {quote_identifier(output_name(c))}" for c in catalog.metadata_columns())
     where = " AND a.flagged" if flagged_only else ""
     where += " AND a.is_best" if best_only else ""
     sql = (
         f"SELECT r.path AS file, a.label, a.score, a.probability, a.confidence, a.percentile, a.best_start_s,"
         f" a.best_end_s, a.channel, a.flagged_windows, a.flagged_seconds, a.flagged, a.is_best, a.recording_id,"
         f" a.best_window_id{meta} FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
-        f" WHERE a.run_id = {int(run_id)}{where} ORDER BY a.score DESC, r.path, a.label"
-        + (f" LIMIT {int(limit)}" if limit else "")
+        f" WHERE a.run_id = ?{where} ORDER BY a.score DESC, r.path, a.label" + (" LIMIT ?" if limit else "")
     )
-    return catalog.con.sql(sql).to_arrow_table()
+    return catalog.con.sql(sql, params=[int(run_id)] + ([int(limit)] if limit else [])).to_arrow_table()
 
 
 def export(catalog: Catalog, run_id: int, path: Path, fmt: str, all_labels: bool = False, highlights: dict | None = None) -> int:
-    """The origin tool's batch columns (file, best label, score, confidence, highlight) plus metadata."""
+    """The origin tool's batch columns (file, best label, score, confidence, highlight), the run's
+    other fields, then the metadata (``meta.<column>``). A file that cannot be written is an
+    AuditError naming it."""
     table = results(catalog, run_id, flagged_only=False, best_only=not all_labels)
     rows = table.to_pylist()
     for row in rows:
@@ -264,26 +269,54 @@ def export(catalog: Catalog, run_id: int, path: Path, fmt: str, all_labels: bool
     columns = first + [c for c in (rows[0] if rows else {}) if c not in first]
     out = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows]) if rows else pa.table({c: [] for c in first})
     path = Path(path)
-    if fmt == "parquet":
-        pa_parquet.write_table(out, path)
-    else:
-        pa_csv.write_csv(out, path)
+    try:
+        if fmt == "parquet":
+            pa_parquet.write_table(out, path)
+        else:
+            pa_csv.write_csv(out, path)
+    except OSError as exc:  # pyarrow raises these as OSError (FileNotFoundError, PermissionError, ...)
+        raise AuditError(f"Cannot write the export to {path}: {_reason(exc, path)}.") from None
     return out.num_rows
 
 
+def _reason(exc: OSError, path: Path) -> str:
+    """Why a file could not be written, without pyarrow's wording around the system's."""
+    if not path.parent.is_dir():
+        return f"the folder {path.parent} does not exist"
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc).splitlines()[0]
+
+
+_BOTH_SCORED = (
+    "SELECT recording_id FROM audit_results WHERE run_id = ? INTERSECT SELECT recording_id FROM audit_results WHERE run_id = ?"
+)
+
+
 def diff(catalog: Catalog, ref_a: int | str, ref_b: int | str) -> RunDiff:
+    """What changed from run a to run b, over the recordings and labels both scored."""
     a, b = get_run(catalog, ref_a), get_run(catalog, ref_b)
+    common_labels = [label for label in b.labels if label in a.labels]
     sql = (
         "SELECT r.path, x.label, x.score FROM audit_results x JOIN recordings r ON r.id = x.recording_id"
-        " WHERE x.run_id = ? AND x.flagged AND NOT EXISTS (SELECT 1 FROM audit_results y WHERE y.run_id = ?"
-        " AND y.recording_id = x.recording_id AND y.label = x.label AND y.flagged) ORDER BY x.score DESC"
+        f" WHERE x.run_id = ? AND x.flagged AND list_contains(?, x.label) AND x.recording_id IN ({_BOTH_SCORED})"
+        " AND NOT EXISTS (SELECT 1 FROM audit_results y WHERE y.run_id = ?"
+        " AND y.recording_id = x.recording_id AND y.label = x.label AND y.flagged) ORDER BY x.score DESC, r.path"
     )
-    newly = catalog.con.execute(sql, [b.id, a.id]).fetchall()
-    cleared = catalog.con.execute(sql, [a.id, b.id]).fetchall()
-    counts_a = {c.label: c.flagged_recordings for c in label_counts(catalog, a.id)}
-    counts_b = {c.label: c.flagged_recordings for c in label_counts(catalog, b.id)}
-    labels = list(dict.fromkeys(a.labels + b.labels))
-    return RunDiff(a, b, newly, cleared, [(label, counts_a.get(label, 0), counts_b.get(label, 0)) for label in labels])
+    newly = catalog.con.execute(sql, [b.id, common_labels, a.id, b.id, a.id]).fetchall()
+    cleared = catalog.con.execute(sql, [a.id, common_labels, a.id, b.id, b.id]).fetchall()
+    flagged = dict(((run, label), int(n)) for run, label, n in catalog.con.execute(
+        "SELECT run_id, label, count(*) FILTER (WHERE flagged) FROM audit_results"
+        f" WHERE list_contains(?, run_id) AND recording_id IN ({_BOTH_SCORED}) GROUP BY ALL",
+        [[a.id, b.id], a.id, b.id],
+    ).fetchall())
+    scored = dict(catalog.con.execute(
+        "SELECT run_id, count(DISTINCT recording_id) FROM audit_results WHERE list_contains(?, run_id) GROUP BY run_id",
+        [[a.id, b.id]],
+    ).fetchall())
+    compared = int(catalog.one(f"SELECT count(*) FROM ({_BOTH_SCORED})", [a.id, b.id])[0])
+    counts = [(label, flagged.get((a.id, label), 0) if label in a.labels else None,
+               flagged.get((b.id, label), 0) if label in b.labels else None)
+              for label in dict.fromkeys(a.labels + b.labels)]
+    return RunDiff(a, b, newly, cleared, counts, int(scored.get(a.id, 0)), int(scored.get(b.id, 0)), compared)
 
 
 # --- summaries for charts ------------------------------------------------------------------------

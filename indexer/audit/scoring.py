@@ -88,10 +88,15 @@ def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence
 
 
 def softmax_columns(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the labels (rows) of each window (column)."""
+    """Softmax over the labels (rows) of each window (column). The labels are summed in order,
+    row by row, so a window's probabilities do not depend on how many others share the array
+    (numpy's ``sum(axis=0)`` of a single column sums pairwise, in another order)."""
     z = logits - logits.max(axis=0)
     np.exp(z, out=z)
-    z /= z.sum(axis=0)
+    total = z[0].copy()
+    for row in z[1:]:
+        total += row
+    z /= total
     return z
 
 
@@ -143,11 +148,18 @@ def label_queries(labels: LabelVectors) -> np.ndarray:
 
 def score_similarity(
     similarity: np.ndarray, windows: WindowTable, labels: LabelVectors, labelset: LabelSet, logit_scale: float, hop_s: float,
+    peers_best: np.ndarray | None = None,
 ) -> AuditScores:
     """The audit from ``label_queries(labels) @ vectors.T`` (one column per window of ``windows``).
 
+    ``peers_best`` (labels x recordings): the best scores of recordings of the same audit not
+    scored here (a standing audit's earlier ones); "top x%" cutoffs are taken over them and these
+    together, as a run over all of them would. Percentiles are over the recordings scored here.
+
     The per-window arithmetic is label-major (labels x windows), so every per-label step runs
     along contiguous memory and every step across labels is an elementwise pass over a few rows.
+    Every per-window and per-recording figure depends only on that recording's windows (never on
+    which others are scored with it), so a recording scored alone gets the bits a full run gives it.
     """
     names = tuple(label.name for label in labelset.labels)
     n_labels = len(names)
@@ -194,7 +206,7 @@ def score_similarity(
     with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:  # numpy lets go of the GIL inside each step
         first = [(none, none.astype(np.int64), none, none), *pool.map(lambda b: first_pass(*b), blocks)]
         best, best_pos, probability, confidence = (np.concatenate(part, axis=1) for part in zip(*first))
-        cutoffs = _cutoffs(best, labelset)
+        cutoffs = label_cutoffs(best if peers_best is None else np.concatenate([best, peers_best], axis=1), labelset)
         second = [(none.astype(np.int32), none.astype(np.float64)), *pool.map(lambda b: second_pass(*b), blocks)]
         flagged_windows, flagged_seconds = (np.concatenate(part, axis=1).T for part in zip(*second))
         percentile = _percentiles(best, pool)
@@ -274,8 +286,9 @@ def _first_argmax_per_run(scores: np.ndarray, best: np.ndarray, starts: np.ndarr
     return n - np.maximum.reduceat(rows_left, starts, axis=1).astype(np.int64)
 
 
-def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
-    """Each label's score cutoff; ``best`` is label-major (labels x recordings)."""
+def label_cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
+    """Each label's score cutoff; ``best`` is label-major (labels x recordings). Depends only on
+    each label's multiset of best scores, so the recordings may come in any order."""
     cutoffs = np.empty(len(labelset.labels), np.float32)
     for i, label in enumerate(labelset.labels):
         threshold = labelset.threshold_for(label)
@@ -288,6 +301,12 @@ def _cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
         if labelset.min_score is not None:
             cutoffs[i] = max(cutoffs[i], labelset.min_score)
     return cutoffs
+
+
+def percentiles(best: np.ndarray) -> np.ndarray:
+    """(recordings, labels) percentiles of label-major ``best``: the arithmetic of a run."""
+    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
+        return _percentiles(best, pool)
 
 
 def _percentiles(best: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:

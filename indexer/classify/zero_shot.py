@@ -6,6 +6,11 @@ confidence of a label is its probability against its strongest rival, p / (p + p
 a coin toss, above 0.7 the origin tool called "high". With a single label there is nothing to
 share probability with (softmax over one label is always 1), so probability and confidence are
 None and only the cosine score speaks.
+
+A label is *detected* when it is the top label (exclusive mode) or reaches the threshold
+(multi-label mode), and its confidence reaches ``min_confidence`` (the origin tool's minimum
+confidence for alerts; a lone label has no rival, so it is not held to it). ``min_score`` drops
+labels scoring below it from the result altogether. Label sets use the same two rules.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from indexer.label_names import parse_labels
 from indexer.audit.scoring import Rivals, softmax_columns
 from indexer.config import DEFAULT_MODEL, REQUEST_MAX_DURATION_S, DecodeOptions, EncoderConfig, WindowConfig
 from indexer.embedding import Encoder
-from indexer.errors import AudioError
+from indexer.errors import AudioError, ModelNotAvailableError
 from indexer.indexing.one_file import embed_file
 from indexer.search.highlight import refine_samples
 
@@ -62,10 +67,20 @@ class Classification:
     duration_s: float
     labels: list[LabelScore]
     warnings: list[str] = field(default_factory=list)
+    windows: int = 0
+    """Windows embedded (for a progress display's rate)."""
 
     @property
     def detected(self) -> list[LabelScore]:
         return [s for s in self.labels if s.detected]
+
+    def to_dict(self) -> dict:
+        """For JSON: the file's facts and every label reported."""
+        return {
+            "file": str(self.path), "duration_s": self.duration_s, "sample_rate": self.info.sample_rate,
+            "channels": self.info.channels, "format": self.info.format, "warnings": self.warnings,
+            "labels": [{**vars(s), "confidence_level": s.confidence_level} for s in self.labels],
+        }
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,8 @@ class ClassifyOptions:
     """How one file is classified.
 
     Exclusive mode (default) detects the top label; ``multi_label`` detects every label whose
-    cosine score reaches ``threshold``. ``min_score`` drops labels scoring below it entirely.
+    cosine score reaches ``threshold``; either way a detected label's confidence must reach
+    ``min_confidence``. ``min_score`` drops labels scoring below it entirely.
     """
 
     windows: WindowConfig = WindowConfig()
@@ -81,17 +97,32 @@ class ClassifyOptions:
     multi_label: bool = False
     threshold: float = 0.3
     min_score: float | None = None
+    min_confidence: float | None = None
     highlight: bool = True
     """Refine each detected label's best window to the 1–3 s that matter (a few short embeddings)."""
 
 
+@dataclass(frozen=True)
+class LabelQueries:
+    """Labels cleaned and embedded once, for classifying many files against them."""
+
+    names: list[str]
+    vectors: np.ndarray  # (labels, dim) prompt-ensemble text vectors
+
+    @classmethod
+    def embed(cls, labels: str | Sequence[str], encoder: Encoder) -> "LabelQueries":
+        names = parse_labels(labels)
+        return cls(names, encoder.embed_text(names))
+
+
 def classify_file(
-    path: str | Path, labels: str | Sequence[str], encoder: Encoder, options: ClassifyOptions = ClassifyOptions()
+    path: str | Path, labels: str | Sequence[str] | LabelQueries, encoder: Encoder,
+    options: ClassifyOptions = ClassifyOptions(),
 ) -> Classification:
     """Score ``labels`` against one file, streamed window by window."""
     path = Path(path)
-    names = parse_labels(labels)
-    text_vectors = encoder.embed_text(names)
+    queries = labels if isinstance(labels, LabelQueries) else LabelQueries.embed(labels, encoder)
+    names, text_vectors = queries.names, queries.vectors
     quality = QualityAccumulator()
     info, embedded = embed_file(path, encoder, options.windows, options.decode, quality=quality)
     multi_label, threshold, min_score = options.multi_label, options.threshold, options.min_score
@@ -118,12 +149,14 @@ def classify_file(
             continue
         w = cut[int(best_window[i])]
         detected = bool(scores[i] >= threshold) if multi_label else i == top
+        if options.min_confidence is not None and confidences[i] is not None:
+            detected = detected and confidences[i] >= options.min_confidence
         spot = _highlight(path, encoder, options.decode, w, text_vectors[i]) if detected and options.highlight else None
         results.append(
             LabelScore(name, float(scores[i]), probabilities[i], confidences[i], w.start_s, w.end_s, detected, spot)
         )
     results.sort(key=lambda s: s.score, reverse=True)
-    return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary))
+    return Classification(path, info, summary, max(w.end_s for w in cut), results, _warnings(summary), len(cut))
 
 
 def _highlight(path: Path, encoder: Encoder, decode: DecodeOptions, window, label_vector: np.ndarray) -> tuple[float, float]:
@@ -148,10 +181,19 @@ def _cached_encoder(model: str, device: str) -> Encoder:
     return load_encoder(EncoderConfig(model=model, device=device))
 
 
+def process_encoder(model: str, device: str) -> Encoder:
+    """The model for the Python API's calls, loaded once per process; missing weights are one
+    sentence naming the ``model=`` parameter (the CLI's own advice names ``--model DIR``)."""
+    try:
+        return _cached_encoder(model, device)
+    except ModelNotAvailableError as exc:
+        raise exc.naming("model=DIR") from None
+
+
 def classify_audio(
     path: str | Path, labels: str | Sequence[str], model: str = DEFAULT_MODEL, device: str = "auto"
 ) -> dict[str, float | None]:
     """The origin tool's API: ``{label: probability}``, best first (None for a single label: see the
     module docstring). The model is loaded once per process."""
-    result = classify_file(path, labels, _cached_encoder(model, device))
+    result = classify_file(path, labels, process_encoder(model, device))
     return {s.label: s.probability for s in result.labels}

@@ -145,19 +145,23 @@ def show_command(run_ref, archive_dir, limit, as_json):
 
 def _run_dict(run) -> dict:
     data = {k: v for k, v in vars(run).items() if k not in ("learned_versions_json", "learned_thresholds_json")}
-    return {**data, "learned_versions": run.learned_versions, "learned_thresholds": run.learned_thresholds}
+    return {**data, "filters": run.scope.to_json(), "learned_versions": run.learned_versions,
+            "learned_thresholds": run.learned_thresholds}
 
 
 def _show(archive, run, limit: int, as_json: bool) -> None:
     from indexer.audit import saved_runs as audit_runs
+    from indexer.audit.explain import unflagged_labels
 
     counts = audit_runs.label_counts(archive.catalog, run.id)
     flagged = audit_runs.results(archive.catalog, run.id, limit=limit).to_pylist()
+    unflagged = unflagged_labels(archive.catalog, run.id)
     if as_json:
-        payload = {**_run_dict(run), "counts": [vars(c) for c in counts], "flagged": flagged}
+        payload = {**_run_dict(run), "counts": [vars(c) for c in counts], "flagged": flagged,
+                   "unflagged": [{**vars(u), "reason": u.reason} for u in unflagged]}
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        print_audit_run(Console(), run, counts, flagged)
+        print_audit_run(Console(), run, counts, flagged, unflagged)
 
 
 @audit.command("export")
@@ -221,7 +225,14 @@ def diff_command(run_a, run_b, archive_dir, as_json):
     with open_archive(archive_dir, read_only=True) as archive:
         change = audit_runs.diff(archive.catalog, run_a, run_b)
     if as_json:
-        click.echo(json.dumps({"a": change.a.id, "b": change.b.id, "newly_flagged": change.newly_flagged,
-                               "cleared": change.cleared, "counts": change.counts}, indent=2, default=str))
+        click.echo(json.dumps({
+            "a": change.a.id, "b": change.b.id,
+            "scope": {"a": {"filters": change.a.scope.to_json(), "recordings_scored": change.scored_a},
+                      "b": {"filters": change.b.scope.to_json(), "recordings_scored": change.scored_b},
+                      "recordings_compared": change.compared},
+            "newly_flagged": [dict(zip(("path", "label", "score"), row)) for row in change.newly_flagged],
+            "cleared": [dict(zip(("path", "label", "score"), row)) for row in change.cleared],
+            "counts": [{"label": label, "flagged_a": a, "flagged_b": b} for label, a, b in change.counts],
+        }, indent=2, default=str))
     else:
         print_diff(Console(), change)

@@ -8,14 +8,15 @@ from pathlib import Path
 import click
 
 from indexer.cli.options import archive_option, collect, model_options, raw_options, ray_options, with_default_model
-from indexer.cli.output import Console, IndexProgress, print_index_report
+from indexer.cli.output import Console, print_index_report
+from indexer.cli.progress import IndexProgress
 from indexer.config import DecodeOptions, WindowConfig, default_archive_dir
 
 
 @dataclass(frozen=True)
 class IndexRequest:
     metadata_files: tuple[Path, ...]
-    channels: str
+    channels: str | None
     window_s: float | None
     hop_s: float | None
     prune: bool
@@ -60,8 +61,9 @@ EXIT_SOME_FAILED = 3
 @archive_option
 @click.option("--metadata", "metadata_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV of per-recording metadata (a path or file column plus any others); repeatable.")
-@click.option("--channels", type=click.Choice(["mix", "split"]), default="mix", show_default=True,
-              help="mix: downmix to mono; split: index each channel as its own stream (agent vs customer).")
+@click.option("--channels", type=click.Choice(["mix", "split"]), default=None,
+              help="mix: downmix to mono; split: index each channel as its own stream (agent vs customer) "
+                   "[default: the archive's own, mix for a new one].")
 @click.option("--window", "window_s", type=float, default=None, help="Window length in seconds, for a new archive [default: 10].")
 @click.option("--hop", "hop_s", type=float, default=None, help="Hop between windows in seconds [default: the window length].")
 @click.option("--prune", is_flag=True, help="Drop recordings under PATHS whose files are gone.")
@@ -97,22 +99,24 @@ def index(paths, archive_dir, request: IndexRequest, raw, ray, encoder_config):
         require_ray()  # one sentence on how to install it, before anything is created
     Archive.check_no_writer(directory)  # refuse before the model loads, not after
     is_new = not (directory / MANIFEST_FILE).exists()
-    if is_new:
-        from indexer.model.loading import load_encoder
+    with IndexProgress(disabled=request.quiet) as progress:
+        if is_new:  # a new archive records its model's identity, so the model loads first
+            from indexer.model.loading import load_encoder
 
-        encoder = load_encoder(with_default_model(encoder_config))
-    else:  # loaded only when a file needs it: a re-run over unchanged files loads no model
-        encoder = None
-        check_model_folder(directory, encoder_config.model)
-    with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
-        options = IndexOptions(
-            decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
-            retry_failed=request.retry_failed, metadata=request.metadata_files, engine=request.engine, ray=ray,
-        )
-        with IndexProgress(disabled=request.quiet) as progress:
+            config = with_default_model(encoder_config)
+            progress.stage(f"loading the model {config.model} to start a new archive at {directory}")
+            encoder = load_encoder(config)
+        else:  # loaded only when a file needs it: a re-run over unchanged files loads no model
+            encoder = None
+            check_model_folder(directory, encoder_config.model)
+        with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
+            options = IndexOptions(
+                decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
+                retry_failed=request.retry_failed, metadata=request.metadata_files, engine=request.engine, ray=ray,
+            )
             report = archive.index(paths, options, progress)
-        started = (start_standing_audit(archive, labelset) for labelset in labelsets)
-        report.audits += [update for update in started if update is not None]
+            started = (start_standing_audit(archive, labelset) for labelset in labelsets)
+            report.audits += [update for update in started if update is not None]
     print_index_report(Console(), report)
     if report.failed:
         raise SystemExit(EXIT_SOME_FAILED)

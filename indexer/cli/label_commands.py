@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.options import archive_option, model_options, open_archive
-from indexer.cli.output import Console, shown
+from indexer.cli.output import Console, format_seconds, shown
 
 
 @click.group()
@@ -18,7 +18,7 @@ def label() -> None:
 
 @label.command()
 @click.argument("name")
-@click.option("--window", "window_ids", type=int, multiple=True, help="Window id to mark (repeatable); ids are in search output.")
+@click.option("--window", "window_ids", type=int, multiple=True, help="Window id to mark (repeatable): the window column of `soundtrace search`.")
 @click.option("--negative", is_flag=True, help="The label is NOT present in these windows.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A CSV with the columns window_id,positive (1/0, true/false, yes/no).")
@@ -77,7 +77,7 @@ def show(name, archive_dir, as_json):
         click.echo(json.dumps({"marks": [vars(m) for m in marks], "learned": _learned_dict(learned)}, indent=2, default=str))
         return
     for m in marks:
-        where = f"window {m.window_id} ({shown(m.path)} {m.start_s:g} s)" if m.window_id is not None else \
+        where = f"window {m.window_id} ({shown(m.path)} at {format_seconds(m.start_s)})" if m.window_id is not None else \
             f"unplaced (marked as window {m.marked_window_id}; its audio is no longer indexed)"
         note = f" — {shown(m.note)}" if m.note else ""
         click.echo(f"{'✓' if m.positive else '✗'} {where}, {m.marked_at:%Y-%m-%d %H:%M}{note}")
@@ -139,7 +139,8 @@ def suggest(name, k, archive_dir, as_json, encoder_config):
     if not suggestions:
         Console().err("Nothing to propose: the archive holds no unmarked window.")
     for s in suggestions:
-        click.echo(f"window {s.window_id}  {s.reason:<6}  {s.score:.3f}  {shown(s.path)}  {s.start_s:g}-{s.end_s:g} s")
+        click.echo(f"window {s.window_id}  {s.reason:<6}  {s.score:.3f}  {shown(s.path)}  "
+                   f"{format_seconds(s.start_s)}–{format_seconds(s.end_s)}")
 
 
 def _f(value) -> str:

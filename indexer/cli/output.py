@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from rich.console import Console as RichConsole
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from indexer.archive.metadata import output_name
 
 MAX_METADATA_COLUMNS = 4
 
@@ -55,67 +55,6 @@ class Console:
 # --- indexing ----------------------------------------------------------------------------------
 
 
-class _Stats:
-    def __init__(self) -> None:
-        self.files_done = 0
-        self.files_total = 0
-        self.audio_s = 0.0
-        self.windows = 0
-        self.started = time.perf_counter()
-
-
-class _StatsColumn(ProgressColumn):
-    def __init__(self, stats: _Stats):
-        super().__init__()
-        self.stats = stats
-
-    def render(self, task: Task) -> Text:
-        s = self.stats
-        rate = s.windows / max(time.perf_counter() - s.started, 1e-9)
-        return Text(
-            f"{s.files_done}/{s.files_total} files · {s.audio_s / 3600:.2f} h audio · {rate:.1f} windows/s",
-            style="cyan",
-        )
-
-
-class IndexProgress:
-    """A ``ProgressSink`` drawing files, audio hours, windows/s and a byte-based ETA on stderr."""
-
-    def __init__(self, disabled: bool = False):
-        self.stats = _Stats()
-        self.progress = Progress(
-            TextColumn("[bold]indexing"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), _StatsColumn(self.stats),
-            TextColumn("ETA"), TimeRemainingColumn(),
-            console=RichConsole(stderr=True), disable=disabled, transient=False,
-        )
-        self.task = None
-
-    def __enter__(self) -> "IndexProgress":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.progress.stop()
-
-    def start(self, files: int, total_bytes: int) -> None:
-        self.stats.files_total = files
-        self.stats.started = time.perf_counter()
-        self.task = self.progress.add_task("index", total=max(total_bytes, 1))
-
-    def file_done(self, path: Path, outcome: str, size_bytes: int, audio_s: float) -> None:
-        self.stats.files_done += 1
-        self.stats.audio_s += audio_s
-        self.progress.advance(self.task, size_bytes)
-
-    def windows_embedded(self, count: int) -> None:
-        self.stats.windows += count
-        self.progress.refresh()
-
-    def finish(self) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[0].total)
-
-
 def print_index_report(console: Console, report) -> None:
     for csv_path, rows in report.metadata_rows:
         console.err(f"metadata: {rows} rows from {csv_path}")
@@ -129,11 +68,12 @@ def print_index_report(console: Console, report) -> None:
     elif report.ignored:
         console.err(f"left out {report.ignored} files without an audio extension (name a file to try it anyway)")
     speed = report.audio_seconds / report.elapsed_s if report.elapsed_s else 0.0
+    work = (f"{report.windows_added} windows, {report.audio_seconds / 3600:.2f} h audio in {report.elapsed_s:.1f} s "
+            f"({report.windows_per_second:.1f} windows/s, {speed:.0f}x real time)" if report.windows_added else
+            f"nothing new to embed ({report.elapsed_s:.1f} s)")
     console.err(
         f"indexed {report.indexed}, unchanged {report.unchanged}, reused {report.reused} (same content), "
-        f"failed {len(report.failed)}, pruned {report.pruned} — {report.windows_added} windows, "
-        f"{report.audio_seconds / 3600:.2f} h audio in {report.elapsed_s:.1f} s "
-        f"({report.windows_per_second:.1f} windows/s, {speed:.0f}x real time)"
+        f"failed {len(report.failed)}, pruned {report.pruned} — {work}"
     )
     if report.marks_unplaced:
         console.err(f"{report.marks_unplaced} label mark(s) now point at audio no longer indexed (changed or removed "
@@ -141,7 +81,7 @@ def print_index_report(console: Console, report) -> None:
     for update in report.audits:
         console.err(
             f"audit {update.run_id} ({update.name}): {update.recordings_scored} recordings scored, "
-            f"{len(update.new_flags)} new flags"
+            f"{len(update.new_flags)} new flags" + (f", {update.cleared} cleared" if update.cleared else "")
         )
         for path, label, score, start in update.new_flags[:20]:
             console.err(f"  {label}: {Path(path).name} at {format_seconds(start)} (score {score:.3f})")
@@ -166,14 +106,33 @@ def _failure_table(failures) -> Table:
 
 def _metadata_columns(hits) -> list[str]:
     """User metadata columns worth a table column: present and not all empty."""
-    internal = {"sample_rate", "channels", "format", "peak", "rms_db", "clipped_fraction", "silent_fraction",
-                "is_silent", "is_clipped", "modified_at"}
     names: list[str] = []
     for hit in hits:
         for key, value in hit.metadata.items():
-            if key not in internal and value is not None and key not in names:
+            if value is not None and key not in names:
                 names.append(key)
     return names[:MAX_METADATA_COLUMNS]
+
+
+SHORT_VALUE = 12
+"""Metadata values up to this long (a date, an agent id, a site) are never broken across lines."""
+
+
+def fitted_width(values) -> int:
+    """A column's width at least: its longest value (or header) up to ``SHORT_VALUE``."""
+    return min(SHORT_VALUE, max((len(v) for v in values), default=1))
+
+
+def _fitting(console: Console, own_width: int, columns: dict[str, int]) -> list[str]:
+    """The metadata columns (name -> minimum width) that fit beside the table's own columns
+    (``own_width`` characters at least), in order; ``--csv``/``--json`` have them all."""
+    room, chosen = console.out.width - own_width, []
+    for name, width in columns.items():
+        if width + 3 > room:
+            break
+        chosen.append(name)
+        room -= width + 3
+    return chosen
 
 
 def _span(spot) -> str:
@@ -187,30 +146,41 @@ def empty_archive_message(directory) -> str:
     )
 
 
-def print_hits(console: Console, hits, query: str, highlights: dict | None = None) -> None:
+def window_place(window, split_channels: bool) -> str:
+    """'0:10.0–0:20.0', with the channel when the archive keeps channels apart ('… ch1')."""
+    return f"{format_seconds(window.start_s)}–{format_seconds(window.end_s)}" + (f" ch{window.channel}" if split_channels else "")
+
+
+def print_hits(console: Console, hits, query: str, highlights: dict | None = None, split_channels: bool = False) -> None:
+    """One row per recording; the best window's id is what ``label mark --window`` and
+    ``search --like-window`` take; metadata columns are headed ``meta.<column>``."""
     if not hits:
         console.err(f"No recordings match {query!r} with these filters.")
         return
-    meta = _metadata_columns(hits)
+    others = [", ".join(format_seconds(w.start_s) + (f" ch{w.channel}" if split_channels else "") for w in hit.windows[1:])
+              for hit in hits]
+    own_width = 4 + 8 + 17 + (19 if split_channels else 16) + 10 + (16 if highlights else 0) + (11 if any(others) else 0)
+    widths = {name: fitted_width([shown(output_name(name))] + [shown(hit.metadata.get(name)) for hit in hits])
+              for name in _metadata_columns(hits)}
+    meta = _fitting(console, own_width, widths)
     table = Table(title=shown(f"{len(hits)} recordings for {query!r}"), title_justify="left")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
-    table.add_column("recording", overflow="fold", ratio=3)
+    table.add_column("recording", overflow="fold")  # (rich's min_width would defeat its shrinking to fit)
     table.add_column("best time", no_wrap=True)
+    table.add_column("window", justify="right", no_wrap=True)
     for name in meta:
-        table.add_column(shown(name), overflow="fold", ratio=1)
+        short = all(len(shown(hit.metadata.get(name))) <= SHORT_VALUE for hit in hits)
+        table.add_column(shown(output_name(name)), no_wrap=short, overflow="ellipsis" if short else "fold")
     if highlights:
         table.add_column("highlight", no_wrap=True)
-    table.add_column("also at", overflow="fold", ratio=1)
-    for hit in hits:
-        best = hit.best
-        channel = f" ch{best.channel}" if best.channel else ""
-        others = ", ".join(f"{format_seconds(w.start_s)}" for w in hit.windows[1:])
+    if any(others):
+        table.add_column("also at", overflow="fold")
+    for hit, also in zip(hits, others):
         table.add_row(
-            str(hit.rank), f"{hit.score:.3f}", shown(Path(hit.path).name),
-            f"{format_seconds(best.start_s)}–{format_seconds(best.end_s)}{channel}",
-            *[shown(hit.metadata.get(name)) for name in meta],
-            *([_span(highlights.get(hit.recording_id))] if highlights else []), others,
+            str(hit.rank), f"{hit.score:.3f}", shown(Path(hit.path).name), window_place(hit.best, split_channels),
+            str(hit.best.window_id), *[shown(hit.metadata.get(name)) for name in meta],
+            *([_span(highlights.get(hit.recording_id))] if highlights else []), *([also] if any(others) else []),
         )
     console.out.print(table)
 
@@ -295,21 +265,29 @@ def print_runs(console: Console, runs) -> None:
     console.out.print(table)
 
 
-def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
+def print_audit_run(console: Console, run, counts, flagged: list[dict], unflagged=()) -> None:
+    """The run's header and filters, counts per label, the top flagged recordings, and for each
+    label that flagged nothing, why (``audit.explain``)."""
     console.out.print(Text.assemble(
         (shown(f"audit {run.id}: {run.name}"), "bold"),
         f" ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, model {run.model_id})"
         f"{' — standing' if run.standing else ''}",
         shown("".join(f"; learned {name!r} version {v}" for name, v in run.learned_versions.items())),
     ))
+    console.out.print(shown(f"filters: {run.scope.describe() or 'none (the whole archive)'}"))
     table = Table(title_justify="left")
     for column in ("label", "flagged recordings", "flagged time", "best score"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for c in counts:
         table.add_row(shown(c.label), str(c.flagged_recordings), format_seconds(c.flagged_seconds), f"{c.best_score:.3f}")
     console.out.print(table)
+    if unflagged:
+        console.out.print("nothing flagged:" if not flagged else "labels that flagged nothing:")
+        for label in unflagged:
+            console.out.print(shown(f"  {label.reason}"), soft_wrap=True)
     if not flagged:
-        console.out.print("nothing flagged")
+        if not unflagged:
+            console.out.print("nothing flagged")
         return
     hits = Table(title="top flagged", title_justify="left")
     for column in ("score", "label", "recording", "best time", "confidence", "percentile"):
@@ -322,12 +300,18 @@ def print_audit_run(console: Console, run, counts, flagged: list[dict]) -> None:
 
 
 def print_diff(console: Console, change) -> None:
+    """Counts and lists over what both runs scored; when their scopes differ, each run's filters
+    and how many recordings each scored, so a narrower run's absences are not read as "cleared"."""
     console.out.print(Text(f"audit {change.a.id} → {change.b.id}", style="bold"))
+    if not change.same_scope:
+        for run, scored in ((change.a, change.scored_a), (change.b, change.scored_b)):
+            console.out.print(shown(f"run {run.id} scored {scored} recordings (filters: {run.scope.describe() or 'none'})"))
+        console.out.print(f"compared: the {change.compared} recordings both runs scored")
     table = Table(title_justify="left")
     for column in ("label", f"flagged in {change.a.id}", f"flagged in {change.b.id}"):
         table.add_column(column)
     for label, a, b in change.counts:
-        table.add_row(shown(label), str(a), str(b))
+        table.add_row(shown(label), "—" if a is None else str(a), "—" if b is None else str(b))
     console.out.print(table)
     for title, rows in (("newly flagged", change.newly_flagged), ("cleared", change.cleared)):
         console.out.print(f"{title}: {len(rows)}")

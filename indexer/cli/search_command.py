@@ -79,6 +79,7 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
         if not hits and archive.catalog.window_count() == 0:
             Console().err(empty_archive_message(archive.directory))
             return
+        split = archive.channel_mode == "split"
         highlights = {}
         if r.refine_top:
             from indexer.search.highlight import refine_hits
@@ -87,9 +88,9 @@ def search(text, archive_dir, request: SearchRequest, max_duration_s, raw, encod
     if r.as_json:
         click.echo(json.dumps([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits], indent=2, default=str))
     elif r.as_csv:
-        _write_hits_csv([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits])
+        _write_hits_csv([_with_highlight(h.to_dict(), highlights.get(h.recording_id)) for h in hits], split)
     else:
-        print_hits(Console(), hits, text or r.like or (shown_as if r.label else f"window {r.like_window}"), highlights)
+        print_hits(Console(), hits, text or r.like or (shown_as if r.label else f"window {r.like_window}"), highlights, split)
 
 
 def _with_highlight(row: dict, spot) -> dict:
@@ -98,9 +99,12 @@ def _with_highlight(row: dict, spot) -> dict:
     return row
 
 
-def _write_hits_csv(rows: list[dict]) -> None:
+def _write_hits_csv(rows: list[dict], split_channels: bool) -> None:
+    """The ``windows`` field lists each hit window as ``start-end`` (``start-end ch1`` when the
+    archive keeps channels apart), separated by semicolons."""
     for row in rows:
-        row["windows"] = ";".join(f"{w['start_s']:g}-{w['end_s']:g}" for w in row["windows"])
+        row["windows"] = ";".join(f"{w['start_s']:g}-{w['end_s']:g}" + (f" ch{w['channel']}" if split_channels else "")
+                                  for w in row["windows"])
     fields = list(dict.fromkeys(key for row in rows for key in row)) or ["rank", "score", "path", "start_s", "end_s"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

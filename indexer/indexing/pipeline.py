@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Literal, Protocol, Sequence
 
@@ -81,6 +81,9 @@ class IndexReport:
 class ProgressSink(Protocol):
     """What the pipeline tells a progress display; the CLI renders it, tests may count it."""
 
+    def stage(self, message: str) -> None:
+        """What the run is doing where no file advances: looking for files, loading the model."""
+
     def start(self, files: int, total_bytes: int) -> None: ...
 
     def file_done(self, path: Path, outcome: str, size_bytes: int, audio_s: float) -> None: ...
@@ -107,6 +110,9 @@ def run_indexing(
 ) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
+    options = replace(options, decode=replace(options.decode, channels=archive.check_channel_mode(options.decode.channels)))
+    if progress:
+        progress.stage("looking for recordings")
     plan = _plan(archive, paths, options, report)
     if progress:
         progress.start(len(plan.todo), sum(p.source.size_bytes for p in plan.todo))
@@ -121,6 +127,7 @@ def run_indexing(
             report.model_seconds = _embed_here(archive, plan, options, committer)
         if options.prune:
             report.pruned = _prune(archive, paths, plan.discovered)
+        archive.record_channel_mode()
     finally:
         if progress:
             progress.finish()
@@ -196,7 +203,17 @@ class _Batcher:
 
     @property
     def batch_size(self) -> int:
-        return max(1, int(getattr(self.archive.encoder, "batch_size", 8)))
+        return max(1, int(getattr(self.encoder, "batch_size", 8)))
+
+    @property
+    def encoder(self):
+        """The archive's model, loaded on the first window (a run of unchanged files never loads it)."""
+        progress = self.committer.progress
+        if progress and not self.archive.encoder_loaded:
+            progress.stage("loading the model")
+            self.archive.encoder
+            progress.stage("indexing")
+        return self.archive.encoder
 
     def add_window(self, item: PendingFile, window: Window) -> None:
         if item.failed:
@@ -218,7 +235,7 @@ class _Batcher:
             return
         self.archive.catalog.yield_lock()
         t0 = time.perf_counter()
-        vectors = self.archive.encoder.embed_audio([item.windows[i].samples for item, i in live])
+        vectors = self.encoder.embed_audio([item.windows[i].samples for item, i in live])
         self.model_seconds += time.perf_counter() - t0
         usable = np.isfinite(vectors).all(axis=1)
         for (item, i), vector, ok in zip(live, vectors, usable):

@@ -169,6 +169,29 @@ def label_summary(archive: Session, name: str) -> LabelSummary | None:
     return _summary(archive, key) if known else None
 
 
+def newest_versions(archive: Session) -> dict[str, int]:
+    """Every learned label (as first written) and its newest version, without reading any marks:
+    the app lists them on each page run."""
+    rows = archive.catalog.con.execute(
+        "SELECT min(label), max(version) FROM learned_labels GROUP BY label_key ORDER BY lower(min(label))").fetchall()
+    return {str(name): int(version) for name, version in rows}
+
+
+def window_marks(archive: Session, name: str, window_ids: Sequence[int]) -> dict[int, bool]:
+    """The label's verdict (True: ✓) on those of ``window_ids`` whose audio is marked, a copy of
+    marked audio included; unmarked windows are absent. What the app shows beside hits."""
+    _, key = clean_label(name)
+    ids = [int(i) for i in window_ids if 0 <= int(i) < 2**63]
+    if not ids:
+        return {}
+    rows = archive.catalog.con.execute(
+        "SELECT w.id, m.positive FROM windows w JOIN recordings r ON r.id = w.recording_id AND r.status = 'indexed'"
+        " JOIN label_marks m ON m.content_hash = r.content_hash AND m.channel = w.channel AND m.start_s = w.start_s"
+        " WHERE m.label_key = ? AND w.id IN (SELECT unnest(?::BIGINT[]))", [key, ids],
+    ).fetchall()
+    return {int(window_id): bool(positive) for window_id, positive in rows}
+
+
 def _summary(archive: Session, key: str) -> LabelSummary:
     con = archive.catalog.con
     name = con.execute("SELECT coalesce((SELECT min(label) FROM label_marks WHERE label_key = ?),"

@@ -23,6 +23,9 @@ from indexer.model.revision import local_revision
 HUB_PROBE_TIMEOUT_S = 5.0
 """How long we wait to learn whether the hub is reachable before giving up on a download."""
 
+_MODEL_OPTION = ModelNotAvailableError.MODEL_OPTION
+"""How the advice names the way to choose a model (a Python caller re-raises naming its parameter)."""
+
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -55,7 +58,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _load_local(name: str, path: Path) -> tuple[Any, Any, str]:
-    hint = "pass --model DIR pointing at a CLAP saved with save_pretrained, or a hub id such as laion/clap-htsat-fused"
+    hint = f"pass {_MODEL_OPTION} pointing at a CLAP saved with save_pretrained, or a hub id such as laion/clap-htsat-fused"
     if not path.is_dir():
         raise ModelNotAvailableError(f"Model directory '{name}' does not exist (or is not a directory); {hint}.")
     if not (path / "config.json").is_file():
@@ -93,7 +96,7 @@ def _load_hub(cfg: EncoderConfig) -> tuple[Any, Any, str]:
     except _MissingFiles as exc:
         raise ModelNotAvailableError(
             f"Model '{cfg.model}' could not be fetched from the Hugging Face hub (its {exc.part} files did not "
-            "download); check the id, revision and connection, or pass --model DIR pointing at a saved CLAP."
+            f"download); check the id, revision and connection, or pass {_MODEL_OPTION} pointing at a saved CLAP."
         ) from exc.__cause__
     config_path = _cached_file(cfg, "config.json")
     return model, processor, Path(config_path).parent.name if config_path else (cfg.revision or "unknown")
@@ -103,7 +106,7 @@ def _not_cached_message(model_id: str) -> str:
     return (
         f"Model '{model_id}' is not in the local Hugging Face cache and cannot be downloaded here; run "
         f"`{download_command(model_id)}` on a machine with internet access (or copy the cache), "
-        "or pass --model DIR pointing at a saved CLAP."
+        f"or pass {_MODEL_OPTION} pointing at a saved CLAP."
     )
 
 

@@ -78,6 +78,14 @@ class SearchFilters:
     def __bool__(self) -> bool:
         return bool(self.where or self.since is not None or self.until is not None or self.picks)
 
+    def describe(self) -> str:
+        """What a person reads: ``where site = 'leeds' · since 2024-05-01``; empty when nothing narrows."""
+        parts = [f"where {self.where}"] if self.where else []
+        parts += [f"{word} {_iso(bound)}" for word, bound in (("since", self.since), ("until", self.until)) if bound is not None]
+        if (self.since is not None or self.until is not None) and self.date_column:
+            parts.append(f"dated by {self.date_column}")
+        return " · ".join(parts + ([self.picks.describe()] if self.picks else []))
+
     def to_json(self) -> dict:
         return {
             "where": self.where, "since": _iso(self.since), "until": _iso(self.until),

@@ -9,7 +9,7 @@ from typing import Sequence
 import duckdb
 import numpy as np
 
-from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW
+from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW, output_name
 from indexer.archive.window_sets import WindowSet
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.embedding import DEFAULT_PROMPTS
@@ -18,8 +18,8 @@ from indexer.search.filtering import FILTER_MEMORY_LIMIT, SearchFilters, filtere
 from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
 from indexer.session import Session
 
-HIDDEN_COLUMNS = INTERNAL_COLUMNS | {"path", "file_name"}
-"""Catalog internals left out of a hit's ``metadata`` (they have fields of their own or are noise)."""
+HIDDEN_COLUMNS = INTERNAL_COLUMNS | {"path", "file_name", "duration_s"}
+"""Catalog internals left out of a hit's ``properties`` (they have fields of their own or are noise)."""
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,19 @@ class RecordingHit:
     windows: tuple[WindowHit, ...]
     duration_s: float
     metadata: dict = field(default_factory=dict)
+    """The user's metadata columns, by their bare names (``agent``)."""
+    properties: dict = field(default_factory=dict)
+    """The recording's own figures: format, sample rate, channels, file time, quality."""
 
     def to_dict(self) -> dict:
+        """One flat row for JSON and CSV: soundtrace's fields, then metadata as ``meta.<column>``,
+        so no metadata column can shadow a score, rank or id."""
         return {
             "rank": self.rank, "recording_id": self.recording_id, "path": self.path, "score": self.score,
             "start_s": self.best.start_s, "end_s": self.best.end_s, "channel": self.best.channel,
             "window_id": self.best.window_id, "duration_s": self.duration_s,
-            "windows": [vars(w) for w in self.windows], **{k: _plain(v) for k, v in self.metadata.items()},
+            "windows": [vars(w) for w in self.windows], **{k: _plain(v) for k, v in self.properties.items()},
+            **{output_name(k): _plain(v) for k, v in self.metadata.items()},
         }
 
 
@@ -146,6 +152,10 @@ def allowed_windows(archive: Session, filters: SearchFilters) -> WindowSet | Non
 
 
 def _group(archive: Session, ids: np.ndarray, scores: np.ndarray, exclude: frozenset[int]) -> dict:
+    """Hits by recording. Scores are cosines, so they are kept within [-1, 1]: a stored float16
+    vector is unit length only to about 1e-4, and a clip against its own stored window would
+    otherwise score 1.00004."""
+    scores = np.clip(scores, -1.0, 1.0)
     keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and int(i) not in exclude]
     if not keep:
         return {}
@@ -175,6 +185,7 @@ def _hits(archive: Session, grouped: dict, k: int, per_recording: int) -> list[R
     cursor = con.execute(f"SELECT * FROM {RECORDING_VIEW} WHERE list_contains(?, id)", [[r for r, _ in chosen]])
     names = [d[0] for d in cursor.description]
     rows = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    user = set(archive.catalog.metadata_columns())
     hits = []
     for rank, (rec_id, wins) in enumerate(chosen, start=1):
         window_hits = tuple(WindowHit(w, *spans[w], score=s) for w, s in wins[:per_recording])
@@ -183,7 +194,8 @@ def _hits(archive: Session, grouped: dict, k: int, per_recording: int) -> list[R
             RecordingHit(
                 rank=rank, recording_id=rec_id, path=row["path"], score=window_hits[0].score, best=window_hits[0],
                 windows=window_hits, duration_s=row["duration_s"] or 0.0,
-                metadata={k: v for k, v in row.items() if k not in HIDDEN_COLUMNS and k != "duration_s"},
+                metadata={k: v for k, v in row.items() if k in user},
+                properties={k: v for k, v in row.items() if k not in user and k not in HIDDEN_COLUMNS},
             )
         )
     return hits

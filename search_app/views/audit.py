@@ -19,8 +19,7 @@ labels:
 """
 
 
-MARK_ROWS = 50
-"""Flagged recordings offered for marking (best score first)."""
+MARK_ROWS = 50  # flagged recordings offered for marking (best score first)
 
 
 def run_label(run_id: int) -> str:
@@ -93,12 +92,13 @@ else:
     )
 
 st.subheader("Flagged recordings")
-flagged = audit_runs.results(catalog, run.id).to_pandas()
+flagged = audit_runs.results(catalog, run.id).to_pandas(integer_object_nulls=True)
 if flagged.empty:
     st.info("Nothing was flagged in this run.")
 else:
-    st.dataframe(widgets.flagged_rows(flagged, catalog.metadata_columns()), hide_index=True,
-                 column_config={"folder": st.column_config.TextColumn(width="small")})
+    marks = marking.flagged_marks(archive, list(flagged.label), [int(w) for w in flagged.best_window_id])
+    table = widgets.flagged_rows(flagged, marks or None)
+    st.dataframe(table, hide_index=True, column_config=widgets.column_widths(table))
     row = flagged.iloc[st.selectbox(
         "Listen to", range(len(flagged)), key="flagged_pick",
         format_func=lambda i: f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",
@@ -106,9 +106,9 @@ else:
     widgets.play_span(archive, int(row.recording_id), float(row.best_start_s), float(row.best_end_s), int(row.channel))
     with st.expander("Mark flagged recordings right or wrong (each label learns from its marks)"):
         for i in range(min(len(flagged), MARK_ROWS)):
-            marking.verdict_buttons(int(flagged.best_window_id[i]), str(flagged.label[i]),
-                                    f"{Path(flagged.file[i]).name}: {flagged.label[i]} at {flagged.best_start_s[i]:.1f} s",
-                                    key=f"flag_mark_{i}")
+            window_id, label = int(flagged.best_window_id[i]), str(flagged.label[i])
+            marking.verdict_buttons(window_id, label, f"{Path(flagged.file[i]).name}: {label} at {flagged.best_start_s[i]:.1f} s",
+                                    key=f"flag_mark_{i}", current=marks.get((label, window_id)))
         marking.marks_status(str(row.label), key="flag_mark")
 st.download_button("Download CSV", cached.export_csv(archive, run.id, run.updated_at), f"audit-{run.id}.csv",
                    "text/csv", key="download")
@@ -127,7 +127,12 @@ if len(runs) >= 2:
     after = right.selectbox("After", list(by_id), index=0, format_func=run_label, key=f"diff_b_{newest}")
     with widgets.shown_errors():
         diff = audit_runs.diff(catalog, before, after)
-    st.dataframe([{"label": name, "before": x, "after": y, "change": y - x} for name, x, y in diff.counts], hide_index=True)
+    st.dataframe(widgets.diff_counts(diff.counts), hide_index=True)
+    if not diff.same_scope:
+        st.caption(f"Compared over the {diff.compared:,} recordings both runs scored (before: {diff.scored_a:,}, "
+                   f"after: {diff.scored_b:,}).")
+    if any(x is None or y is None for _, x, y in diff.counts):
+        st.caption("None: a label that run did not have.")
     newly, cleared = st.columns(2)
     newly.markdown(f"**Newly flagged** ({len(diff.newly_flagged)})")
     newly.dataframe(widgets.diff_rows(diff.newly_flagged), hide_index=True)

@@ -7,6 +7,8 @@ from search_app import state, widgets
 
 st.title("Library")
 st.caption(f"Archive: `{state.archive_dir()}`")
+if not state.archive_exists():
+    widgets.no_archive_here()
 if state.writer_active():
     st.info("**Indexing in progress.** Another soundtrace process is writing to the archive; what it has "
             "committed so far shows below once it lets readers in (it does so every few seconds).")
@@ -33,8 +35,9 @@ if info.failures:
     failures = pd.DataFrame(
         [{"file": f.path, "kind": f.error_kind, "reason": f.reason} for f in info.failures]
     )
-    st.dataframe(widgets.name_first(failures), hide_index=True,
-                 column_config={"reason": st.column_config.TextColumn(width="large")})
+    table = widgets.name_first(failures)
+    st.dataframe(table, hide_index=True, column_config={**widgets.column_widths(table),
+                                                        "reason": st.column_config.TextColumn(width="large")})
 else:
     st.write("None: every file was indexed.")
 

@@ -1,7 +1,10 @@
-"""Search: words or an example clip in, recordings out, ten at a time, each playable at its hit."""
+"""Search: words, an example clip or a learned label in, recordings out, ten at a time, each playable at its hit."""
+
+from contextlib import nullcontext
 
 import streamlit as st
 
+from indexer.learning.marks import newest_versions
 from indexer.search.facets import filter_facets, picks_from_choices
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import search_vector
@@ -19,6 +22,16 @@ def forget_like() -> None:
     st.session_state.like_window = None
 
 
+def words_typed() -> None:
+    """New words (or a new example clip) replace a learned label being searched."""
+    st.session_state.like_window, st.session_state.learned = None, ""
+
+
+def learned_picked() -> None:
+    """A learned label replaces the words (so the box never shows words that are not searched)."""
+    st.session_state.like_window, st.session_state.text = None, ""
+
+
 def turn_page(step: int) -> None:
     st.session_state.page = max(0, st.session_state.get("page", 0) + step)
 
@@ -33,9 +46,20 @@ if archive.catalog.window_count() == 0:
     st.stop()
 
 text = st.text_input("What are you listening for?", key="text", placeholder="a customer yelling at the agent",
-                     on_change=forget_like)
+                     on_change=words_typed)
 example = st.file_uploader("…or find recordings that sound like an example clip", type=widgets.AUDIO_TYPES,
-                           key="example", on_change=forget_like)
+                           key="example", on_change=words_typed)
+with widgets.shown_errors():
+    learned_labels = newest_versions(archive)
+if st.session_state.get("learned", "") not in ("", *learned_labels):  # a label of another archive
+    st.session_state.learned = ""
+learned = st.selectbox(
+    "…or rank by a learned label", ["", *learned_labels], key="learned", on_change=learned_picked,
+    format_func=lambda name: f"{name} (version {learned_labels[name]})" if name else "(none: words or a clip)",
+    disabled=not learned_labels,
+    help="A label learned from your ✓ / ✗ marks ranks by its newest version, as `soundtrace search --label`."
+    if learned_labels else "None yet: mark hits ✓ / ✗ below, then press Learn.",
+)
 
 with st.sidebar:
     st.header("Filters")
@@ -54,13 +78,15 @@ with st.sidebar:
 with widgets.shown_errors():
     picks = picks_from_choices(archive.catalog.filter_columns(), choices, dates, leave_out)
     like = st.session_state.get("like_window")
-    query = cached.query(archive, text, (example.getvalue(), example.name) if example else None, like)
+    may_load = not archive.encoder_loaded and not learned and (example or text.strip())  # words or a clip, first time
+    with st.spinner("Loading the CLAP model…") if may_load else nullcontext():
+        query = cached.query(archive, text, (example.getvalue(), example.name) if example else None, like, learned)
 
 if like is not None:
     st.info(f"Showing recordings that sound like {st.session_state.get('like_described', f'window {like}')}.")
     st.button("Back to my search", on_click=forget_like)
 if query is None:
-    st.info("Type what you are listening for, or upload an example clip.")
+    st.info("Type what you are listening for, upload an example clip, or pick a learned label.")
     st.stop()
 
 asked = (query.described, picks)
@@ -78,14 +104,18 @@ if picks:
 if not shown:
     st.warning("No recordings match. Loosen the filters or try other words.")
     st.stop()
-st.dataframe(widgets.hit_rows(shown, archive.catalog.metadata_columns()), hide_index=True)
+mark_key = f"mark_label_{query.label}"  # a new search, a new label to mark as
+mark_as = str(st.session_state.get(mark_key, query.label)).strip()
+marks = marking.current_marks(archive, mark_as, [hit.best.window_id for hit in shown])
+table = widgets.hit_rows(shown, archive.catalog.metadata_columns(), marks or None)  # a mark column once there are marks
+st.dataframe(table, hide_index=True, column_config=widgets.column_widths(table))
 
 with st.expander("Mark these hits right or wrong (the label learns from them)"):
-    mark_as = st.text_input("Label", text.strip(), key=f"mark_label_{text.strip()}",  # a new search, a new label
-                            help="The label your ✓ and ✗ are about.").strip()
+    mark_as = st.text_input("Label", query.label, key=mark_key, help="The label your ✓ and ✗ are about.").strip()
     for hit in shown:
-        marking.verdict_buttons(hit.best.window_id, mark_as, widgets.hit_label(hit), key="hit_mark")
-    marking.marks_status(mark_as, key="hit_mark")
+        marking.verdict_buttons(hit.best.window_id, mark_as, widgets.hit_label(hit), key="hit_mark",
+                                current=marks.get(hit.best.window_id))
+    marking.marks_status(mark_as, key="hit_mark", on_search_page=True)
     if mark_as and st.checkbox("Show the windows worth marking next", key="suggest"):
         marking.suggestions(mark_as, key="suggest_mark")
 
