@@ -258,11 +258,10 @@ class WideEncoder(FakeEncoder):
 def test_a_standing_audit_at_clap_width_equals_a_fresh_run(tmp_path, monkeypatch):
     """512 dimensions and ten labels: recordings added one or two at a time (some of one window)
     and removed (at last a whole block of them) must score as in a full run, whatever BLAS kernel
-    a product of that size takes. Small blocks and tiles, so there are many of both."""
+    a product of that size takes. Small blocks, so there are many."""
     from indexer.audit import runner
 
     monkeypatch.setattr(runner, "BLOCK_ROWS", 64)
-    monkeypatch.setattr(runner, "TILE_ROWS", 16)
     rng = np.random.default_rng(11)
     names = [f"sound {i}" for i in range(10)]
     directions = WideEncoder().embed_text(names)
