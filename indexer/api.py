@@ -6,14 +6,13 @@ A thin facade: each method is one call into an engine job, which all take the ar
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from indexer.audit.runner import extend_standing_audits
-from indexer.config import DEFAULT_MODEL, EncoderConfig
+from indexer.config import EncoderConfig
 from indexer.embedding import Encoder
 from indexer.errors import ModelNotAvailableError
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
@@ -38,9 +37,9 @@ class Archive(Session):
         if create and encoder is None and not cls.exists(directory):
             config = encoder_config or EncoderConfig()
             try:
-                encoder = load_model(config if config.model else replace(config, model=DEFAULT_MODEL))
+                encoder = load_model(config.or_default_model())
             except ModelNotAvailableError as exc:
-                raise exc.naming("encoder_config=EncoderConfig(model=DIR)") from None
+                raise exc.naming(cls.model_advice) from None
         return super().open(directory, encoder=encoder, encoder_config=encoder_config, create=create, **options)
 
     def index(

@@ -7,7 +7,7 @@ reads flags or environment variables itself (except SOUNDTRACE_ARCHIVE in ``defa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -71,6 +71,10 @@ class EncoderConfig:
     batch_size: int = 8
     cache_dir: str | None = None
     threads: int | None = None
+
+    def or_default_model(self) -> "EncoderConfig":
+        """This configuration, naming the default CLAP where it names no model (the flags' "")."""
+        return self if self.model else replace(self, model=DEFAULT_MODEL)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from indexer.archive.text_cache import TextVectorCache
 from indexer.archive.vector_store import StoreConfig
 from indexer.config import EncoderConfig, WindowConfig
 from indexer.embedding import DEFAULT_PROMPTS, Encoder
-from indexer.errors import ArchiveError
+from indexer.errors import ArchiveError, ModelNotAvailableError
 
 
 def load_model(config: EncoderConfig) -> Encoder:
@@ -69,11 +69,18 @@ class Session(ArchiveStorage):
             store_config=store_config, read_only=read_only, encoder=encoder, encoder_config=encoder_config,
         )
 
+    model_advice = "encoder_config=EncoderConfig(model=DIR)"
+    """How advice on missing weights names the way to choose a model: the Python parameter (the CLI
+    sets its flag, ``--model DIR``)."""
+
     @property
     def encoder(self) -> Encoder:
         """The archive's own model, loaded once on first use."""
         if self._encoder is None:
-            encoder = load_model(self._encoder_config)  # torch loads only when a model is needed
+            try:
+                encoder = load_model(self._encoder_config)  # torch loads only when a model is needed
+            except ModelNotAvailableError as exc:
+                raise exc.naming(self.model_advice) from None
             self.manifest.check_model(encoder.identity)
             self._encoder = encoder
         return self._encoder
@@ -101,12 +108,15 @@ class Session(ArchiveStorage):
             self._text_cache = TextVectorCache(self.catalog, self.manifest.identity, lambda: self.encoder)
         return self._text_cache.embed(texts, prompts)
 
-    def remember_text(self) -> bool:
+    def remember_text(self, wait_s: float | None = None) -> bool:
         """Write the text vectors a read-only session computed to the catalog, without the writer
-        lock (as marks are); the catalog's connection is let go, so call it between units of work
-        (a long-lived reader such as the app: when a page run ends). False when the catalog could
-        not be written just now: they stay remembered in memory, and the search never fails for it."""
-        return self._text_cache.write_pending() if self._text_cache is not None else True
+        lock (as marks are), waiting at most ``wait_s`` (default ``connection.ASIDE_WAIT_S``) for
+        another process's write; the catalog's connection is let go, so call it between units of
+        work (a long-lived reader such as the app: when a page run ends). False when the catalog
+        could not be written just now: they wait for the next call, and the search never fails for it."""
+        if self._text_cache is None:
+            return True
+        return self._text_cache.write_pending() if wait_s is None else self._text_cache.write_pending(wait_s)
 
     def close(self) -> None:
         try:

@@ -182,7 +182,7 @@ def _yield_locks() -> None:
     """Let go of the catalog; first write the words searched since (remembered text vectors, so a
     later process embeds them no more), which needs the catalog let go anyway."""
     for opened, _, _ in list(_opened.values()):
-        opened.remember_text()
+        opened.remember_text(wait_s=0.0)  # never keeps the next page waiting; unwritten words wait for the next try
         opened.catalog.yield_lock()
 
 

@@ -51,3 +51,24 @@ def test_offline_default_model_advice_names_the_parameter(monkeypatch, tmp_path)
     message = str(raised.value)
     assert "laion/clap-htsat-fused" in message and "download" in message
     assert "encoder_config=EncoderConfig(model=DIR)" in message and "--model" not in message
+
+
+def test_a_model_loaded_on_first_use_names_the_parameter_and_the_cli_its_flag(tiny_clap_dir, tmp_path):
+    """An archive whose model cannot be found any more: new words need it; Python hears of its
+    parameter, the command line of --model."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from indexer.cli.main import cli
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_clap_dir, model)
+    with Archive.open(tmp_path / "arch", create=True, encoder_config=EncoderConfig(model=str(model))) as archive:
+        archive.index([SAMPLES / "tone_440hz_3s.flac"])
+    shutil.rmtree(model)
+    with Archive.open(tmp_path / "arch") as archive, pytest.raises(ModelNotAvailableError) as raised:
+        archive.search("words never searched before")
+    assert "encoder_config=EncoderConfig(model=DIR)" in str(raised.value) and "--model" not in str(raised.value)
+    result = CliRunner().invoke(cli, ["search", "words never searched before", "--archive", str(tmp_path / "arch")])
+    assert result.exit_code == 1 and "--model DIR" in result.output and "EncoderConfig" not in result.output

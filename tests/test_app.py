@@ -247,6 +247,10 @@ def test_a_saved_label_set_can_be_run(app):
     app.button(key="run").click().run()
     assert not app.exception
     assert "complaint" in set(table(app, "flagged recordings")["label"])
+    # the tiny model's scores stay under the set's min_score: the page says so, label by label
+    assert any(info.value == "Nothing was flagged in this run, and why:" for info in app.info)
+    reasons = app.text[0].value.splitlines()
+    assert len(reasons) == 7 and reasons[0].startswith("complaint: best score") and "below the set's min_score 0.2" in reasons[0]
 
 
 def test_dashboard_charts_flagged_counts_over_time_and_by_column(app):

@@ -241,6 +241,7 @@ print("torch" in sys.modules, "transformers" in sys.modules, file=sys.stderr)
 @pytest.mark.parametrize("command", [
     ["index", str(SAMPLES), "--raw-rate", "16000", "-q", "--model", "{model}"],  # every file unchanged
     ["search", "someone speaking angrily", "--json"],  # words the archive remembers (searched before)
+    ["search", "someone speaking angrily", "--json", "--model", "{model}"],  # a named model loads only when needed
     ["search", "--like-window", "3", "--json"],
     ["info", "--json"],
 ])
@@ -275,3 +276,16 @@ def test_scores_are_cosines_within_one(indexed):
         hits = search_vector(archive, vectors[longest] / norms[longest], k=3)
     assert hits[0].best.window_id == longest + 1 and hits[0].score == 1.0
     assert all(-1.0 <= w.score <= 1.0 for h in hits for w in h.windows)
+
+
+def test_a_channel_mode_asked_for_is_kept_before_any_stereo_file(tiny_clap_dir, tmp_path):
+    (tmp_path / "mono").mkdir()
+    (tmp_path / "stereo").mkdir()
+    shutil.copy(SAMPLES / "tone_440hz_3s.flac", tmp_path / "mono" / "a.flac")
+    shutil.copy(SAMPLES / "call_stereo_30s.opus", tmp_path / "stereo" / "call.opus")
+    arch = tmp_path / "arch"
+    assert run("index", tmp_path / "mono", "--archive", arch, "--model", tiny_clap_dir, "--channels", "split", "-q").exit_code == 0
+    assert run("index", tmp_path / "stereo", "--archive", arch, "-q").exit_code == 0  # no flag: the archive's split
+    hits = json.loads(run("search", "a call", "--archive", arch, "-k", "5", "--windows", "10", "--json").output)
+    call = next(h for h in hits if h["path"].endswith("call.opus"))
+    assert {w["channel"] for w in call["windows"]} == {0, 1}

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from indexer.audio import decode as audio
 from indexer.cli.main import cli
+from indexer.cli.output import format_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {"a": ROOT / "data" / "samples" / "complaint_angry.opus", "b": ROOT / "data" / "samples" / "hold_music_12s.opus"}
@@ -70,6 +71,9 @@ def test_marks_learn_and_rank_the_other_variants_of_a_above_those_of_b(archive, 
     assert shown.count("✓") == 3 and shown.count("✗") == 3 and "Learned version 1" in shown
     suggested = json.loads(run("label", "suggest", "clip a", "-k", "4", "--archive", archive, "--json"))
     assert len(suggested) == 4 and not {Path(s["path"]).stem for s in suggested} & {"a0", "a1", "a2", "b0", "b1", "b2"}
+    lines = run("label", "suggest", "clip a", "-k", "4", "--archive", archive).splitlines()
+    first = suggested[0]  # times as a player shows them: 0:00.0–0:04.3, not 0-4.298
+    assert lines[0].endswith(f"{format_seconds(first['start_s'])}–{format_seconds(first['end_s'])}") and str(first["window_id"]) in lines[0]
 
 
 def test_an_audit_with_a_learned_label_records_its_version(archive, tmp_path):

@@ -135,6 +135,7 @@ REFUSED = [
         ("1=1) OR (1=1", "not a valid expression"),
         ("agnt = 'A17'", "Unknown column 'agnt' in --where"),
         ("recordings.agent = 'A17'", "plain column name"),
+        ("meta.agent = 'A17'", "write 'agent', not 'meta.agent'"),  # the outputs' name, refused with the way out
         ("current_user = 'x'", "Unknown column 'current_user'"),
         ("no_such_fn(agent) = 1", "Function 'no_such_fn' is not allowed in --where"),
         ("getenv('HOME') = 'x'", "Function 'getenv' is not allowed"),

@@ -120,8 +120,9 @@ def assert_standing_equals_fresh(archive, where=""):
         assert len(mine) == len(theirs), f"{where}: {run.name}: {len(mine)} rows, a fresh run has {len(theirs)}"
         for a, b in zip(mine, theirs):
             assert a == b, f"{where}: {run.name}:\n standing {a}\n fresh    {b}"
-        assert (standing.windows_scored, standing.archive_windows, standing.learned_versions, standing.learned_thresholds) == (
-            fresh.windows_scored, fresh.archive_windows, fresh.learned_versions, fresh.learned_thresholds), f"{where}: {run.name}"
+        assert (standing.windows_scored, standing.archive_windows, standing.learned_versions, standing.learned_thresholds,
+                standing.product) == (fresh.windows_scored, fresh.archive_windows, fresh.learned_versions,
+                                      fresh.learned_thresholds, fresh.product), f"{where}: {run.name}"
         archive.catalog.con.execute("DELETE FROM audit_results WHERE run_id = ?", [fresh.id])
         archive.catalog.con.execute("DELETE FROM audit_runs WHERE id = ?", [fresh.id])
 
@@ -255,6 +256,21 @@ class WideEncoder(FakeEncoder):
         return np.stack([l2_normalise(np.random.default_rng(s).standard_normal(WIDE)) for s in seeds]).astype(np.float32)
 
 
+def add_wide(archive, rng, count: int, lengths: list[int], vectors) -> np.ndarray:
+    """``count`` recordings of vectors stored directly (no audio), each of a length drawn from
+    ``lengths`` windows; ``vectors(n)`` gives a recording's (n, WIDE) directions. Their ids."""
+    rows, windows = [], []
+    for _ in range(count):
+        n = int(rng.choice(lengths))
+        mix = vectors(n)
+        rows.append(RecordingRow(path=f"/calls/{rng.integers(1 << 40)}.wav", content_hash=None, size_bytes=0, mtime=0.0,
+                                 status="indexed", duration_s=10.0 * n))
+        zeros = np.zeros(n)
+        windows.append(WindowRows(np.zeros(n, np.int16), np.arange(n) * 10.0, np.arange(1, n + 1) * 10.0, zeros, zeros,
+                                  zeros, zeros, (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)))
+    return archive.add_recordings(rows, windows)
+
+
 def test_a_standing_audit_at_clap_width_equals_a_fresh_run(tmp_path, monkeypatch):
     """512 dimensions and ten labels: recordings added one or two at a time (some of one window)
     and removed (at last a whole block of them) must score as in a full run, whatever BLAS kernel
@@ -267,16 +283,8 @@ def test_a_standing_audit_at_clap_width_equals_a_fresh_run(tmp_path, monkeypatch
     directions = WideEncoder().embed_text(names)
 
     def add(count: int) -> np.ndarray:
-        rows, windows = [], []
-        for _ in range(count):
-            n = int(rng.choice([1, 1, 2, 5, 9]))
-            mix = rng.dirichlet(np.full(len(names), 0.3), size=n) @ directions + 0.4 * rng.standard_normal((n, WIDE)) / np.sqrt(WIDE)
-            rows.append(RecordingRow(path=f"/calls/{rng.integers(1 << 40)}.wav", content_hash=None, size_bytes=0, mtime=0.0,
-                                     status="indexed", duration_s=10.0 * n))
-            zeros = np.zeros(n)
-            windows.append(WindowRows(np.zeros(n, np.int16), np.arange(n) * 10.0, np.arange(1, n + 1) * 10.0, zeros, zeros,
-                                      zeros, zeros, (mix / np.linalg.norm(mix, axis=1, keepdims=True)).astype(np.float32)))
-        return archive.add_recordings(rows, windows)
+        return add_wide(archive, rng, count, [1, 1, 2, 5, 9], lambda n: rng.dirichlet(np.full(len(names), 0.3), size=n)
+                        @ directions + 0.4 * rng.standard_normal((n, WIDE)) / np.sqrt(WIDE))
 
     with Archive.open(tmp_path / "arch", encoder=WideEncoder(), create=True) as archive:
         add(40)
@@ -344,3 +352,35 @@ def test_an_extension_counts_the_flags_it_cleared(tmp_path):
         [update] = archive.index([folder], IndexOptions(prune=True)).audits
         assert (update.recordings_scored, update.new_flags, update.cleared) == (0, [], 1)
         assert_standing_equals_fresh(archive, "after the flagged file left")
+
+
+def test_a_run_extended_on_another_product_is_scored_again_there(tmp_path, monkeypatch):
+    """`index --device cuda` extending a run made on the CPU, then a CPU `index` again: the GPU
+    rounds the last bits its own way, so each extension scores the whole run on the product at
+    hand (and records it), never mixing rows of the two."""
+    from indexer.config import EncoderConfig
+    from indexer.model import devices
+
+    def other_summation(device, chunk_rows=1 << 18):  # stands in for cuBLAS: the same maths, summed in another order
+        return lambda matrix, queries: np.einsum("qd,md->qm", queries, matrix, optimize=False).astype(np.float32)
+
+    monkeypatch.setattr(devices, "gpu_matmul", other_summation)
+    rng = np.random.default_rng(1)
+    names = [f"sound {i}" for i in range(10)]
+
+    def add(archive, count):
+        return add_wide(archive, rng, count, [1, 2, 5], lambda n: rng.standard_normal((n, WIDE)))
+
+    with Archive.open(tmp_path / "arch", encoder=WideEncoder(), create=True) as archive:
+        add(archive, 40)
+        run = run_audit(archive, inline_labelset(names, mode="multi-label", threshold="top 30%"), standing=True)
+        assert run.product == "cpu"
+    on_gpu = EncoderConfig(device="cuda")
+    with Archive.open(tmp_path / "arch", encoder=WideEncoder(), encoder_config=on_gpu) as archive:
+        [update] = extend_standing_audits(archive, add(archive, 5))
+        assert update.recordings_scored == 45 and audit_runs.get_run(archive.catalog, run.id).product == "cuda"
+        assert_standing_equals_fresh(archive, "extended on the GPU")
+    with Archive.open(tmp_path / "arch", encoder=WideEncoder()) as archive:
+        [update] = extend_standing_audits(archive, add(archive, 1))
+        assert update.recordings_scored == 46 and audit_runs.get_run(archive.catalog, run.id).product == "cpu"
+        assert_standing_equals_fresh(archive, "back on the CPU")

@@ -197,10 +197,7 @@ def test_a_busy_catalog_skips_remembering_and_the_search_still_answers(arch):
             assert archive.remember_text() is False
             assert time.monotonic() - started < 10
         assert archive.search("tone 3000", k=1) and encoder.text_calls == 1  # still remembered in memory
-    again = FakeEncoder()
-    with Archive.open(arch, encoder=again, read_only=True) as archive:
-        archive.embed_text(["tone 3000"])
-        assert again.text_calls == 1  # it was not written; this session writes it on closing
+    # not lost: the words waited, and the session wrote them on closing, the catalog free again
     later = FakeEncoder()
     with Archive.open(arch, encoder=later, read_only=True) as archive:
         archive.embed_text(["tone 3000"])

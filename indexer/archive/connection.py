@@ -41,7 +41,7 @@ def connect(path: Path | None, read_only: bool, wait_s: float) -> duckdb.DuckDBP
             try:
                 return duckdb.connect(str(path), read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+                if "could not set lock" not in str(exc).lower():  # not "lock" alone: the path may hold that word
                     raise ArchiveError(f"Cannot open the catalog {path}: {exc}") from None
                 if time.monotonic() >= deadline:
                     raise _busy(path) from None

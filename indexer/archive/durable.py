@@ -31,3 +31,17 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (an export, a CSV), in words for a sentence; None
+    when it looks writable. Checked before the work that would fill it, and to explain a failure."""
+    path = Path(path).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return "it is a folder"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder" if folder.exists() else f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "permission denied"
+    return None

@@ -218,8 +218,9 @@ class ArchiveStorage:
 
     @property
     def channel_mode(self) -> str | None:
-        """"mix" or "split" once a recording with more than one channel was indexed (archives from
-        before the manifest recorded it show it in their windows); None until then."""
+        """"mix" or "split" once a run asked for one by name or indexed a recording with more than
+        one channel (archives from before the manifest recorded it show it in their windows); None
+        until then."""
         return self.manifest.channels or self.catalog.channel_mode_seen()
 
     def check_channel_mode(self, asked: str | None) -> str:
@@ -235,11 +236,13 @@ class ArchiveStorage:
             )
         return recorded or asked or "mix"
 
-    def record_channel_mode(self) -> None:
-        """Write the mode into the manifest once the windows show it (after an indexing run)."""
-        if self.manifest.channels is None and (seen := self.catalog.channel_mode_seen()) is not None:
+    def record_channel_mode(self, asked: str | None) -> None:
+        """After an indexing run, write its mode into the manifest: the one asked for by name, else
+        the one the windows show once a multichannel file was indexed."""
+        mode = asked or self.catalog.channel_mode_seen()
+        if self.manifest.channels is None and mode is not None:
             self.begin_write()
-            self.manifest = replace(self.manifest, channels=seen)
+            self.manifest = replace(self.manifest, channels=mode)
             self.manifest.save(self.directory)
 
     def begin_write(self) -> None:

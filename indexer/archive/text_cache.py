@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from indexer.archive.catalog import Catalog
-from indexer.archive.connection import write_aside
+from indexer.archive.connection import ASIDE_WAIT_S, write_aside
 from indexer.embedding import DEFAULT_PROMPTS, Encoder, ModelIdentity
 
 INSERT = "INSERT OR IGNORE INTO text_vectors (model_key, prompts, text, vector) VALUES (?, ?, ?, ?)"
@@ -92,16 +92,18 @@ class TextVectorCache:
         with self.catalog.transaction():
             self.catalog.con.executemany(INSERT, rows)
 
-    def write_pending(self) -> bool:
-        """Write what a read-only catalog was told to remember, aside (``connection.write_aside``):
-        this catalog lets go of its connection (it reconnects on next use), so call it when the
-        work is done. True when there was nothing to write or it was written; on False (the
-        catalog could not be written just now) the vectors stay remembered in memory only."""
-        rows, self._pending = self._pending, []
-        if not rows:
+    def write_pending(self, wait_s: float = ASIDE_WAIT_S) -> bool:
+        """Write what a read-only catalog was told to remember, aside (``connection.write_aside``,
+        waiting at most ``wait_s`` for another process's write): this catalog lets go of its
+        connection (it reconnects on next use), so call it when the work is done. True when there
+        was nothing to write or it was written; on False (the catalog could not be written just
+        now) the rows wait for the next call (at most ``MEMORY_LIMIT``)."""
+        if not self._pending:
             return True
         self.catalog.yield_lock()
-        return write_aside(self.catalog.path, lambda con: con.executemany(INSERT, rows))
+        written = write_aside(self.catalog.path, lambda con: con.executemany(INSERT, self._pending), wait_s)
+        self._pending = [] if written else self._pending[-MEMORY_LIMIT:]
+        return written
 
     def _has_table(self) -> bool:
         if self._table is None:

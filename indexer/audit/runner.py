@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class StandingUpdate:
     recordings_scored: int
     new_flags: list[tuple[str, str, float, float]]  # (path, label, score, best_start_s)
     cleared: int = 0  # flags the run had before and has no more (their recordings changed, left or fell below a cutoff)
+    replaced: list[int] = field(default_factory=list)  # standing runs this new one took over from
 
 
 def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: LabelSet,
@@ -185,40 +186,61 @@ def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchF
                               archive.manifest.hop_s, peers_best)
     names = [label.name for label in labelset.labels]
     return replace(scores, learned_versions={names[i]: found.version for i, found in learned.items()},
-                   learned_thresholds={names[i]: t for i, t in scorer_thresholds(labelset, learned).items()})
+                   learned_thresholds={names[i]: t for i, t in scorer_thresholds(labelset, learned).items()},
+                   product=product_kind(archive))
+
+
+def product_kind(archive: Session) -> str:
+    """"cuda" when the archive was opened for a CUDA device by name (``--device cuda``), else "cpu".
+    By name, not by what happens to be loaded or found, so one command always takes one path; a
+    GPU rounds the last bits its own way, so a saved run records which (``AuditRun.product``)."""
+    return "cuda" if str(archive.encoder_config.device or "").startswith("cuda") else "cpu"
 
 
 def _device_product(archive: Session):
-    """The GPU matrix product when the archive was opened for a CUDA device by name (``--device
-    cuda``), else numpy. By name, not by what happens to be loaded or found: a GPU rounds
-    differently, so a standing audit extended by an ``index`` that loaded the model must not take
-    another path than an ``audit run`` that did not."""
-    device = str(archive.encoder_config.device or "")
-    if not device.startswith("cuda"):
+    """The GPU matrix product for ``product_kind`` "cuda", else None (numpy)."""
+    if product_kind(archive) != "cuda":
         return None
     from indexer.model.devices import gpu_matmul
 
-    return gpu_matmul(device)
+    return gpu_matmul(archive.encoder_config.device)
 
 
 def run_audit(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(), standing: bool = False) -> audit_runs.AuditRun:
-    """Score the whole (filtered) archive and save the run; returns the saved run."""
+    """Score the whole (filtered) archive and save the run; returns the saved run. A standing run
+    takes over from the standing runs it replaces (``replaced_by``): they stop being extended."""
     started = time.perf_counter()
     scores = score(archive, labelset, filters)
-    return audit_runs.save_run(
+    older = replaced_by(archive, labelset, filters) if standing else []
+    run = audit_runs.save_run(
         archive, labelset, _filters_json(filters), scores, standing=standing, seconds=time.perf_counter() - started
     )
+    for old in older:
+        audit_runs.set_standing(archive.catalog, old.id, False)
+    return run
+
+
+def replaced_by(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters()) -> list[audit_runs.AuditRun]:
+    """The standing runs a new standing run of ``labelset`` over ``filters`` replaces: those of the
+    same label-set name and filters (an edited label set, watched again), so one set never has two
+    standing runs reporting flags side by side under old and new labels."""
+    scope = _filters_json(filters)
+    return [run for run in audit_runs.standing_runs(archive.catalog) if run.name == labelset.name and run.filters == scope]
 
 
 def start_standing_audit(archive: Session, labelset: LabelSet) -> StandingUpdate | None:
     """``index --audit FILE``: a label set not yet standing is run over the whole archive and kept
-    standing; one already standing (same content) was just extended by the indexing run."""
-    if any(run.labelset_hash == labelset.digest() for run in audit_runs.standing_runs(archive.catalog)):
+    standing (replacing the standing run of an earlier version of the file); one already standing
+    (same content) was just extended by the indexing run."""
+    if any(run.labelset_hash == labelset.digest() and run.filters == _filters_json(SearchFilters())
+           for run in audit_runs.standing_runs(archive.catalog)):
         return None
+    older = [run.id for run in replaced_by(archive, labelset)]
     run = run_audit(archive, labelset, standing=True)
     flagged = audit_runs.results(archive.catalog, run.id).to_pylist()
     recordings = archive.catalog.one("SELECT count(DISTINCT recording_id) FROM audit_results WHERE run_id = ?", [run.id])[0]
-    return StandingUpdate(run.id, run.name, int(recordings), [(r["file"], r["label"], r["score"], r["best_start_s"]) for r in flagged])
+    return StandingUpdate(run.id, run.name, int(recordings), [(r["file"], r["label"], r["score"], r["best_start_s"]) for r in flagged],
+                          replaced=older)
 
 
 def extend_standing_audits(archive: Session, recording_ids: np.ndarray | None = None) -> list[StandingUpdate]:
@@ -226,7 +248,8 @@ def extend_standing_audits(archive: Session, recording_ids: np.ndarray | None = 
     recordings new to it, changed (``recording_ids``: what an indexing run wrote; a changed file is
     also known by its new window ids) or let in by new metadata are scored, those gone or filtered
     out leave, and earlier ones are scored again only where a "top x%" cutoff moved and could change
-    their flags. A newer learned version scores the whole run again. Returns the runs that changed."""
+    their flags. A newer learned version, or another product (``product_kind``: an ``index --device
+    cuda`` extending a run made on the CPU), scores the whole run again. Returns the runs that changed."""
     hinted = np.asarray([] if recording_ids is None else recording_ids, np.int64)
     updates = [_extend(archive, run, hinted) for run in audit_runs.standing_runs(archive.catalog)]
     return [update for update in updates if update is not None]
@@ -237,14 +260,15 @@ def _extend(archive: Session, run: audit_runs.AuditRun, hinted: np.ndarray) -> S
     learned = learned_labels_of(archive, labelset)
     names = [label.name for label in labelset.labels]
     same_versions = {names[i]: found.version for i, found in learned.items()} == run.learned_versions
+    same_scoring = same_versions and run.product == product_kind(archive)  # else all is scored again, not mixed
     seen = archive.catalog.one("SELECT archive_generation FROM audit_runs WHERE id = ?", [run.id])[0]
-    if same_versions and seen == archive.catalog.generation():
+    if same_scoring and seen == archive.catalog.generation():
         return None  # nothing in the catalog moved since the run was last brought up to date
     rules = scoring_labelset(labelset, learned)
     windows = collect_windows(archive, SearchFilters.from_json(json.loads(run.filters)))
     stored = stored_scores(archive.catalog, run)
-    if not same_versions or stored is None or not _consistent(stored, rules):
-        scores = score(archive, labelset, learned=learned, windows=windows)  # all of it, with one version
+    if not same_scoring or stored is None or not _consistent(stored, rules):
+        scores = score(archive, labelset, learned=learned, windows=windows)  # all of it, one version, one product
         return _save(archive, run, scores, len(scores.recording_ids))
     kept = _rows(stored, _unchanged(stored, windows, hinted))
     new = np.setdiff1d(np.unique(windows.recording), kept.recording_ids)  # new, changed, or let in by the filter

@@ -14,17 +14,18 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pa_parquet
 
 from indexer.archive.catalog import Catalog
+from indexer.archive.durable import unwritable_reason
 from indexer.archive.metadata import RECORDING_VIEW, output_name
 from indexer.archive.sql import quote_identifier
 from indexer.audit.labelset import LabelSet, Threshold
-from indexer.audit.scoring import AuditScores
+from indexer.audit.scoring import AuditScores, label_cutoff
 from indexer.errors import AuditError
 from indexer.search.filtering import SearchFilters, date_column
 from indexer.session import Session
 
 RUN_COLUMNS = (
     "id, name, labelset_source, labelset_hash, mode, labels, model_id, model_revision, filters, windows_scored,"
-    " archive_windows, standing, seconds, created_at, updated_at, learned_versions, learned_thresholds"
+    " archive_windows, standing, seconds, created_at, updated_at, learned_versions, learned_thresholds, product"
 )
 
 
@@ -47,6 +48,8 @@ class AuditRun:
     updated_at: datetime
     learned_versions_json: str = "{}"
     learned_thresholds_json: str = "{}"
+    product: str = "cpu"
+    """Where its similarities were computed: 'cpu' (numpy) or 'cuda' (the GPU product)."""
 
     @property
     def scope(self) -> SearchFilters:
@@ -97,7 +100,8 @@ class ScoreSpread:
 
     label: str
     scores: np.ndarray
-    threshold: float  # the label's threshold as a cosine score ("top x%" resolved over these scores)
+    threshold: float  # the cutoff flags were held to: the label's own, raised to the set's min_score
+    own: float = 0.0  # the label's own threshold as a score ("top x%" resolved over these scores)
 
     def percentile(self, value: float) -> float:
         """Percent of recordings scoring at or below ``value`` (the rule audit runs store)."""
@@ -123,13 +127,13 @@ def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditSc
         run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
         catalog.con.execute(
             f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
-            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
             [
                 run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
                 identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
                 seconds, json.dumps(scores.learned_versions, sort_keys=True),
-                json.dumps(scores.learned_thresholds, sort_keys=True), json.dumps(labelset.to_dict(), sort_keys=True),
-                catalog.generation(),
+                json.dumps(scores.learned_thresholds, sort_keys=True), scores.product,
+                json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
             ],
         )
         _insert_results(catalog, run_id, scores)
@@ -151,9 +155,9 @@ def merge_results(archive: Session, run: AuditRun, scores: AuditScores | None) -
             catalog.con.execute("DELETE FROM audit_results WHERE run_id = ?", [run.id])
             _insert_results(catalog, run.id, scores)
             catalog.con.execute(
-                "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, updated_at = now()"
-                " WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
-                                  json.dumps(scores.learned_thresholds, sort_keys=True), run.id],
+                "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, product = ?,"
+                " updated_at = now() WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
+                                                     json.dumps(scores.learned_thresholds, sort_keys=True), scores.product, run.id],
             )
         catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
                             [catalog.window_count(), catalog.generation(), run.id])
@@ -275,15 +279,9 @@ def export(catalog: Catalog, run_id: int, path: Path, fmt: str, all_labels: bool
         else:
             pa_csv.write_csv(out, path)
     except OSError as exc:  # pyarrow raises these as OSError (FileNotFoundError, PermissionError, ...)
-        raise AuditError(f"Cannot write the export to {path}: {_reason(exc, path)}.") from None
+        reason = unwritable_reason(path) or (os.strerror(exc.errno).lower() if exc.errno else str(exc).splitlines()[0])
+        raise AuditError(f"Cannot write the export to {path}: {reason}.") from None
     return out.num_rows
-
-
-def _reason(exc: OSError, path: Path) -> str:
-    """Why a file could not be written, without pyarrow's wording around the system's."""
-    if not path.parent.is_dir():
-        return f"the folder {path.parent} does not exist"
-    return os.strerror(exc.errno).lower() if exc.errno else str(exc).splitlines()[0]
 
 
 _BOTH_SCORED = (
@@ -334,13 +332,9 @@ def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
     threshold = labelset.threshold_for(next(x for x in labelset.labels if x.name == label))
     if label in run.learned_thresholds:  # a learned label flagged where its version's scorer said "present"
         threshold = Threshold("score", run.learned_thresholds[label])
-    cutoff = threshold.value
-    if threshold.kind == "top_percent":  # the rule of scoring's cutoffs: the k-th best, k = ceil(n · x%)
-        keep = max(1, int(np.ceil(len(scores) * threshold.value / 100)))
-        cutoff = float(scores[len(scores) - keep]) if len(scores) else 1.0
-    if labelset.min_score is not None:
-        cutoff = max(cutoff, labelset.min_score)
-    return ScoreSpread(label, scores, float(cutoff))
+    own = float(np.float32(label_cutoff(scores, threshold)))  # as scoring holds it: float32
+    cutoff = max(own, float(np.float32(labelset.min_score))) if labelset.min_score is not None else own
+    return ScoreSpread(label, scores, cutoff, own)
 
 
 def recordings_flagged(catalog: Catalog, run_id: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from indexer.audit.labelset import LabelSet
+from indexer.audit.labelset import LabelSet, Threshold
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class AuditScores:
     windows_scored: int
     learned_versions: dict = field(default_factory=dict)  # learned label name -> the version scored
     learned_thresholds: dict = field(default_factory=dict)  # learned label name -> its scorer's boundary, where used
+    product: str = "cpu"  # where the similarities were computed: "cpu" (numpy) or "cuda"
 
 
 def adjusted_scores(similarity: np.ndarray, n_labels: int, excluded_by: Sequence[Sequence[int]]) -> np.ndarray:
@@ -291,16 +292,21 @@ def label_cutoffs(best: np.ndarray, labelset: LabelSet) -> np.ndarray:
     each label's multiset of best scores, so the recordings may come in any order."""
     cutoffs = np.empty(len(labelset.labels), np.float32)
     for i, label in enumerate(labelset.labels):
-        threshold = labelset.threshold_for(label)
-        if threshold.kind == "top_percent":
-            column = np.sort(best[i])[::-1]
-            keep = max(1, int(np.ceil(len(column) * threshold.value / 100))) if len(column) else 0
-            cutoffs[i] = column[keep - 1] if keep else np.inf
-        else:
-            cutoffs[i] = threshold.value
+        cutoffs[i] = label_cutoff(best[i], labelset.threshold_for(label))
         if labelset.min_score is not None:
             cutoffs[i] = max(cutoffs[i], labelset.min_score)
     return cutoffs
+
+
+def label_cutoff(best: np.ndarray, threshold: Threshold) -> float:
+    """One label's own cutoff, before the set's min_score: its cosine threshold, or for "top x%"
+    the k-th highest of the recordings' best scores, k = ceil(n · x%) (inf when there are none)."""
+    if threshold.kind != "top_percent":
+        return threshold.value
+    if not len(best):
+        return np.inf
+    keep = max(1, int(np.ceil(len(best) * threshold.value / 100)))
+    return float(np.sort(best)[len(best) - keep])
 
 
 def percentiles(best: np.ndarray) -> np.ndarray:

@@ -80,12 +80,9 @@ def audit() -> None:
 @model_options
 def run_command(labelset: LabelSetRequest, archive_dir, filters: FilterRequest, watch, limit, as_json, encoder_config):
     """Run label set FILE (or --labels) over the whole archive and save the run."""
-    from indexer.audit.runner import run_audit
-
     chosen = labelset.load()
     with open_archive(archive_dir, encoder_config) as archive:
-        run = run_audit(archive, chosen, filters.filters(), standing=watch)
-        _show(archive, run, limit, as_json)
+        _run_and_show(archive, chosen, filters.filters(), watch, limit, as_json)
 
 
 @audit.command("watch")
@@ -94,12 +91,21 @@ def run_command(labelset: LabelSetRequest, archive_dir, filters: FilterRequest, 
 @model_options
 def watch_command(labelset: LabelSetRequest, archive_dir, encoder_config):
     """Run a label set now and keep it standing (same as `audit run --watch`)."""
-    from indexer.audit.runner import run_audit
-
     chosen = labelset.load()
     with open_archive(archive_dir, encoder_config) as archive:
-        run = run_audit(archive, chosen, standing=True)
-        _show(archive, run, 20, False)
+        _run_and_show(archive, chosen, FilterRequest(None, None, None, None).filters(), True, 20, False)
+
+
+def _run_and_show(archive, labelset, filters, standing: bool, limit: int, as_json: bool) -> None:
+    """Run and print; a standing run says which standing runs (of an earlier version) it replaces."""
+    from indexer.audit.runner import replaced_by, run_audit
+
+    older = replaced_by(archive, labelset, filters) if standing else []
+    run = run_audit(archive, labelset, filters, standing=standing)
+    _show(archive, run, limit, as_json)
+    if older:
+        Console().err(f"audit run {run.id} replaces standing run {', '.join(str(o.id) for o in older)} "
+                      "(the same label set's name and filters); that one is no longer extended")
 
 
 @audit.command("unwatch")

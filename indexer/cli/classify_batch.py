@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import click
 from rich.table import Table
 
+from indexer.archive.durable import unwritable_reason
 from indexer.cli.index_command import EXIT_SOME_FAILED
 from indexer.cli.output import Console, format_seconds, shown
 from indexer.cli.progress import IndexProgress
@@ -79,14 +80,9 @@ def _check_csv_target(csv_out: str | None) -> None:
     """One sentence now, before the model loads, when the CSV could not be written."""
     if csv_out is None or csv_out == "-":
         return
-    target = Path(csv_out).expanduser()
-    folder = target.parent if str(target.parent) else Path(".")
-    if target.is_dir():
-        raise click.ClickException(f"Cannot write the CSV to {shown(csv_out)}: it is a folder.")
-    if not folder.is_dir():
-        raise click.ClickException(f"Cannot write the CSV to {shown(csv_out)}: the folder {shown(folder)} does not exist.")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise click.ClickException(f"Cannot write the CSV to {shown(csv_out)}: permission denied.")
+    reason = unwritable_reason(Path(csv_out))
+    if reason is not None:
+        raise click.ClickException(shown(f"Cannot write the CSV to {csv_out}: {reason}."))
 
 
 def _no_audio(paths: Sequence[Path], ignored: int) -> str:
@@ -143,11 +139,17 @@ class _Outputs:
 
 
 def _tables(rows: list[dict]) -> list[Table]:
-    """The classified files (what was heard, where), then the failed ones with why; files named
-    from the folder they all share, so two ``call.wav`` in two folders stay apart."""
+    """The classified files (what was heard, where: the highlight, else the best window; the CSV and
+    JSON have both), then the failed ones with why; files named from the folder they all share, so
+    two ``call.wav`` in two folders stay apart."""
     table = Table(title_justify="left")
-    for column in ("file", "best label", "score", "confidence", "best window", "highlight", "detected", "warning"):
-        table.add_column(column, justify="right" if column in ("score", "confidence") else "left", overflow="fold")
+    classified = [row for row in rows if row["status"] == "ok"]
+    optional = {"detected": any(not row["detected"] for row in classified),  # all "yes" says nothing
+                "warning": any(row["warning"] for row in classified)}
+    for column in ("file", "label", "score", "conf.", "heard at", *(c for c, shown_ in optional.items() if shown_)):
+        figure = column in ("score", "conf.", "heard at")  # never broken across lines
+        table.add_column(column, justify="right" if column in ("score", "conf.") else "left", no_wrap=figure,
+                         overflow="fold")
 
     def number(value) -> str:
         return "—" if value is None else f"{value:.3f}"
@@ -166,7 +168,7 @@ def _tables(rows: list[dict]) -> list[Table]:
             continue
         table.add_row(
             name, shown(row["best_label"]), "" if row["score"] is None else number(row["score"]), number(row["confidence"]),
-            span(row["best_start_s"], row["best_end_s"]), span(row["highlight_start_s"], row["highlight_end_s"]),
-            "yes" if row["detected"] else "", shown(row["warning"]),
+            span(row["highlight_start_s"], row["highlight_end_s"]) or span(row["best_start_s"], row["best_end_s"]),
+            *(["yes" if row["detected"] else ""] if optional["detected"] else []), *([shown(row["warning"])] if optional["warning"] else []),
         )
     return [t for t in (table, failed) if t.row_count]

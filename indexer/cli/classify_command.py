@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.classify_batch import run_batch
-from indexer.cli.options import collect, file_model_options, max_duration_option, raw_options, with_default_model
+from indexer.cli.options import collect, file_model_options, max_duration_option, raw_options
 from indexer.cli.output import Console, print_classification
 from indexer.config import DecodeOptions, WindowConfig
 
@@ -83,7 +83,7 @@ def classify(paths, request: ClassifyRequest, max_duration_s, raw, encoder_confi
         multi_label=r.multi_label, threshold=r.threshold, min_score=r.min_score, min_confidence=r.min_confidence,
         highlight=r.highlight,
     )
-    config = with_default_model(encoder_config)
+    config = encoder_config.or_default_model()
     if len(paths) > 1 or paths[0].is_dir() or r.csv_out is not None:
         status = run_batch(paths, names, config, options, r.csv_out, r.as_json, r.quiet)
         if status:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from indexer.cli.options import archive_option, collect, model_options, raw_options, ray_options, with_default_model
+from indexer.cli.options import (
+    archive_option,
+    check_model_folder,
+    collect,
+    model_options,
+    raw_options,
+    ray_options,
+)
 from indexer.cli.output import Console, print_index_report
 from indexer.cli.progress import IndexProgress
 from indexer.config import DecodeOptions, WindowConfig, default_archive_dir
@@ -34,19 +41,6 @@ class IndexRequest:
             return WindowConfig(length_s=length, hop_s=self.hop_s or length)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
-
-
-def check_model_folder(directory: Path, model: str | None) -> None:
-    """ModelMismatchError now, not at the first changed file, when --model names a saved folder
-    whose weights are not the archive's (a hub id is checked when it loads)."""
-    from indexer.archive.manifest import Manifest
-    from indexer.embedding import ModelIdentity
-    from indexer.model.revision import folder_revision
-
-    revision = folder_revision(model)
-    if revision is not None:
-        manifest = Manifest.load(directory.resolve())
-        manifest.check_model(ModelIdentity(str(model), revision, manifest.dim))
 
 
 EXIT_SOME_FAILED = 3
@@ -103,12 +97,14 @@ def index(paths, archive_dir, request: IndexRequest, raw, ray, encoder_config):
         if is_new:  # a new archive records its model's identity, so the model loads first
             from indexer.model.loading import load_encoder
 
-            config = with_default_model(encoder_config)
+            config = encoder_config.or_default_model()
             progress.stage(f"loading the model {config.model} to start a new archive at {directory}")
             encoder = load_encoder(config)
         else:  # loaded only when a file needs it: a re-run over unchanged files loads no model
             encoder = None
-            check_model_folder(directory, encoder_config.model)
+            from indexer.archive.manifest import Manifest
+
+            check_model_folder(Manifest.load(directory.resolve()), encoder_config.model)
         with Archive.open(directory, encoder=encoder, encoder_config=encoder_config, create=True, windows=windows) as archive:
             options = IndexOptions(
                 decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,

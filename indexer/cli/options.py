@@ -69,10 +69,6 @@ def max_duration_option(func: Callable) -> Callable:
     )(func)
 
 
-def with_default_model(config: EncoderConfig) -> EncoderConfig:
-    return config if config.model else dataclasses.replace(config, model=EncoderConfig().model)
-
-
 def _model_flags(model_help: str) -> Callable:
     def decorator(func: Callable) -> Callable:
         @click.option("--model", default=None, envvar="SOUNDTRACE_MODEL", show_envvar=True,
@@ -108,15 +104,29 @@ def archive_option(func: Callable) -> Callable:
     )(func)
 
 
+def check_model_folder(manifest, model: str | None) -> None:
+    """ModelMismatchError now, not at the first words or file that need the model, when --model
+    names a saved folder whose weights are not the archive's (read without torch; a hub id is
+    checked when it loads)."""
+    from indexer.embedding import ModelIdentity
+    from indexer.model.revision import folder_revision
+
+    revision = folder_revision(model)
+    if revision is not None:
+        manifest.check_model(ModelIdentity(str(model), revision, manifest.dim))
+
+
 def open_archive(archive_dir: Path | None, encoder_config: EncoderConfig | None = None, **kwargs):
-    """The archive; the model is loaded now only when ``--model`` names one (else on first use,
-    which an audit of remembered words never reaches)."""
+    """The archive; its model (``--model``, else the archive's own) loads on first use, which a
+    search or audit of remembered words never reaches. Advice on missing weights names ``--model``."""
     from indexer.api import Archive
+    from indexer.errors import ModelNotAvailableError
 
-    directory = archive_dir or default_archive_dir()
-    encoder = None
-    if encoder_config is not None and encoder_config.model:
-        from indexer.model.loading import load_encoder
-
-        encoder = load_encoder(encoder_config)
-    return Archive.open(directory, encoder=encoder, encoder_config=encoder_config, **kwargs)
+    archive = Archive.open(archive_dir or default_archive_dir(), encoder_config=encoder_config, **kwargs)
+    try:
+        check_model_folder(archive.manifest, encoder_config.model if encoder_config else None)
+    except Exception:
+        archive.close()
+        raise
+    archive.model_advice = ModelNotAvailableError.MODEL_OPTION
+    return archive

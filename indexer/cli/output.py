@@ -82,6 +82,8 @@ def print_index_report(console: Console, report) -> None:
         console.err(
             f"audit {update.run_id} ({update.name}): {update.recordings_scored} recordings scored, "
             f"{len(update.new_flags)} new flags" + (f", {update.cleared} cleared" if update.cleared else "")
+            + (f"; it replaces standing run {', '.join(map(str, update.replaced))} (an earlier version of its label set)"
+               if update.replaced else "")
         )
         for path, label, score, start in update.new_flags[:20]:
             console.err(f"  {label}: {Path(path).name} at {format_seconds(start)} (score {score:.3f})")
@@ -146,9 +148,14 @@ def empty_archive_message(directory) -> str:
     )
 
 
+def channel_mark(channel: int, split_channels: bool) -> str:
+    """' ch1' after a time when the archive keeps channels apart; nothing when it mixes them."""
+    return f" ch{channel}" if split_channels else ""
+
+
 def window_place(window, split_channels: bool) -> str:
     """'0:10.0–0:20.0', with the channel when the archive keeps channels apart ('… ch1')."""
-    return f"{format_seconds(window.start_s)}–{format_seconds(window.end_s)}" + (f" ch{window.channel}" if split_channels else "")
+    return f"{format_seconds(window.start_s)}–{format_seconds(window.end_s)}{channel_mark(window.channel, split_channels)}"
 
 
 def print_hits(console: Console, hits, query: str, highlights: dict | None = None, split_channels: bool = False) -> None:
@@ -157,7 +164,7 @@ def print_hits(console: Console, hits, query: str, highlights: dict | None = Non
     if not hits:
         console.err(f"No recordings match {query!r} with these filters.")
         return
-    others = [", ".join(format_seconds(w.start_s) + (f" ch{w.channel}" if split_channels else "") for w in hit.windows[1:])
+    others = [", ".join(format_seconds(w.start_s) + channel_mark(w.channel, split_channels) for w in hit.windows[1:])
               for hit in hits]
     own_width = 4 + 8 + 17 + (19 if split_channels else 16) + 10 + (16 if highlights else 0) + (11 if any(others) else 0)
     widths = {name: fitted_width([shown(output_name(name))] + [shown(hit.metadata.get(name)) for hit in hits])

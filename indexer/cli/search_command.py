@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import click
 
 from indexer.cli.options import archive_option, collect, max_duration_option, model_options, open_archive, raw_options
-from indexer.cli.output import Console, empty_archive_message, print_hits
+from indexer.cli.output import Console, channel_mark, empty_archive_message, print_hits
 from indexer.config import DecodeOptions
 
 
@@ -103,7 +103,7 @@ def _write_hits_csv(rows: list[dict], split_channels: bool) -> None:
     """The ``windows`` field lists each hit window as ``start-end`` (``start-end ch1`` when the
     archive keeps channels apart), separated by semicolons."""
     for row in rows:
-        row["windows"] = ";".join(f"{w['start_s']:g}-{w['end_s']:g}" + (f" ch{w['channel']}" if split_channels else "")
+        row["windows"] = ";".join(f"{w['start_s']:g}-{w['end_s']:g}{channel_mark(w['channel'], split_channels)}"
                                   for w in row["windows"])
     fields = list(dict.fromkeys(key for row in rows for key in row)) or ["rank", "score", "path", "start_s", "end_s"]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")

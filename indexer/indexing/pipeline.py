@@ -110,7 +110,8 @@ def run_indexing(
 ) -> IndexReport:
     started = time.perf_counter()
     report = IndexReport()
-    options = replace(options, decode=replace(options.decode, channels=archive.check_channel_mode(options.decode.channels)))
+    asked = options.decode.channels
+    options = replace(options, decode=replace(options.decode, channels=archive.check_channel_mode(asked)))
     if progress:
         progress.stage("looking for recordings")
     plan = _plan(archive, paths, options, report)
@@ -127,7 +128,7 @@ def run_indexing(
             report.model_seconds = _embed_here(archive, plan, options, committer)
         if options.prune:
             report.pruned = _prune(archive, paths, plan.discovered)
-        archive.record_channel_mode()
+        archive.record_channel_mode(asked)
     finally:
         if progress:
             progress.finish()

@@ -33,8 +33,9 @@ def resolve_device(spec: str) -> torch.device:
 
 def gpu_matmul(device: torch.device | str, chunk_rows: int = 1 << 18) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
     """``queries @ matrix.T`` on a CUDA device, streamed in row chunks to bound GPU memory; None off
-    the GPU, where numpy's BLAS is as fast. Full-archive audits use it when the model is on a GPU."""
-    device = torch.device(device)
+    the GPU, where numpy's BLAS is as fast. Full-archive audits use it with ``--device cuda``; a
+    device this machine lacks is a DeviceError."""
+    device = resolve_device(str(device))
     return _chunked_product(device, chunk_rows) if device.type == "cuda" else None
 
 

@@ -48,13 +48,13 @@ class RecordingHit:
     def to_dict(self) -> dict:
         """One flat row for JSON and CSV: soundtrace's fields, then metadata as ``meta.<column>``,
         so no metadata column can shadow a score, rank or id."""
-        return {
+        own = {
             "rank": self.rank, "recording_id": self.recording_id, "path": self.path, "score": self.score,
             "start_s": self.best.start_s, "end_s": self.best.end_s, "channel": self.best.channel,
-            "window_id": self.best.window_id, "duration_s": self.duration_s,
-            "windows": [vars(w) for w in self.windows], **{k: _plain(v) for k, v in self.properties.items()},
-            **{output_name(k): _plain(v) for k, v in self.metadata.items()},
+            "window_id": self.best.window_id, "duration_s": self.duration_s, "windows": [vars(w) for w in self.windows],
         }
+        return {**own, **{k: _plain(v) for k, v in self.properties.items() if k not in own},
+                **{output_name(k): _plain(v) for k, v in self.metadata.items()}}
 
 
 # --- entry points ------------------------------------------------------------------------------

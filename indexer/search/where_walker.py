@@ -63,6 +63,9 @@ class TreeWalker:
         names = node.get("column_names") or []
         if len(names) != 1 or not isinstance(names[0], str):
             dotted = ".".join(map(str, names))
+            if len(names) == 2 and str(names[0]).lower() == "meta" and str(names[1]).lower() in self.lookup:
+                raise FilterError(f"--where names metadata columns without the 'meta.' outputs put before them: "
+                                  f"write '{names[1]}', not '{dotted}'")
             raise FilterError(f"Use a plain column name instead of '{dotted}' in --where")
         name = names[0]
         if name.lower() in self.lookup or name.lower() in VALUE_KEYWORDS:

@@ -7,6 +7,7 @@ import streamlit as st
 from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import MODES, inline_labelset
 from indexer.audit.labelset_yaml import parse_labelset
+from indexer.audit.explain import unflagged_labels
 from indexer.audit.runner import run_audit
 from search_app import cached, marking, plots, state, widgets
 
@@ -93,9 +94,11 @@ else:
 
 st.subheader("Flagged recordings")
 flagged = audit_runs.results(catalog, run.id).to_pandas(integer_object_nulls=True)
-if flagged.empty:
-    st.info("Nothing was flagged in this run.")
-else:
+unflagged = unflagged_labels(catalog, run.id)
+if unflagged:  # why, in plain text (label names are the user's)
+    st.info("Nothing was flagged in this run, and why:" if flagged.empty else "Labels that flagged nothing, and why:")
+    st.text("\n".join(u.reason for u in unflagged))
+if not flagged.empty:
     marks = marking.flagged_marks(archive, list(flagged.label), [int(w) for w in flagged.best_window_id])
     table = widgets.flagged_rows(flagged, marks or None)
     st.dataframe(table, hide_index=True, column_config=widgets.column_widths(table))
