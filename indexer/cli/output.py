@@ -297,12 +297,13 @@ def print_audit_run(console: Console, run, counts, flagged: list[dict], unflagge
             console.out.print("nothing flagged")
         return
     hits = Table(title="top flagged", title_justify="left")
-    for column in ("score", "label", "recording", "best time", "confidence", "percentile"):
-        hits.add_column(column, overflow="fold")
+    for column in ("score", "label", "recording", "best time", "conf.", "pctl", "window"):
+        figure = column not in ("label", "recording")  # figures and times are never broken across lines
+        hits.add_column(column, no_wrap=figure, overflow="fold", justify="right" if figure and column != "best time" else "left")
     for row in flagged:
         hits.add_row(f"{row['score']:.3f}", shown(row["label"]), shown(Path(row["file"]).name),
                      f"{format_seconds(row['best_start_s'])}–{format_seconds(row['best_end_s'])}",
-                     f"{row['confidence']:.2f}", f"{row['percentile']:.1f}")
+                     f"{row['confidence']:.2f}", f"{row['percentile']:.1f}", str(row["best_window_id"]))
     console.out.print(hits)
 
 
