@@ -60,7 +60,7 @@ class IndexProgress:
         if self.task is not None:
             self.progress.update(self.task, description=message)
         elif not self.disabled:
-            self.console.print(f"{message}…", markup=False)
+            self.console.print(f"{message}…", markup=False, soft_wrap=True)  # a line, never broken mid-path
 
     def start(self, files: int, total_bytes: int) -> None:
         self.stats.files_total = files
