@@ -7,15 +7,18 @@ A thin facade: each method is one call into an engine job, which all take the ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from indexer.archive.integrity import check
 from indexer.audit.runner import extend_standing_audits
 from indexer.config import EncoderConfig
 from indexer.embedding import Encoder
 from indexer.errors import ModelNotAvailableError
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
+from indexer.indexing.repair import RepairReport
+from indexer.indexing.repair import repair as repair_archive
 from indexer.learning.marks import unplaced_marks
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import RecordingHit, search_text
@@ -55,6 +58,25 @@ class Archive(Session):
             # and one after `label learn` brings the audits using that label to its new version
             report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
             report.ann = self.maintain_ann()
+        finally:
+            self.end_write()
+        return report
+
+    def check(self, repair: bool = False, progress: ProgressSink | None = None,
+              check_progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
+        """Same as ``soundtrace check [--repair]``: every byte and invariant verified; with ``repair``,
+        what can be rebuilt is (the model loads only if recordings must be embedded again)."""
+        if not repair:
+            with self.writes_held():
+                return RepairReport(check(self.directory, self.catalog, check_progress))
+        self.begin_write(repairing=True)
+        try:
+            report = repair_archive(self, progress, check_progress)
+            if report.before.ok:
+                return report
+            report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
+            self.maintain_ann()
+            report.after = check(self.directory, self.catalog, check_progress)
         finally:
             self.end_write()
         return report

@@ -119,3 +119,16 @@ class EngineError(SoundtraceError):
 
 class MarkError(QueryError):
     """A mark or a learned label that cannot be made or used: an unknown window or label, a bad marks CSV."""
+
+
+# --- damage ------------------------------------------------------------------------------------
+
+
+class ArchiveDamagedError(ArchiveError):
+    """A file of the archive was deleted, renamed, truncated or altered outside soundtrace; the
+    message names the file and the remedy (usually ``soundtrace check --repair``)."""
+
+
+class ArchiveWriteError(ArchiveError):
+    """The archive's files could not be written (a full disk, permissions, a read-only or
+    immutable file); the write was abandoned and the archive is as it was before it."""

@@ -15,7 +15,6 @@ import pytest
 
 from indexer import Archive, IndexOptions
 from indexer.errors import ModelMismatchError
-from indexer.archive.segments import SegmentFiles
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
 
@@ -48,8 +47,7 @@ def snapshot(directory: Path, encoder=None) -> dict:
         vectors = archive.window_vectors([w[0] for w in windows]) if windows else np.empty((0, 0), np.float32)
         next_id = archive.catalog.next_window_id()
         dead = archive.catalog.dead_window_ids().tolist()
-    segments = SegmentFiles(directory, encoder.identity.dim)
-    stored_bytes = sum(s.path.stat().st_size for s in segments.committed(next_id))
+        stored_bytes = sum(s.path.stat().st_size for s in archive.store.segments)
     return {
         "recordings": recordings,
         "windows": [(*w, v.tobytes()) for w, v in zip(windows, vectors)],

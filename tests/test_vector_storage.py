@@ -17,7 +17,7 @@ import pytest
 
 from indexer import Archive
 from indexer.archive import segments as segments_module
-from indexer.archive.ann import ANN_RECORD
+from indexer.archive.ann import LEGACY_RECORD
 from indexer.archive.catalog import CATALOG_FILE
 from indexer.archive.manifest import MANIFEST_FILE
 from indexer.archive.records import RecordingRow, WindowRows
@@ -61,24 +61,24 @@ from tests.fakes import FakeEncoder
 target, mode, calls = {target}, {mode!r}, [0]
 append, mark = segments.SegmentFiles.append, segments.SegmentFiles.mark_committed
 
-def crashing_append(self, first_id, vectors, committed):
+def crashing_append(self, first_id, vectors, committed, last_chunk):
     calls[0] += 1
     if calls[0] == target and mode == "torn write":  # some rows and half of the next, then death
-        append(self, first_id, vectors[: len(vectors) // 2], committed)
-        last = self.committed(first_id + len(vectors) // 2)[-1] if len(vectors) // 2 else None
+        half = append(self, first_id, vectors[: len(vectors) // 2], committed, last_chunk)
+        last = half.segments[-1] if half.segments else (committed[-1] if committed else None)
         path = last.path if last else self.folder / segments.segment_name(first_id)
         with open(path, "ab") as fh:
             fh.write(vectors.astype("float16").tobytes()[: self.dim])
         os.kill(os.getpid(), signal.SIGKILL)
-    last = append(self, first_id, vectors, committed)
+    last = append(self, first_id, vectors, committed, last_chunk)
     if calls[0] == target and mode == "before commit":
         os.kill(os.getpid(), signal.SIGKILL)
     return last
 
-def crashing_mark(self, last):
-    if calls[0] == target and mode == "before header":
+def crashing_mark(self, touched):
+    if calls[0] == target and mode == "before header" and touched:
         os.kill(os.getpid(), signal.SIGKILL)
-    mark(self, last)
+    mark(self, touched)
 
 segments.SegmentFiles.append, segments.SegmentFiles.mark_committed = crashing_append, crashing_mark
 with Archive.open({arch!r}, encoder=FakeEncoder(), create=True) as archive:
@@ -297,7 +297,7 @@ def test_kill_9_during_an_ann_rebuild_leaves_searches_working(tmp_path, stage):
         again = archive.maintain_ann()
     assert again.windows == 6000
     names = sorted(p.name for p in (tmp_path / "arch" / SEGMENTS_DIR).iterdir())
-    assert [n for n in names if n.startswith("ann-")] == [again.file] and ANN_RECORD in names
+    assert [n for n in names if n.startswith("ann-")] == [again.file] and LEGACY_RECORD not in names
 
 
 # --- audits over the stored float16 rows -----------------------------------------------------------

@@ -3,24 +3,28 @@
 An inverted file (IVF, HNSW coarse quantizer) of 4-bit fast-scan PQ codes, whose ids are window
 ids. It only proposes candidates; ``VectorStore`` re-scores them from the stored float16 rows, so
 PQ's coarse distances decide which windows are looked at, never the scores people see. Its
-parameters, and the recall and latency they gave at build time, are in ``ann.json`` beside it;
-it is built aside and swapped in by renaming that record, so searches never wait for a build.
+parameters, and the recall and latency they gave at build time, are recorded in the catalog with
+the file's size and CRC-32 (``AnnEntry``); it is built aside and swapped in by one catalog
+transaction, so searches never wait for a build. A file that does not match its entry is never
+searched: answers come from the exact scan until ``index`` or ``check --repair`` rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import zlib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import duckdb
 import faiss
 import numpy as np
 
-from indexer.archive.durable import replace_atomically
 from indexer.archive.segments import SEGMENTS_DIR
 
-ANN_RECORD = "ann.json"
+LEGACY_RECORD = "ann.json"
+"""Where archives before catalog migration 012 kept the record (imported by that migration)."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +50,64 @@ class AnnRecord:
     built_at: str
     seconds: float
 
-    def save(self, folder: Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        replace_atomically(folder / ANN_RECORD, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def load(cls, folder: Path) -> "AnnRecord | None":
-        try:
-            data = json.loads((folder / ANN_RECORD).read_text(encoding="utf-8"))
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-        except (OSError, ValueError, KeyError, TypeError):
+    def from_json(cls, text: str) -> "AnnRecord":
+        """The record, every field of its declared type; ValueError for anything else."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        values = {}
+        for field in fields(cls):
+            value = data.get(field.name)
+            kind = {"str": str, "int": int, "float": (int, float)}[field.type]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"{field.name} is not a {field.type}")
+            values[field.name] = float(value) if field.type == "float" else value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AnnEntry:
+    """The catalog's row for the ANN index in force: its record, and the file's size and CRC-32."""
+
+    record: AnnRecord
+    bytes: int
+    crc32: int
+
+    @classmethod
+    def of_file(cls, record: AnnRecord, path: Path) -> "AnnEntry":
+        return cls(record, path.stat().st_size, file_crc(path))
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection) -> "AnnEntry | None":
+        """The entry, or None when no index is built (a row that does not parse counts as none:
+        the next ``index`` builds a new one)."""
+        rows = con.execute("SELECT record, bytes, crc32 FROM ann_index WHERE id = 1").fetchall()
+        if not rows:
             return None
+        try:
+            return cls(AnnRecord.from_json(rows[0][0]), int(rows[0][1]), int(rows[0][2]))
+        except (ValueError, TypeError):
+            return None
+
+    def save(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("INSERT OR REPLACE INTO ann_index VALUES (1, ?, ?, ?, ?)",
+                    [self.record.file, self.bytes, self.crc32, self.record.to_json()])
+
+    @staticmethod
+    def clear(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("DELETE FROM ann_index")
+
+
+def file_crc(path: Path, block: int = 16 << 20) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 class AnnIndex:
@@ -67,17 +118,25 @@ class AnnIndex:
         self.record = record
 
     @classmethod
-    def open(cls, directory: Path, next_window_id: int) -> "AnnIndex | None":
-        """The built index, or None (never built, unreadable, or built past what the catalog holds)."""
-        folder = Path(directory) / SEGMENTS_DIR
-        record = AnnRecord.load(folder)
-        if record is None or record.covers_below > next_window_id:
-            return None
+    def open(cls, directory: Path, entry: AnnEntry | None, next_window_id: int) -> "tuple[AnnIndex | None, str | None]":
+        """The built index and None, or None and why the file cannot be used (None, None: never
+        built). Checked cheaply: the file's presence, size and that FAISS reads it."""
+        if entry is None:
+            return None, None
+        path = Path(directory) / SEGMENTS_DIR / entry.record.file
+        if entry.record.covers_below > next_window_id or "/" in entry.record.file:
+            return None, f"the catalog's record of the ANN index {path} does not fit the archive"
         try:
-            index = faiss.read_index(str(folder / record.file), faiss.IO_FLAG_MMAP_IFC)
-        except Exception:  # noqa: BLE001 - a damaged index only costs speed: searches scan exactly
-            return None
-        return cls(index, record)
+            size = path.stat().st_size
+        except OSError:
+            return None, f"the ANN index file {path} is missing"
+        if size != entry.bytes:
+            return None, f"the ANN index file {path} has {size} bytes where the catalog recorded {entry.bytes}"
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        except Exception:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text: named, never shown
+            return None, f"the ANN index file {path} cannot be read"
+        return cls(index, entry.record), None
 
     @property
     def covers_below(self) -> int:
@@ -104,4 +163,4 @@ class AnnIndex:
         wanted = count or max(self.record.candidates, 2 * k)
         _, ids = self.index.search(np.ascontiguousarray(query[None, :], np.float32), wanted, params=params)
         ids = ids[0]
-        return ids[ids >= 0].astype(np.int64)
+        return np.unique(ids[ids >= 0]).astype(np.int64)  # an id twice (a damaged index) is one candidate

@@ -30,7 +30,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from indexer.archive.ann import ANN_RECORD, AnnIndex, AnnRecord
+from indexer.archive.ann import LEGACY_RECORD, AnnEntry, AnnIndex, AnnRecord
 from indexer.archive.durable import replace_atomically
 from indexer.archive.segments import SEGMENTS_DIR
 from indexer.archive.vector_store import StoreConfig, VectorStore
@@ -72,7 +72,7 @@ def plan(store: VectorStore, config: StoreConfig) -> str:
     """What the archive's size asks of the ANN index: 'none', 'drop', 'keep', 'extend' or 'build'."""
     live = len(store)
     if live < config.ann_min_windows:
-        return "drop" if store.ann is not None else "none"
+        return "drop" if store.ann is not None or store.ann_damage else "none"
     if store.ann is None:
         return "build"
     record = store.ann.record
@@ -85,16 +85,14 @@ def plan(store: VectorStore, config: StoreConfig) -> str:
 
 
 def maintain(directory: Path, step: str, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
-             progress: Progress = no_progress) -> AnnRecord | None:
-    """After an indexing run: do what ``plan`` said. Returns the record now in force (None: exact search)."""
+             progress: Progress = no_progress) -> AnnEntry | None:
+    """After an indexing run: do what ``plan`` said. Returns the catalog entry of the index now in
+    force, its file written (None: exact search); the caller swaps it in."""
     folder = Path(directory) / SEGMENTS_DIR
     if step in ("none", "drop"):
-        if step == "drop":
-            (folder / ANN_RECORD).unlink(missing_ok=True)
-            _tidy(folder, keep=None)
         return None
     if step == "keep":
-        return store.ann.record
+        return AnnEntry.of_file(store.ann.record, folder / store.ann.record.file)
     if step == "extend":
         extended = _extend(folder, store, remembered, config, progress)
         if extended is not None:
@@ -103,7 +101,7 @@ def maintain(directory: Path, step: str, store: VectorStore, remembered: np.ndar
 
 
 def build(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
-          progress: Progress = no_progress) -> AnnRecord:
+          progress: Progress = no_progress) -> AnnEntry:
     """Train a new index on a sample of the stored vectors, add every live window, choose nprobe."""
     started = time.perf_counter()
     live = len(store)
@@ -132,7 +130,7 @@ def _train(index: faiss.Index, sample: np.ndarray) -> None:
 
 
 def _extend(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
-            progress: Progress) -> AnnRecord | None:
+            progress: Progress) -> AnnEntry | None:
     """Add the windows past the index to a copy of it (no retraining); None when recall drops
     below the target at any nprobe up to a quarter of the lists (the data drifted: retrain)."""
     started = time.perf_counter()
@@ -153,7 +151,7 @@ def _add(index: faiss.Index, store: VectorStore, from_id: int, progress: Progres
 
 
 def _choose_and_save(folder: Path, index: faiss.Index, record: AnnRecord, store: VectorStore, remembered: np.ndarray,
-                     config: StoreConfig, started: float, progress: Progress, give_up_above: int | None = None) -> AnnRecord | None:
+                     config: StoreConfig, started: float, progress: Progress, give_up_above: int | None = None) -> AnnEntry | None:
     queries = sample_queries(store, remembered)
     truth = store.search(queries, RECALL_DEPTH, exact=True)
     candidate = AnnIndex(index, record)
@@ -188,9 +186,7 @@ def _choose_and_save(folder: Path, index: faiss.Index, record: AnnRecord, store:
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=round(time.perf_counter() - started, 1),
     )
-    record.save(folder)  # the swap: readers opening from now on use the new index
-    _tidy(folder, keep=name)
-    return record
+    return AnnEntry.of_file(record, folder / name)
 
 
 def _recall(store: VectorStore, ann: AnnIndex, queries: np.ndarray, truth: tuple[np.ndarray, np.ndarray],
@@ -222,8 +218,11 @@ def _subquantizers(dim: int) -> int:
     return dim
 
 
-def _tidy(folder: Path, keep: str | None) -> None:
-    """Remove index files the record no longer names (a reader that has one open keeps its copy)."""
+def tidy(directory: Path, keep: str | None) -> None:
+    """Remove index files the catalog no longer names (a reader that has one open keeps its copy),
+    and the record archives before catalog migration 012 kept beside them."""
+    folder = Path(directory) / SEGMENTS_DIR
+    (folder / LEGACY_RECORD).unlink(missing_ok=True)
     for path in folder.glob("ann-*.faiss*"):
         if path.name != keep:
             path.unlink(missing_ok=True)

@@ -18,6 +18,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from indexer.archive import checksums
+from indexer.archive.ann import AnnEntry
+from indexer.archive.checksums import Chunk
 from indexer.archive.connection import LOCK_WAIT_S, connect
 from indexer.archive.metadata import (
     INTERNAL_COLUMNS,
@@ -34,9 +37,11 @@ from indexer.errors import ArchiveError
 CATALOG_FILE = "catalog.duckdb"
 VECTORS_OUT_VERSION = 6
 """The migration that moved vectors out of ``windows.embedding`` into segment files."""
+CHECKSUMS_VERSION = 12
+"""The migration after which the catalog records every segment chunk's CRC and the ANN's file."""
 
 
-def _migrations() -> list[tuple[int, str]]:
+def migration_files() -> list[tuple[int, str]]:
     folder = resources.files("indexer.archive") / "migrations"
     found = []
     for entry in folder.iterdir():
@@ -135,7 +140,7 @@ class Catalog:
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
         )
         current = self.schema_version()
-        for version, sql in _migrations():
+        for version, sql in migration_files():
             if version <= current:
                 continue
             dead = self._vectors_out() if version == VECTORS_OUT_VERSION else None
@@ -143,11 +148,15 @@ class Catalog:
                 self.con.execute(sql)
                 if dead is not None and len(dead):
                     self.mark_dead(dead)
+                if version == CHECKSUMS_VERSION and self.path is not None:
+                    from indexer.archive.vector_migration import record_checksums
+
+                    record_checksums(self.con, self.path.parent)
                 self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
                 self._refresh_view()
 
     def needs_migration(self) -> bool:
-        return self.schema_version() < max(version for version, _ in _migrations())
+        return self.schema_version() < max(version for version, _ in migration_files())
 
     def _vectors_out(self) -> np.ndarray:
         """Migration 006's Python step: the vectors move to segment files (an in-memory catalog has none)."""
@@ -172,6 +181,28 @@ class Catalog:
 
     def dead_window_ids(self) -> np.ndarray:
         return self.con.sql("SELECT id FROM dead_windows ORDER BY id").fetchnumpy()["id"].astype(np.int64)
+
+    def vector_chunks(self) -> list[Chunk]:
+        """The segment chunks the catalog vouches for, with their CRCs, in id order."""
+        return checksums.load(self.con)
+
+    def ann_entry(self) -> AnnEntry | None:
+        return AnnEntry.load(self.con)
+
+    def set_ann_entry(self, entry: AnnEntry | None) -> None:
+        """Swap the ANN index in force (None: no index), in one transaction."""
+        with self.transaction():
+            if entry is None:
+                AnnEntry.clear(self.con)
+            else:
+                entry.save(self.con)
+            self.bump_generation()
+
+    def record_chunks(self, chunks: Sequence[Chunk]) -> None:
+        """CRCs recomputed by ``check --repair`` over rows no live window uses any more."""
+        with self.transaction():
+            checksums.record(self.con, list(chunks))
+            self.bump_generation()
 
     def mark_dead(self, window_ids: np.ndarray) -> None:
         if len(window_ids):
@@ -229,7 +260,8 @@ class Catalog:
     # --- writes --------------------------------------------------------------------------------
 
     def save_recording(
-        self, row: RecordingRow, windows: WindowRows | None, first_id: int, copy_from: int | None = None
+        self, row: RecordingRow, windows: WindowRows | None, first_id: int, copy_from: int | None = None,
+        chunks: Sequence[Chunk] = (),
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Insert or replace one recording and its windows atomically; the windows' vectors are
         already in the segment files from ``first_id`` on (so the counter must still be there).
@@ -265,11 +297,13 @@ class Catalog:
             else:
                 count = 0
             self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first + count])
+            checksums.record(self.con, list(chunks))
             link_recordings(self.con, [rec_id])
             self.bump_generation()
         return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
 
-    def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows], first_id: int) -> np.ndarray:
+    def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows], first_id: int,
+                       chunks: Sequence[Chunk] = ()) -> np.ndarray:
         """Insert many new recordings and their windows in one transaction (bulk imports: a few
         rows each would otherwise cost a transaction apiece); their vectors are in the segment
         files from ``first_id`` on. Returns the recordings' ids."""
@@ -303,6 +337,7 @@ class Catalog:
                 self.con.unregister("_new_recordings")
                 self.con.unregister("_new_windows")
             self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first_id + total])
+            checksums.record(self.con, list(chunks))
             link_recordings(self.con, ids.tolist())
             self.bump_generation()
         return ids

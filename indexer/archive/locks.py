@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from indexer.errors import ArchiveBusyError, ArchiveError
+from indexer.errors import ArchiveBusyError, ArchiveDamagedError, ArchiveError, ArchiveWriteError
 
 try:
     import fcntl
@@ -50,10 +50,17 @@ class WriterLock:
     def try_acquire(self) -> bool:
         if self._fd is not None:
             return True
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise ArchiveDamagedError(
+                f"Cannot lock the archive at {self.path.parent} for writing: {self.path} is not a plain file; "
+                "remove it (soundtrace makes it again) and run again."
+            )
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:  # a lock file another user made: flock works on a read-only descriptor
             fd = self._open_read_only()
+        except OSError as exc:
+            raise ArchiveWriteError(f"Cannot lock the archive at {self.path.parent} for writing ({exc.strerror or exc}).") from None
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

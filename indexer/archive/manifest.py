@@ -10,11 +10,12 @@ from pathlib import Path
 from indexer.archive.durable import replace_atomically
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
-from indexer.errors import ArchiveError, ModelMismatchError
+from indexer.errors import ArchiveDamagedError, ArchiveError, ModelMismatchError
 
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 2
-"""2: vectors in segment files (catalog migration 006); a soundtrace that knows only 1 must not open it."""
+FORMAT_VERSION = 3
+"""2: vectors in segment files (catalog migration 006); 3: their checksums and the ANN's record in the
+catalog (migration 012). A soundtrace that knows only an older format must not open it."""
 
 
 def _versions() -> dict[str, str]:
@@ -93,12 +94,48 @@ class Manifest:
 
     @classmethod
     def load(cls, directory: Path) -> "Manifest":
+        """The manifest, every field of its declared type; ``ArchiveDamagedError`` naming the file otherwise."""
         path = Path(directory) / MANIFEST_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"The archive manifest {path} cannot be read ({exc}).") from None
-        if data.get("format_version", 0) > FORMAT_VERSION:
+        except OSError as exc:
+            raise ArchiveDamagedError(f"The archive manifest {path} cannot be read ({exc.strerror or exc}).") from None
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise _damaged(path, f"it is not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+        if not isinstance(data, dict):
+            raise _damaged(path, "it does not hold an object")
+        version = data.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise _damaged(path, "its format_version is not a number")
+        if version > FORMAT_VERSION:
             raise ArchiveError(f"The archive at {directory} was written by a newer soundtrace; upgrade to open it.")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {}
+        for name, kinds, required in _FIELDS:
+            if name not in data or (data[name] is None and not required):
+                if required:
+                    raise _damaged(path, f"it has no {name}")
+                continue
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise _damaged(path, f"its {name} is {json.dumps(value)[:40]}")
+            values[name] = value
+        if values["dim"] <= 0 or values["window_s"] <= 0 or values["hop_s"] <= 0:
+            raise _damaged(path, "its dimension or window lengths are not positive")
+        if values.get("channels") not in (None, "mix", "split"):
+            raise _damaged(path, "its channels is neither mix nor split")
+        return cls(**values, format_version=version)
+
+
+_FIELDS = (
+    ("model_id", str, True), ("revision", str, True), ("dim", int, True), ("window_s", (int, float), True),
+    ("hop_s", (int, float), True), ("min_tail_s", (int, float), True), ("logit_scale", (int, float), False),
+    ("channels", str, False), ("created_at", str, False), ("versions", dict, False),
+)
+"""Each stored field, the JSON types it may hold, and whether an archive must have it."""
+
+
+def _damaged(path: Path, why: str) -> ArchiveDamagedError:
+    return ArchiveDamagedError(
+        f"The archive manifest {path} is damaged: {why}. Restore it from a backup (it names the archive's model "
+        "and window settings; `soundtrace check` says what else is wrong)."
+    )

@@ -13,10 +13,11 @@ size, and reopen them when the catalog's generation moves. One process writes at
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -26,12 +27,12 @@ from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
 from indexer.archive.records import RecordingRow, WindowRows
-from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
+from indexer.archive.segments import SEGMENTS_DIR, Appended, SegmentFiles
 from indexer.archive.text_cache import remembered_vectors
-from indexer.archive.vector_store import StoreConfig, VectorStore
+from indexer.archive.vector_store import StoreConfig, StoredLayout, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
-from indexer.errors import ArchiveError, ArchiveNotFoundError, ModelMismatchError
+from indexer.errors import ArchiveDamagedError, ArchiveError, ArchiveNotFoundError, ModelMismatchError
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,17 @@ class ArchiveStorage:
 
     @staticmethod
     def exists(directory: str | Path) -> bool:
+        """Whether ``directory`` holds an archive; ``ArchiveDamagedError`` when it holds part of one
+        (a catalog deleted beside its vectors must never be replaced by an empty one)."""
         directory = Path(directory).expanduser().resolve()
-        return (directory / CATALOG_FILE).exists() and (directory / MANIFEST_FILE).exists()
+        catalog, manifest = (directory / CATALOG_FILE).exists(), (directory / MANIFEST_FILE).exists()
+        if manifest and not catalog:
+            raise ArchiveDamagedError(
+                f"The archive at {directory} has lost its catalog ({directory / CATALOG_FILE} is missing); its vectors "
+                "cannot be used without it — restore catalog.duckdb from a backup, or index the recordings into a new "
+                "--archive directory."
+            )
+        return catalog and manifest
 
     @classmethod
     def open(
@@ -135,15 +145,17 @@ class ArchiveStorage:
 
     @property
     def store(self) -> VectorStore:
-        """The committed vectors, reopened (a few memory maps) when the catalog has moved on."""
+        """The committed vectors, reopened (a few memory maps, each file verified cheaply) when the
+        catalog has moved on; ``ArchiveDamagedError`` names a file that is not as the catalog says."""
         generation = self.catalog.generation()
         if self._store is None or generation != self._store_generation:
-            self._store = VectorStore.open(
-                self.directory, self.manifest.dim, self.catalog.next_window_id(), self.catalog.dead_window_ids(),
-                self.store_config,
-            )
+            self._store = VectorStore.open(self.directory, self.manifest.dim, self.layout(), self.store_config)
             self._store_generation = generation
         return self._store
+
+    def layout(self) -> StoredLayout:
+        catalog = self.catalog
+        return StoredLayout(catalog.next_window_id(), catalog.dead_window_ids(), catalog.vector_chunks(), catalog.ann_entry())
 
     def refresh(self) -> None:
         """Pick up what other processes committed (the next use of ``store`` does it anyway)."""
@@ -185,12 +197,9 @@ class ArchiveStorage:
             vectors = self.store.vectors(self.catalog.window_ids(copy_from))
         else:
             vectors = windows.vectors if windows is not None and len(windows) else None
-        last = None
-        if vectors is not None and len(vectors):
-            last = self.segment_files.append(first, vectors, self.segment_files.committed(first))
-        rec_id, _, _ = self.catalog.save_recording(row, windows, first, copy_from=copy_from)
-        if last is not None:
-            self.segment_files.mark_committed(last)
+        written = self._append(first, vectors)
+        rec_id, _, _ = self.catalog.save_recording(row, windows, first, copy_from=copy_from, chunks=written.chunks)
+        self.segment_files.mark_committed(written.segments)
         return rec_id
 
     def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows]) -> np.ndarray:
@@ -199,13 +208,19 @@ class ArchiveStorage:
         self.begin_write()
         first = self.catalog.next_window_id()
         vectors = [w.vectors for w in windows if len(w)]
-        last = None
-        if vectors:
-            last = self.segment_files.append(first, np.concatenate(vectors), self.segment_files.committed(first))
-        ids = self.catalog.add_recordings(rows, windows, first)
-        if last is not None:
-            self.segment_files.mark_committed(last)
+        written = self._append(first, np.concatenate(vectors) if vectors else None)
+        ids = self.catalog.add_recordings(rows, windows, first, chunks=written.chunks)
+        self.segment_files.mark_committed(written.segments)
         return ids
+
+    def _append(self, first: int, vectors: np.ndarray | None) -> Appended:
+        """Rows for ids ``first …`` into the segment files, durably; nothing counts until the
+        catalog transaction that records the returned chunks commits."""
+        if vectors is None or not len(vectors):
+            return Appended([], [])
+        chunks = self.catalog.vector_chunks()
+        committed = self.segment_files.committed(chunks, first)
+        return self.segment_files.append(first, vectors, committed, chunks[-1] if chunks else None)
 
     def delete_recordings(self, recording_ids: Sequence[int]) -> int:
         self.begin_write()
@@ -245,15 +260,34 @@ class ArchiveStorage:
             self.manifest = replace(self.manifest, channels=mode)
             self.manifest.save(self.directory)
 
-    def begin_write(self) -> None:
+    def begin_write(self, repairing: bool = False) -> None:
         """Take the writer lock (held until ``end_write`` or close), and cut off rows a killed run
-        wrote but never committed."""
+        wrote but never committed; damage found meanwhile is named, unless ``repairing`` it."""
         if self.read_only:
             raise ArchiveError("This archive was opened read-only.")
         if not self._writer.held:
             self._writer.acquire()
-            self.segment_files.discard_uncommitted(self.catalog.next_window_id())
+            try:
+                next_id = self.catalog.next_window_id()
+                self.segment_files.discard_uncommitted(self.segment_files.committed(self.catalog.vector_chunks(), next_id), next_id)
+            except ArchiveDamagedError:
+                if not repairing:
+                    self._writer.release()
+                    raise
+            except BaseException:
+                self._writer.release()
+                raise
             self.refresh()
+
+    @contextmanager
+    def writes_held(self) -> Iterator[None]:
+        """Nobody writes the archive meanwhile (this process's own lock, or a borrowed one for a
+        read-only opening): what ``check`` reads stays still."""
+        if self._writer.held:
+            yield
+            return
+        with WriterLock(self.directory):
+            yield
 
     def end_write(self) -> None:
         """Let other writers in."""
@@ -270,8 +304,11 @@ class ArchiveStorage:
         remembered = remembered_vectors(self.catalog, self.manifest.identity)
         self.catalog.yield_lock()  # the build reads only the segment files: readers may use the catalog
         try:
-            return ann_build.maintain(self.directory, step, store, remembered, self.store_config,
-                                      progress or ann_build.no_progress)
+            entry = ann_build.maintain(self.directory, step, store, remembered, self.store_config,
+                                       progress or ann_build.no_progress)
+            self.catalog.set_ann_entry(entry)  # the swap: readers opening from now on use it
+            ann_build.tidy(self.directory, keep=entry.record.file if entry else None)
+            return entry.record if entry else None
         finally:
             self.refresh()
 

@@ -1,18 +1,23 @@
-"""Migration 006's first step: the vectors of an archive made before segment files move out of
-``windows.embedding`` into ``vectors/``, before the SQL step drops the column.
+"""The Python steps of two migrations. 006: the vectors of an archive made before segment files
+move out of ``windows.embedding`` into ``vectors/``, before the SQL step drops the column. 012: the
+segments' chunk CRCs and the ANN's record enter the catalog, from the files as they are.
 
-It is safe to kill at any moment: until the SQL step commits, the catalog still holds every
-vector and the files written so far are thrown away and written again on the next open.
+Both are safe to kill at any moment: until the migration's transaction commits, the catalog is as
+before and the step runs again on the next open.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
 
-from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
+from indexer.archive import checksums
+from indexer.archive.ann import LEGACY_RECORD, AnnEntry, AnnRecord
+from indexer.archive.segments import SEGMENTS_DIR, Segment, SegmentFiles, verify_cheaply
 
 CHUNK = 65_536
 
@@ -31,7 +36,8 @@ def move_vectors(con: duckdb.DuckDBPyConnection, directory) -> np.ndarray:
     dim = int(row[0][0])
     files = SegmentFiles(directory, dim)
     next_id = int(con.execute("SELECT value FROM state WHERE key = 'next_window_id'").fetchall()[0][0])
-    committed, expected, gaps, last = [], None, [], None
+    committed: list[Segment] = []
+    expected, gaps = None, []
     reader = con.sql(f"SELECT id, embedding::FLOAT[{dim}] FROM windows ORDER BY id").to_arrow_reader(CHUNK)
     for batch in reader:
         ids = batch.column(0).to_numpy().astype(np.int64)
@@ -42,12 +48,43 @@ def move_vectors(con: duckdb.DuckDBPyConnection, directory) -> np.ndarray:
         block[ids - expected] = vectors
         if at - expected > len(ids):
             gaps.append(np.setdiff1d(np.arange(expected, at, dtype=np.int64), ids, assume_unique=True))
-        last = files.append(expected, block, committed)
-        committed = files.committed(at)
+        _extend(committed, files.append(expected, block, committed, None).segments)
         expected = at
     if expected < next_id:  # ids handed out to windows deleted since: dead rows up to the counter
         gaps.append(np.arange(expected, next_id, dtype=np.int64))
-        last = files.append(expected, np.zeros((next_id - expected, dim), np.float32), committed)
-    if last is not None:
-        files.mark_committed(last)
+        _extend(committed, files.append(expected, np.zeros((next_id - expected, dim), np.float32), committed, None).segments)
+    files.mark_committed(committed)
     return np.concatenate(gaps) if gaps else np.empty(0, np.int64)
+
+
+def _extend(committed: list[Segment], touched: list[Segment]) -> None:
+    for segment in touched:
+        if committed and committed[-1].first_id == segment.first_id:
+            committed[-1] = segment
+        else:
+            committed.append(segment)
+
+
+def record_checksums(con: duckdb.DuckDBPyConnection, directory: Path) -> None:
+    """Migration 012's step, inside its transaction: every committed row's chunk CRC, read from the
+    segment files the folder holds (the catalog did not name them before), and the ANN record."""
+    directory = Path(directory)
+    next_id = int(con.execute("SELECT value FROM state WHERE key = 'next_window_id'").fetchall()[0][0])
+    listing = [(first, path) for first, path in SegmentFiles(directory, 1).listing() if first < next_id]
+    if listing:
+        dim = int(json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["dim"])
+        chunks = []
+        for i, (first, path) in enumerate(listing):
+            segment = Segment(path, first, (listing[i + 1][0] if i + 1 < len(listing) else next_id) - first, dim)
+            verify_cheaply(segment)
+            codes = segment.codes()
+            for lo in range(0, segment.rows, checksums.CHUNK_ROWS):
+                rows = np.asarray(codes[lo : lo + checksums.CHUNK_ROWS])
+                chunks.append(checksums.Chunk(first + lo, first, len(rows), checksums.crc_of(rows)))
+        checksums.record(con, chunks)
+    folder = directory / SEGMENTS_DIR
+    try:
+        record = AnnRecord.from_json((folder / LEGACY_RECORD).read_text(encoding="utf-8"))
+        AnnEntry.of_file(record, folder / record.file).save(con)
+    except (OSError, ValueError):
+        pass  # no index, or one that cannot be trusted: the next `index` builds one

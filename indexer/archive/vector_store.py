@@ -15,7 +15,8 @@ from typing import Iterator, Literal
 import faiss
 import numpy as np
 
-from indexer.archive.ann import AnnIndex
+from indexer.archive.ann import AnnEntry, AnnIndex
+from indexer.archive.checksums import Chunk
 from indexer.archive.segments import Segment, SegmentFiles
 from indexer.archive.window_sets import WindowSet
 
@@ -43,6 +44,16 @@ class StoreConfig:
     (≈ 15 ms on the reference machine); a broader one by the ANN, probing more lists."""
 
 
+@dataclass(frozen=True)
+class StoredLayout:
+    """What the catalog says is stored: the id counter, dead windows, the segments' chunks and the ANN."""
+
+    next_window_id: int
+    dead: np.ndarray
+    chunks: list[Chunk]
+    ann: AnnEntry | None
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -58,8 +69,10 @@ class VectorStore:
     """A read-only view of the committed vectors: segments, dead windows, and the ANN if built."""
 
     def __init__(self, segments: list[Segment], dead: np.ndarray, dim: int, ann: AnnIndex | None = None,
-                 config: StoreConfig = StoreConfig()):
+                 config: StoreConfig = StoreConfig(), ann_damage: str | None = None):
         self.segments = segments
+        self.ann_damage = ann_damage
+        """Why the catalog's ANN index is not used (its file is missing or altered), or None."""
         self.dead = np.unique(np.asarray(dead, np.int64))
         self.dim = int(dim)
         self.ann = ann
@@ -71,10 +84,11 @@ class VectorStore:
         self._codes: list[np.ndarray] | None = None
 
     @classmethod
-    def open(cls, directory: Path, dim: int, next_window_id: int, dead: np.ndarray,
-             config: StoreConfig = StoreConfig()) -> "VectorStore":
-        segments = SegmentFiles(directory, dim).committed(next_window_id)
-        return cls(segments, dead, dim, AnnIndex.open(directory, next_window_id), config)
+    def open(cls, directory: Path, dim: int, layout: StoredLayout, config: StoreConfig = StoreConfig()) -> "VectorStore":
+        """The vectors ``layout`` (the catalog's word) describes, each file verified cheaply."""
+        segments = SegmentFiles(directory, dim).committed(layout.chunks, layout.next_window_id)
+        ann, damage = AnnIndex.open(directory, layout.ann, layout.next_window_id)
+        return cls(segments, layout.dead, dim, ann, config, damage)
 
     # --- what is stored ------------------------------------------------------------------------
 

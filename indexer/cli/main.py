@@ -7,6 +7,7 @@ import click
 
 from indexer.cli.archive_commands import app, info
 from indexer.cli.audit_commands import audit
+from indexer.cli.check_command import check
 from indexer.cli.classify_command import classify
 from indexer.cli.index_command import index
 from indexer.cli.label_commands import label
@@ -37,7 +38,7 @@ def cli() -> None:
     """
 
 
-for _command in (index, search, classify, info, audit, label, app):
+for _command in (index, search, classify, info, check, audit, label, app):
     cli.add_command(_command)
 
 

@@ -82,3 +82,27 @@ class IndexProgress:
     def finish(self) -> None:
         if self.task is not None:
             self.progress.update(self.task, completed=self.progress.tasks[0].total)
+
+
+class StageBar:
+    """A bar per stage for work reported as ``(stage, done, total)`` (``soundtrace check``'s
+    reading of every vector byte), on stderr; the same call shape as the ANN build's progress."""
+
+    def __init__(self, disabled: bool = False):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(), console=RichConsole(stderr=True, highlight=False), disable=disabled, transient=True,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.progress.start()
+            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
+        self.progress.update(self.tasks[stage], completed=done, total=max(total, 1))
+
+    def __enter__(self) -> "StageBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()

@@ -1,0 +1,235 @@
+"""Damage done to an archive's files from outside is named, never answered from, and
+``check --repair`` rebuilds what can be rebuilt (issue 20, items 1-6)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexer import Archive
+from indexer.archive import checksums, segments
+from indexer.archive.catalog import CATALOG_FILE
+from indexer.archive.manifest import MANIFEST_FILE
+from indexer.archive.segments import SEGMENTS_DIR
+from indexer.cli.main import cli
+from indexer.errors import ArchiveDamagedError, ArchiveWriteError
+from tests import hostile_inputs
+from tests.audio_factory import write_sequence
+from tests.fakes import FakeEncoder
+
+FREQS = [300, 440, 700, 1200, 2000, 3700]
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    """Eight rows a segment and four a chunk, so a few recordings span several of each."""
+    monkeypatch.setattr(segments, "SEGMENT_ROWS", 8)
+    monkeypatch.setattr(checksums, "CHUNK_ROWS", 4)
+
+
+@pytest.fixture
+def archive_dir(tmp_path, small_segments):
+    drop = tmp_path / "drop"
+    for i, freq in enumerate(FREQS):
+        write_sequence(drop / f"rec{i}.wav", [(freq, 10), (FREQS[(i + 2) % len(FREQS)], 10)])
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
+        archive.index([drop])
+    return arch
+
+
+def answers(arch: Path) -> list[tuple[str, float]]:
+    with Archive.open(arch, encoder=FakeEncoder(), read_only=True) as archive:
+        return [(Path(h.path).name, round(h.score, 5)) for h in archive.search("tone 1200", k=6)]
+
+
+def segment_files(arch: Path) -> list[Path]:
+    return sorted((arch / SEGMENTS_DIR).glob("seg-*.faiss"))
+
+
+def refused(arch: Path, needle: str) -> str:
+    """Search, index and audit each refuse with one sentence naming ``needle``."""
+    with pytest.raises(ArchiveDamagedError) as searched:
+        answers(arch)
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        with pytest.raises(ArchiveDamagedError):
+            archive.index([arch.parent / "drop"])
+        from indexer.audit.labelset import inline_labelset
+        from indexer.audit.runner import run_audit
+
+        with pytest.raises(ArchiveDamagedError):
+            run_audit(archive, inline_labelset("tone 440, tone 1200"))
+    message = str(searched.value)
+    assert needle in message and "\n" not in message and "check --repair" in message
+    return message
+
+
+def test_every_chunk_of_every_segment_has_its_checksum_in_the_catalog(archive_dir):
+    with Archive.open(archive_dir, encoder=FakeEncoder(), read_only=True) as archive:
+        chunks = archive.catalog.vector_chunks()
+        assert sum(c.rows for c in chunks) == archive.catalog.next_window_id() - 1
+        assert all(c.rows <= 4 for c in chunks) and len({c.segment for c in chunks}) == len(segment_files(archive_dir))
+        report = archive.check()
+    assert report.before.ok and report.before.bytes_read == sum(c.rows for c in chunks) * 2 * FakeEncoder().identity.dim
+
+
+def test_a_missing_segment_is_named_then_its_recordings_are_embedded_again(archive_dir):
+    before = answers(archive_dir)
+    victim = segment_files(archive_dir)[1]
+    victim.unlink()
+    refused(archive_dir, victim.name)
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        report = archive.check(repair=True)
+        assert [p.kind for p in report.before.problems] == ["missing-file"]
+        assert report.reembedded and not report.to_reindex and report.after.ok
+    assert answers(archive_dir) == before  # the same recordings and scores, from new rows
+
+
+def test_vectors_replaced_by_a_file_is_named_and_repaired(archive_dir):
+    before = answers(archive_dir)
+    shutil.rmtree(archive_dir / SEGMENTS_DIR)
+    (archive_dir / SEGMENTS_DIR).write_text("not a folder")
+    refused(archive_dir, "seg-")
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        assert archive.check(repair=True).after.ok
+    assert answers(archive_dir) == before
+
+
+def test_a_renamed_segment_is_never_adopted_and_gets_its_name_back(archive_dir):
+    before = answers(archive_dir)
+    first, second = segment_files(archive_dir)[:2]
+    shifted = first.with_name(segments.segment_name(int(first.name[4:16]) + 1))
+    os.rename(first, shifted)
+    refused(archive_dir, first.name)
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        report = archive.check(repair=True)
+        assert {p.kind for p in report.before.problems} == {"missing-file", "stray-file"}
+        assert any("renamed back" in line for line in report.done) and not report.reembedded and report.after.ok
+    assert answers(archive_dir) == before and first.exists() and not shifted.exists()
+
+
+def test_a_stray_segment_of_random_bytes_is_never_read_and_is_moved_aside(archive_dir):
+    before = answers(archive_dir)
+    stray = archive_dir / SEGMENTS_DIR / segments.segment_name(3)
+    stray.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    assert answers(archive_dir) == before  # not adopted: the catalog never named it
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        archive.index([archive_dir.parent / "drop"])
+        assert [p.kind for p in archive.check().before.problems] == ["stray-file"]
+        assert archive.check(repair=True).after.ok
+    assert not stray.exists() and (archive_dir / SEGMENTS_DIR / "stray" / stray.name).exists()
+    assert answers(archive_dir) == before
+
+
+def test_a_damaged_header_is_named_then_written_again(archive_dir):
+    before = answers(archive_dir)
+    victim = segment_files(archive_dir)[0]
+    with open(victim, "r+b") as fh:
+        fh.write(b"JUNK")
+    refused(archive_dir, victim.name)
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        report = archive.check(repair=True)
+        assert [p.kind for p in report.before.problems] == ["header"] and report.after.ok and not report.reembedded
+    assert answers(archive_dir) == before
+
+
+def test_flipped_bytes_inside_the_rows_are_found_by_check_and_embedded_again(archive_dir):
+    before = answers(archive_dir)
+    victim = segment_files(archive_dir)[0]  # eight rows
+    offset = len(segments._header(FakeEncoder().identity.dim)) + 5 * 2 * FakeEncoder().identity.dim + 3
+    with open(victim, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x40]))
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        problems = archive.check().before.problems
+        assert [p.kind for p in problems] == ["checksum"] and victim.name in problems[0].detail
+        first = int(victim.name[4:16])
+        assert problems[0].window_ids == (first + 4, first + 8)  # the one chunk holding row 5
+        report = archive.check(repair=True)
+        assert report.reembedded and report.after.ok
+    assert answers(archive_dir) == before
+
+
+def test_damaged_rows_whose_audio_is_gone_are_set_aside_and_listed(archive_dir):
+    victim = segment_files(archive_dir)[0]
+    with open(victim, "r+b") as fh:
+        fh.seek(len(segments._header(FakeEncoder().identity.dim)) + 1)
+        fh.write(b"\xff\xff")
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        lost = archive.catalog.one("SELECT path FROM recordings r JOIN windows w ON w.recording_id = r.id WHERE w.id = 1")[0]
+    Path(lost).unlink()
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        report = archive.check(repair=True)
+        assert report.to_reindex == [lost] and report.after.ok
+        status, kind = archive.catalog.one("SELECT status, error_kind FROM recordings WHERE path = ?", [lost])
+        assert (status, kind) == ("failed", "vectors_damaged")
+    assert Path(lost).name not in [name for name, _ in answers(archive_dir)]
+
+
+@pytest.mark.parametrize("content", list(hostile_inputs.DAMAGED_MANIFESTS))
+def test_a_damaged_manifest_is_one_sentence_for_every_command(archive_dir, content):
+    (archive_dir / MANIFEST_FILE).write_bytes(hostile_inputs.DAMAGED_MANIFESTS[content])
+    for args in (["search", "tone", "--archive", archive_dir], ["info", "--archive", archive_dir],
+                 ["index", archive_dir.parent / "drop", "--archive", archive_dir], ["check", "--archive", archive_dir]):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert "manifest" in result.output and "Traceback" not in result.output
+
+
+def test_a_lock_file_made_a_folder_is_one_sentence(archive_dir):
+    lock = archive_dir / "writer.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()
+    result = CliRunner().invoke(cli, ["index", str(archive_dir.parent / "drop"), "--archive", str(archive_dir)])
+    assert result.exit_code == 1 and "writer.lock is not a plain file" in result.output and "Traceback" not in result.output
+
+
+def test_a_deleted_catalog_is_named_and_the_vectors_are_kept(archive_dir):
+    (archive_dir / CATALOG_FILE).unlink()
+    kept = {p: p.read_bytes() for p in segment_files(archive_dir)}
+    with pytest.raises(ArchiveDamagedError, match="lost its catalog"):
+        Archive.open(archive_dir, encoder=FakeEncoder(), create=True)
+    result = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir)])
+    assert result.exit_code == 1 and "catalog" in result.output and "is missing" in result.output
+    assert {p: p.read_bytes() for p in segment_files(archive_dir)} == kept
+
+
+def test_a_full_disk_while_writing_vectors_is_one_sentence_and_changes_nothing(archive_dir, monkeypatch, tmp_path):
+    write_sequence(archive_dir.parent / "drop" / "new.wav", [(6000, 10)])
+    with Archive.open(archive_dir, encoder=FakeEncoder(), read_only=True) as archive:
+        windows = archive.catalog.window_count()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segments.os, "fsync", full)
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        with pytest.raises(ArchiveWriteError, match="No space left on device"):
+            archive.index([archive_dir.parent / "drop"])
+    monkeypatch.undo()
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        assert archive.catalog.window_count() == windows and archive.check().before.ok
+        archive.index([archive_dir.parent / "drop"])
+        assert archive.catalog.window_count() > windows and archive.check().before.ok
+
+
+def test_the_cli_check_names_damage_and_repair_mends_it(archive_dir):
+    ok = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir), "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["ok"] is True
+    victim = segment_files(archive_dir)[0]
+    with open(victim, "r+b") as fh:
+        fh.write(b"JUNK")
+    bad = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir)])
+    assert bad.exit_code == 1 and f"{victim} has a damaged header" in bad.output
+    mended = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir), "--repair", "-q"])
+    assert mended.exit_code == 0 and "written again" in mended.output and "whole again" in mended.output, mended.output
