@@ -178,6 +178,11 @@ def measure(directory: Path) -> dict:
         if done.returncode:
             raise SystemExit(done.stderr)
     results["cli_search_s"] = statistics.median(walls)
+    started = time.perf_counter()
+    done = subprocess.run([cli, "check", "--archive", str(directory), "--json", "-q"], capture_output=True, text=True, env=env)
+    results["check"] = {"wall_s": time.perf_counter() - started, **json.loads(done.stdout)}
+    if done.returncode:
+        raise SystemExit(f"soundtrace check found problems in a fresh archive: {done.stdout}")
     return results
 
 
@@ -206,6 +211,8 @@ def report(windows: int, built: dict | None, results: dict) -> None:
         ("  of which mapped page cache (vector files)", f"{results['search'].get('file_rss_mb', 0):,.0f} MB", ""),
         ("CLI search, remembered text (wall)", f"{results['cli_search_s']:.2f} s", "≤ 0.6 s"),
         ("torch imported by search", str(results["search"]["torch"]), "False"),
+        ("soundtrace check: every byte and invariant (wall)", f"{results['check']['wall_s']:.2f} s", "≤ 5 s at 1M"),
+        ("  of which verifying (bytes read)", f"{results['check']['seconds']:.2f} s ({results['check']['bytes_read'] / 2**30:.2f} GiB)", ""),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>22}  target")

@@ -233,3 +233,83 @@ def test_the_cli_check_names_damage_and_repair_mends_it(archive_dir):
     assert bad.exit_code == 1 and f"{victim} has a damaged header" in bad.output
     mended = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir), "--repair", "-q"])
     assert mended.exit_code == 0 and "written again" in mended.output and "whole again" in mended.output, mended.output
+
+
+# --- the ANN index: its file is checked against the catalog, never trusted blindly ---------------
+
+
+def _ann_archive(tmp_path):
+    from tests.test_vector_storage import LOW, _clustered
+
+    archive = _clustered(tmp_path / "ann", 300, LOW)
+    archive.maintain_ann()
+    return archive
+
+
+def test_an_altered_ann_file_is_never_searched_and_check_repair_builds_it_again(tmp_path):
+    from indexer.search.ranking import search_vector
+
+    with _ann_archive(tmp_path) as archive:
+        query = archive.window_vectors([42])[0]
+        exact = [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5, exact=True)]
+        path = archive.directory / SEGMENTS_DIR / archive.store.ann.record.file
+    with open(path, "ab") as fh:
+        fh.write(b"tail added from outside")
+    from tests.test_vector_storage import LOW
+
+    with Archive.open(tmp_path / "ann", encoder=FakeEncoder(), store_config=LOW) as archive:
+        assert archive.store.ann is None and "has" in archive.store.ann_damage  # its size is not the catalog's
+        assert "the ANN index is not used" in archive.info().index_factory
+        assert [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5)] == exact  # the exact scan
+        assert [p.kind for p in archive.check().before.problems] == ["ann"]
+        report = archive.check(repair=True)
+        assert report.after.ok and archive.store.ann is not None
+
+
+def test_an_ann_holding_a_window_twice_is_named_and_its_candidates_are_counted_once(tmp_path):
+    import faiss
+
+    from indexer.archive.ann import AnnEntry
+
+    with _ann_archive(tmp_path) as archive:
+        record = archive.store.ann.record
+        path = archive.directory / SEGMENTS_DIR / record.file
+        index = faiss.read_index(str(path))
+        again = np.arange(1, 101, dtype=np.int64)
+        index.add_with_ids(archive.window_vectors(again), again)  # what a tampered covers_below used to cause
+        faiss.write_index(index, str(path))
+        archive.catalog.set_ann_entry(AnnEntry.of_file(record, path))
+        archive.refresh()
+        candidates = archive.store.ann.candidates(archive.window_vectors([5])[0], 10, None)
+        assert len(candidates) == len(np.unique(candidates))
+        problems = archive.check().before.problems
+        assert [p.kind for p in problems] == ["ann"] and "100 window ids twice" in problems[0].detail
+
+
+def test_an_ann_record_left_beside_the_vectors_is_not_read(tmp_path):
+    """Before migration 012 ``ann.json`` said what the index covered; lowering its covers_below made
+    ``index`` add every window again. The catalog holds the record now."""
+    with _ann_archive(tmp_path) as archive:
+        ntotal = archive.store.ann.index.ntotal
+        (archive.directory / SEGMENTS_DIR / "ann.json").write_text(json.dumps({"covers_below": 1, "recall": "high"}))
+        archive.refresh()
+        archive.maintain_ann()
+        assert archive.store.ann.index.ntotal == ntotal and archive.check().before.ok
+
+
+# --- the whole hostile suite of damage: named, never answered from, mended ---------------------
+
+
+@pytest.mark.parametrize("damage", list(hostile_inputs.ARCHIVE_DAMAGES))
+def test_each_damage_is_named_never_answered_from_and_mended(archive_dir, damage):
+    before = answers(archive_dir)
+    hostile_inputs.ARCHIVE_DAMAGES[damage](archive_dir)
+    try:
+        assert answers(archive_dir) == before  # only a file nobody reads may leave answers standing
+    except ArchiveDamagedError as exc:
+        assert "\n" not in str(exc) and "check --repair" in str(exc)
+    named = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir), "-q"])
+    assert named.exit_code == 1 and "✗" in named.output and "Traceback" not in named.output
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        assert archive.check(repair=True).after.ok
+    assert answers(archive_dir) == before

@@ -126,15 +126,15 @@ def test_a_waiting_reader_gets_the_catalog_from_a_writer_that_yields_and_retakes
 
 def test_audit_results_keep_their_rows_when_the_key_is_dropped(tmp_path, monkeypatch):
     """Migration 004 rebuilds audit_results without its primary key; saved runs survive it."""
-    import indexer.archive.catalog as catalog_module
+    import indexer.archive.schema as schema_module
 
-    every = catalog_module._migrations()
-    monkeypatch.setattr(catalog_module, "_migrations", lambda: [m for m in every if m[0] < 4])
+    every = schema_module.migration_files()
+    monkeypatch.setattr(schema_module, "migration_files", lambda: [m for m in every if m[0] < 4])
     old = Catalog.open(tmp_path)
     row = [1, 7, "dog", 0.5, 0.6, 0.7, 80.0, 3, 1.0, 2.0, 0, 1, 1.0, True, True]
     old.con.execute(f"INSERT INTO audit_results VALUES ({', '.join('?' * len(row))})", row).fetchall()
     old.close()
-    monkeypatch.setattr(catalog_module, "_migrations", lambda: every)
+    monkeypatch.setattr(schema_module, "migration_files", lambda: every)
     new = Catalog.open(tmp_path)
     assert new.schema_version() == max(v for v, _ in every)
     assert new.con.execute("SELECT * FROM audit_results").fetchall() == [tuple(row)]

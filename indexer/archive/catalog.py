@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -18,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from indexer.archive import checksums
+from indexer.archive import checksums, schema
 from indexer.archive.ann import AnnEntry
 from indexer.archive.checksums import Chunk
 from indexer.archive.connection import LOCK_WAIT_S, connect
@@ -32,25 +31,9 @@ from indexer.archive.metadata import (
 )
 from indexer.archive.records import KnownFile, RecordingRow, WindowRows
 from indexer.archive.sql import quote_identifier
-from indexer.errors import ArchiveError
+from indexer.errors import ArchiveError, ArchiveWriteError
 
 CATALOG_FILE = "catalog.duckdb"
-VECTORS_OUT_VERSION = 6
-"""The migration that moved vectors out of ``windows.embedding`` into segment files."""
-CHECKSUMS_VERSION = 12
-"""The migration after which the catalog records every segment chunk's CRC and the ANN's file."""
-
-
-def migration_files() -> list[tuple[int, str]]:
-    folder = resources.files("indexer.archive") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:3].isdigit():
-            found.append((int(name[:3]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
 _MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]i?B$")
 
 
@@ -100,13 +83,34 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """One transaction; a catalog that cannot be written (a full disk, an immutable file) is
+        ``ArchiveWriteError`` with everything rolled back."""
         self.con.execute("BEGIN")
         try:
             yield
+        except (duckdb.IOException, duckdb.TransactionException, duckdb.PermissionException) as exc:
+            self._roll_back()
+            raise self._unwritable(exc) from None
         except BaseException:
-            self.con.execute("ROLLBACK")
+            self._roll_back()
             raise
-        self.con.execute("COMMIT")
+        try:
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._roll_back()
+            raise self._unwritable(exc) from None
+
+    def _roll_back(self) -> None:
+        try:
+            self.con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # a failed COMMIT rolled back already
+
+    def _unwritable(self, exc: Exception) -> ArchiveWriteError:
+        return ArchiveWriteError(
+            f"Cannot write the catalog {self.path} ({str(exc).splitlines()[0][:160]}); nothing was changed — free space "
+            "or fix the permissions and run again."
+        )
 
     @contextmanager
     def memory_limit(self, limit: str) -> Iterator[None]:
@@ -134,37 +138,11 @@ class Catalog:
         return bool(self.one("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name])[0])
 
     def migrate(self) -> None:
-        """Apply numbered migrations not yet applied, each in its own transaction (after its
-        Python step, if it has one, which must be safe to repeat)."""
-        self.con.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-        )
-        current = self.schema_version()
-        for version, sql in migration_files():
-            if version <= current:
-                continue
-            dead = self._vectors_out() if version == VECTORS_OUT_VERSION else None
-            with self.transaction():
-                self.con.execute(sql)
-                if dead is not None and len(dead):
-                    self.mark_dead(dead)
-                if version == CHECKSUMS_VERSION and self.path is not None:
-                    from indexer.archive.vector_migration import record_checksums
-
-                    record_checksums(self.con, self.path.parent)
-                self.con.execute("INSERT INTO schema_migrations VALUES (?, now())", [version])
-                self._refresh_view()
+        """Apply the numbered migrations not yet applied (``schema``)."""
+        schema.migrate(self)
 
     def needs_migration(self) -> bool:
-        return self.schema_version() < max(version for version, _ in migration_files())
-
-    def _vectors_out(self) -> np.ndarray:
-        """Migration 006's Python step: the vectors move to segment files (an in-memory catalog has none)."""
-        if self.path is None:
-            return np.empty(0, np.int64)
-        from indexer.archive.vector_migration import move_vectors
-
-        return move_vectors(self.con, self.path.parent)
+        return self.schema_version() < schema.latest_version()
 
     # --- generation ----------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ import faiss
 import numpy as np
 
 from indexer.archive.ann import file_crc
-from indexer.archive.catalog import CATALOG_FILE, Catalog, migration_files
+from indexer.archive.catalog import CATALOG_FILE, Catalog
+from indexer.archive.schema import migration_files
 from indexer.archive.locks import WriterLock
 from indexer.archive.sql import quote_identifier
 from indexer.archive.checksums import Chunk, crc_of

@@ -335,7 +335,9 @@ class ArchiveStorage:
             windows=self.catalog.window_count(), vectors=len(store), model_id=m.model_id, revision=m.revision,
             dim=m.dim, window_s=m.window_s, hop_s=m.hop_s,
             index_factory=(store.ann.record.factory if store.ann_trusted else
-                           f"exact (float16; {store.ann.record.factory} below its recall target)" if store.ann else "exact (float16)"),
+                           f"exact (float16; {store.ann.record.factory} below its recall target)" if store.ann else
+                           f"exact (float16; the ANN index is not used: {store.ann_damage} — `soundtrace check --repair` "
+                           "builds it again)" if store.ann_damage else "exact (float16)"),
             ann=store.ann.record if store.ann else None, disk_bytes=disk,
             metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
         )

@@ -23,6 +23,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except SoundtraceError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # a full disk or a permission the engine did not foresee: still one sentence
+            where = f" at {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"The system refused a file operation{where} ({exc.strerror or exc}); "
+                                       "free space or fix the permissions and run again.") from None
         except KeyboardInterrupt:
             click.echo("Interrupted; the archive is consistent — run the same command again to resume.", err=True)
             ctx.exit(130)
