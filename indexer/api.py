@@ -72,7 +72,8 @@ class Archive(Session):
         self.begin_write(repairing=True)
         try:
             report = repair_archive(self, progress, check_progress)
-            if report.before.ok:
+            if report.before.ok and not report.recording_ids:
+                report.after = report.before
                 return report
             report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
             self.maintain_ann()

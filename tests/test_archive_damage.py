@@ -313,3 +313,55 @@ def test_each_damage_is_named_never_answered_from_and_mended(archive_dir, damage
     with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
         assert archive.check(repair=True).after.ok
     assert answers(archive_dir) == before
+
+
+REPAIR_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from indexer import Archive
+from indexer.archive import checksums, segments, storage
+from indexer.indexing import repair
+from tests.fakes import FakeEncoder
+
+segments.SEGMENT_ROWS, checksums.CHUNK_ROWS = 8, 4
+stage = {stage!r}
+if stage == "after setting aside":
+    repair._settle_chunks = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+elif stage == "during re-embedding":
+    save = storage.ArchiveStorage.save_recording
+    def save_then_die(self, *a, **k):
+        save(self, *a, **k)
+        os.kill(os.getpid(), signal.SIGKILL)
+    storage.ArchiveStorage.save_recording = save_then_die
+with Archive.open({arch!r}, encoder=FakeEncoder()) as archive:
+    report = archive.check(repair=True)
+    assert report.after.ok, report
+"""
+
+
+@pytest.mark.parametrize("stage", ["after setting aside", "during re-embedding"])
+def test_a_repair_killed_at_any_step_is_finished_by_the_next(archive_dir, stage):
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    before = answers(archive_dir)
+    hostile_inputs.ARCHIVE_DAMAGES["a byte flipped in a segment's rows"](archive_dir)
+    hostile_inputs.ARCHIVE_DAMAGES["a segment deleted"](archive_dir)
+    code = REPAIR_KILLER.format(root=str(root), arch=str(archive_dir), stage=stage)
+    died = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    finished = subprocess.run([sys.executable, "-c", code.replace(f"stage = {stage!r}", "stage = None")], cwd=root,
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert answers(archive_dir) == before
+
+
+def test_a_segment_that_filled_says_so_in_its_header(archive_dir):
+    """A segment that rolled over used to keep the row count of its last commit before filling,
+    so every reader rebuilt its tail in memory on open."""
+    with Archive.open(archive_dir, encoder=FakeEncoder(), read_only=True) as archive:
+        stored = archive.store.segments
+        assert len(stored) >= 2 and all(segments.header_rows(s) == s.rows for s in stored)
+        assert all(tail is None for _, tail, _ in archive.store._open_files())

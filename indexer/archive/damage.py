@@ -58,6 +58,13 @@ def set_aside(catalog: Catalog, recordings: list[tuple[int, str]]) -> None:
         catalog.bump_generation()
 
 
+def set_aside_before(catalog: Catalog) -> list[tuple[int, str]]:
+    """(id, path) of every recording set aside for lost vectors and not embedded again yet."""
+    rows = catalog.con.execute("SELECT id, path FROM recordings WHERE status = 'failed' AND error_kind = ? ORDER BY id",
+                               [DAMAGED_KIND]).fetchall()
+    return [(int(i), str(p)) for i, p in rows]
+
+
 def restore_missing(segment: Segment) -> None:
     """A missing segment file made again as a sparse file of zero rows (every one of them dead)."""
 

@@ -48,7 +48,7 @@ def repair(session, progress: ProgressSink | None = None, check_progress: Callab
     ``report.recording_ids``, maintains the ANN and checks again."""
     report = RepairReport(check(session.directory, session.catalog, check_progress))
     problems = report.before.problems
-    if not any(p.kind in REPAIRABLE for p in problems):
+    if not any(p.kind in REPAIRABLE for p in problems) and not damage.set_aside_before(session.catalog):
         return report
     restored = _files(session, problems, report)
     lost = [p.window_ids for p in problems
@@ -61,7 +61,9 @@ def repair(session, progress: ProgressSink | None = None, check_progress: Callab
         session.catalog.set_ann_entry(None)
         report.done.append("the ANN index was dropped, to be built again from the vectors")
     session.refresh()
-    _reembed(session, [path for _, path in set_aside], report, progress)
+    waiting = damage.set_aside_before(session.catalog)  # this run's, and any a killed repair left
+    report.recording_ids = sorted(set(report.recording_ids) | {i for i, _ in waiting})
+    _reembed(session, [path for _, path in waiting], report, progress)
     return report
 
 
