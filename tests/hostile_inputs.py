@@ -135,4 +135,105 @@ def build(folder: Path, seed: int = 0) -> list[Case]:
     add("markup in a failed name", "special/[bold]junk[red] \x1b[2J.wav", FAILED).write_bytes(b"not audio" * 50)
     (folder / "special" / "folder.wav").mkdir()
     sf.write(add("inside a folder named .wav", "special/folder.wav/inner.wav", INDEXED), good_audio(2.0), RATE)
+    cases += decoding_and_naming_traps(folder)  # issue 20, items 8, 13 and 16 (at the end of this file)
     return cases
+
+
+# --- decoding that took memory by channels x rate; names and links that took each other's rows ---
+# (issue 20, items 8, 13 and 16; tests/test_bounded_decoding.py and tests/test_hostile_names.py)
+
+FLAC_BOMB_RATE, FLAC_BOMB_CHANNELS, FLAC_BOMB_SECONDS = 655_350, 8, 30
+"""FLAC's highest rate and channel count: 30 s of silence is 170 KB on disk and, decoded 30 s at a
+time, 629 MB per block (1.2 GB with the copy the value check took)."""
+
+
+def flac_bomb(path: Path, seconds: int = FLAC_BOMB_SECONDS) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sf.SoundFile(path, "w", FLAC_BOMB_RATE, FLAC_BOMB_CHANNELS, subtype="PCM_16", format="FLAC") as fh:
+        second = np.zeros((FLAC_BOMB_RATE, FLAC_BOMB_CHANNELS), np.int16)
+        for _ in range(seconds):
+            fh.write(second)
+    return path
+
+
+def many_channels_wav(path: Path, channels: int, rate: int = 768_000, claimed_s: float | None = None) -> Path:
+    """A 4 KB WAV of ``channels`` channels at ``rate``; its header may claim ``claimed_s`` of audio."""
+    body = (np.random.default_rng(channels).standard_normal(2048) * 3000).astype("<i2").tobytes()
+    claimed = len(body) if claimed_s is None else int(claimed_s * rate) * channels * 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(wav_header(rate, channels, 16, claimed) + body)
+    return path
+
+
+LITERAL_ESCAPES = "latin1-\\xe9t\\xe9-\\xff.wav"
+"""A valid UTF-8 name spelling, backslashes and all, what the bytes latin1-<E9>t<E9>-<FF>.wav used
+to be keyed as: the next run replaced this recording with that file's failure."""
+
+
+def decoding_and_naming_traps(folder: Path) -> list[Case]:
+    """Files ``build`` adds to the corpus: decoding bombs (a few KB that took gigabytes), a name
+    that spells another file's escaped bytes (and a second non-UTF-8 name escaping to the same
+    text), and a link into /proc that resolves to another file in every process."""
+    cases = [
+        Case("flac 8 ch at 655 kHz", flac_bomb(folder / "bombs" / "silence-8ch-655khz.flac"), INDEXED),
+        Case("wav 16 ch at 768 kHz", many_channels_wav(folder / "bombs" / "16ch-768khz.wav", 16), INDEXED),
+        Case("wav 1,024 ch", many_channels_wav(folder / "bombs" / "1024ch.wav", 1024, claimed_s=0.65), FAILED),
+    ]
+    literal = folder / "names" / LITERAL_ESCAPES
+    literal.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(literal, good_audio(2.0, 660.0), RATE)
+    cases.append(Case("name spelling escaped bytes", literal, INDEXED))
+    # bytes that escaped to the same text as latin1-<E9>t<E9>-<FF>.wav: a backslash, then x, e, 9
+    twin = folder / os.fsdecode(b"names/latin1-\\xe9t\xe9-\xff.wav")
+    sf.write(folder / "names" / "staging.wav", good_audio(2.0), RATE)
+    os.rename(folder / "names" / "staging.wav", os.fsencode(twin))
+    cases.append(Case("name not utf-8, with a backslash", twin, FAILED))
+    link = folder / "links" / "proc-status.wav"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink("/proc/self/status", link)
+    cases.append(Case("link to /proc/self/status", link, FAILED))
+    return cases
+
+
+def _segments_of(archive: Path) -> list[Path]:
+    return sorted((archive / "vectors").glob("seg-*.faiss"))
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x5A]))
+
+
+def _rename_first_segment(archive: Path) -> None:
+    first = _segments_of(archive)[0]
+    first.rename(first.with_name(f"seg-{int(first.name[4:16]) + 1:012d}.faiss"))
+
+
+def _make_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _replace_vectors_with_a_file(archive: Path) -> None:
+    import shutil
+
+    shutil.rmtree(archive / "vectors")
+    (archive / "vectors").write_text("not a folder")
+
+
+ARCHIVE_DAMAGES = {
+    "a segment deleted": lambda a: _segments_of(a)[-1].unlink(),
+    "vectors/ deleted": lambda a: __import__("shutil").rmtree(a / "vectors"),
+    "vectors/ replaced by a file": _replace_vectors_with_a_file,
+    "a segment renamed": _rename_first_segment,
+    "a segment truncated": lambda a: os.truncate(_segments_of(a)[0], _segments_of(a)[0].stat().st_size - 7),
+    "a segment's header damaged": lambda a: _flip(_segments_of(a)[0], 20),
+    "a byte flipped in a segment's rows": lambda a: _flip(_segments_of(a)[0], _segments_of(a)[0].stat().st_size - 5),
+    "a stray segment of random bytes": lambda a: (a / "vectors" / "seg-000000000003.faiss").write_bytes(os.urandom(4096)),
+    "a segment made a folder": lambda a: _make_folder(_segments_of(a)[0]),
+}
+"""Damage done to an archive's files from outside: each must be named (by the commands that need
+the file, and by ``soundtrace check``), never answered from, and mended by ``check --repair``."""

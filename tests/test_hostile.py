@@ -39,11 +39,11 @@ def _outcomes(archive) -> dict[str, tuple[str, str | None, str | None]]:
 
 
 def _judge(cases, outcomes):
-    from indexer.audio.sources import path_text
+    from indexer.audio.sources import path_key
 
     tally, wrong = Counter(), []
     for case in cases:
-        key = path_text(Path(os.path.abspath(case.path)).resolve() if not case.path.is_symlink() else Path(os.path.abspath(case.path)))
+        key = path_key(Path(os.path.abspath(case.path)).resolve() if not case.path.is_symlink() else Path(os.path.abspath(case.path)))
         status, kind, error = outcomes.get(key, ("not recorded", None, None))
         tally["tried"] += 1
         if status == "failed" and error and "\n" not in error:

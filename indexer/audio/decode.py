@@ -1,9 +1,10 @@
 """Decode any recording into 48 kHz float32 blocks, block by block, with typed errors.
 
 The decoders (``decoders``) are tried in turn, FFmpeg as the fallback when libsndfile fails, and
-``guards`` refuse what no recording claims or holds. Memory stays bounded by the block
-length: every decoder reads ``opts.block_s`` at a time and ``soxr.ResampleStream`` carries the
-resampler state across blocks, so streamed output equals one-shot resampling.
+``guards`` refuse what no recording claims or holds. Memory stays bounded by the block: every
+decoder reads ``opts.block_s`` at a time, fewer frames when that would hold more than
+``guards.MAX_BLOCK_SAMPLES`` samples (many channels, high rates), and ``soxr.ResampleStream``
+carries the resampler state across blocks, so streamed output equals one-shot resampling.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import soxr
 
 from indexer.audio.formats import AudioInfo, RawSource, SfSource, SilkSource, Source, is_silk, open_av
-from indexer.audio.guards import check_length, check_rate, check_values, too_long_message
+from indexer.audio.guards import block_frames, check_channels, check_length, check_rate, check_values, too_long_message
 from indexer.config import SAMPLE_RATE, DecodeOptions
 from indexer.errors import AudioError, AudioTooLongError, DecodeError, EmptyAudioError, UnsupportedFormatError
 
@@ -83,6 +84,7 @@ def _open(path: Path, opts: DecodeOptions) -> Source:
         except Exception:
             src = open_av(path)
     check_rate(src.info)
+    check_channels(src.info)
     return src
 
 
@@ -99,6 +101,7 @@ def _first_chunks(
             raise
         fallback = open_av(src.info.path)
         check_rate(fallback.info)
+        check_channels(fallback.info)
         return fallback, _prepend(fallback, start_s, end_s, opts)
 
 
@@ -106,7 +109,7 @@ def _prepend(src: Source, start_s: float, end_s: float | None, opts: DecodeOptio
     info, rate = src.info, src.info.sample_rate  # frames counted per decoder: FFmpeg may see another rate
     check_length(info, opts, start_s, end_s)
     start, stop = int(round(start_s * rate)), None if end_s is None else int(round(end_s * rate))
-    chunks = src.chunks(start, stop, max(1, int(round(opts.block_s * rate))))
+    chunks = src.chunks(start, stop, block_frames(info, opts, info.channels if opts.channels == "split" else 1))
     first = next(chunks, None)
     if first is None:
         if start > 0:

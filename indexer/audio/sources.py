@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,8 @@ class SourceFile:
 
     @property
     def key(self) -> str:
-        """The path as the catalog stores it (see ``path_text``)."""
-        return path_text(self.path)
+        """The path as the catalog stores it (see ``path_key``)."""
+        return path_key(self.path)
 
 
 @dataclass
@@ -70,6 +71,39 @@ def path_text(path: Path | str) -> str:
     except UnicodeEncodeError:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
     return text
+
+
+NOT_UTF8_MARK = "/."
+"""Starts the key of a path that is not UTF-8. A real key is absolute and normalised, so it never
+holds a "." component: no name anyone can give a file spells such a key."""
+
+_KEY_ESCAPE = re.compile(r"\\(?:\\|x([0-9a-f]{2}))")
+
+
+def path_key(path: Path | str) -> str:
+    """The text a recording is known by in the catalog: the path itself when it is UTF-8 (so every
+    existing archive keeps its keys), else ``NOT_UTF8_MARK`` and the bytes with backslashes doubled
+    and each byte that is not UTF-8 as \\xNN. ``path_text`` alone would give a file literally named
+    ``\\xe9.wav`` the key of the byte 0xE9, and the two would take each other's row."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        escaped = os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+        return NOT_UTF8_MARK + escaped if escaped.startswith("/") else "./" + escaped
+
+
+def key_path(key: str) -> Path:
+    """The path whose key is ``key`` (``path_key`` undone): what ``--prune`` looks for on disk."""
+    if not key.startswith(NOT_UTF8_MARK + "/"):
+        return Path(key)
+    text, raw, at = key[len(NOT_UTF8_MARK):], bytearray(), 0
+    for escape in _KEY_ESCAPE.finditer(text):
+        raw += text[at : escape.start()].encode("utf-8") + (bytes([int(escape[1], 16)]) if escape[1] else b"\\")
+        at = escape.end()
+    raw += text[at:].encode("utf-8")
+    return Path(os.fsdecode(bytes(raw)))
 
 
 def discover(paths: Iterable[Path], extensions: frozenset[str] = AUDIO_EXTENSIONS) -> Discovery:
@@ -122,6 +156,9 @@ def _source(candidate: Path) -> SourceFile:
         resolved = candidate.resolve(strict=True)
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
         return _unusable(absolute, "unreadable", _link_problem(absolute, exc))
+    if kernel_folder(resolved):  # keyed by the name it was found under: /proc/self/... resolves anew in each process
+        what = f"a link into {kernel_folder(resolved)}" if absolute.is_symlink() else f"in {kernel_folder(resolved)}"
+        return _unusable(absolute, "not_a_file", f"{path_text(absolute.name)} is {what}, the kernel's files, not a recording.")
     if path_text(resolved) != str(resolved):
         whose = "the file name" if path_text(resolved.name) != resolved.name else "the name of a folder above it"
         return _unusable(
@@ -136,6 +173,16 @@ def _source(candidate: Path) -> SourceFile:
         if test(info.st_mode):
             return SourceFile(resolved, 0, info.st_mtime, Problem("not_a_file", f"{resolved.name} is {what}, not a file."))
     return SourceFile(resolved, info.st_size, info.st_mtime)
+
+
+KERNEL_FOLDERS = ("/proc", "/sys")
+"""The kernel's views of processes and devices: their files are not recordings, and a link to
+/proc/self/... names another file in every process that follows it."""
+
+
+def kernel_folder(path: Path) -> str | None:
+    """/proc or /sys when ``path`` lies in one of them."""
+    return next((top for top in KERNEL_FOLDERS if str(path) == top or str(path).startswith(top + "/")), None)
 
 
 def _unusable(path: Path, kind: str, reason: str) -> SourceFile:

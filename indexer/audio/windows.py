@@ -1,8 +1,8 @@
 """Cut decoded audio into the fixed windows CLAP embeds, with cheap quality figures per window.
 
 soundtrace cuts its own windows (never transformers' random crop) so that a window's vector
-depends only on its samples. Cutting streams over ``decode.stream`` blocks and keeps at most one
-window plus one block in memory, however long the recording.
+depends only on its samples. Cutting streams over ``decode.stream`` blocks and keeps one window
+plus one block in memory, however long the recording.
 """
 
 from __future__ import annotations
@@ -98,15 +98,16 @@ def cut_windows(
     """Windows ordered by start then channel; a short tail is kept (repeat-padded) when it holds at
     least ``cfg.min_tail_s`` of content not already covered, or when it is the only window.
 
-    Holds at most one window plus one block; windows own their samples, but a block may be kept
-    (not copied) until its samples are used, so producers must not refill a block in place."""
+    Holds one buffer of a window plus a block per stream, into which each block is copied (joining
+    blocks into a new array would hold the old and new buffers at once: twice the memory with many
+    channels kept apart); windows own their samples, so producers may reuse a block."""
     length = int(round(cfg.length_s * sample_rate))
     hop = int(round(cfg.hop_s * sample_rate))
     min_tail = int(round(cfg.min_tail_s * sample_rate))
     streams: int | None = None
-    parts: list[np.ndarray] = []  # unconsumed samples, joined only once a whole window is there
+    buf = np.empty((0, 0), np.float32)  # unconsumed samples in buf[:, :have]
     have = 0
-    origin = 0  # absolute sample index of parts[0][:, 0]; always the next window's start
+    origin = 0  # absolute sample index of buf[:, 0]; always the next window's start
     covered = 0  # end of the last full window emitted
     for block in blocks:
         block = np.asarray(block, dtype=np.float32)
@@ -115,28 +116,31 @@ def cut_windows(
             streams = block.shape[0]
         elif block.shape[0] != streams:
             raise ValueError(f"block has {block.shape[0]} streams, earlier blocks had {streams}")
-        if block.shape[1] == 0:
+        n = block.shape[1]
+        if n == 0:
             continue
-        parts.append(block)
-        have += block.shape[1]
-        if have < length:
-            continue
-        buf = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        if have + n > buf.shape[1]:  # the first block, or a longer one than before
+            grown = np.empty((streams, max(have + n, length + n)), np.float32)
+            if have:
+                grown[:, :have] = buf[:, :have]
+            buf = grown
+        buf[:, have : have + n] = block
+        have += n
         start = 0
-        while buf.shape[1] - start >= length:
+        while have - start >= length:
             for ch in range(streams):
                 yield _window(ch, origin + start, buf[ch, start : start + length], length, sample_rate)
             covered = origin + start + length
             start += hop
-        parts = [buf[:, start:]] if buf.shape[1] > start else []
-        have -= start
-        origin += start
+        if start:
+            buf[:, : have - start] = buf[:, start:have]  # the rest moves to the front (numpy copes with the overlap)
+            have -= start
+            origin += start
     if streams is None or have == 0:
         return
-    rest = np.concatenate(parts, axis=1)
     if covered == 0 or (have >= min_tail and origin + have > covered):
         for ch in range(streams):
-            yield _window(ch, origin, rest[ch], length, sample_rate)
+            yield _window(ch, origin, buf[ch, :have], length, sample_rate)
 
 
 def _window(channel: int, start: int, content: np.ndarray, length: int, rate: int) -> Window:

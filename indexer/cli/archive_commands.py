@@ -7,7 +7,7 @@ import json
 import click
 
 from indexer.cli.options import archive_option, model_options
-from indexer.cli.output import Console, print_info
+from indexer.cli.output import Console, print_info, shown
 from indexer.config import default_archive_dir
 
 
@@ -17,16 +17,19 @@ from indexer.config import default_archive_dir
 def info(archive_dir, as_json):
     """What the archive holds: recordings, hours, windows, failures, model, index, size."""
     from indexer.api import Archive
+    from indexer.indexing.shards import STAGING_DIR, staged
 
     directory = archive_dir or default_archive_dir()
     with Archive.open(directory, read_only=True) as archive:
         details = archive.info()
+        shards, shard_bytes = staged(archive.directory / STAGING_DIR)
     if as_json:
         payload = {k: v for k, v in vars(details).items() if k != "failures"}
         payload["failures"] = [vars(f) for f in details.failures]
+        payload.update(staged_shards=shards, staged_bytes=shard_bytes)
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        print_info(Console(), details)
+        print_info(Console(), details, (shards, shard_bytes))
 
 
 @click.command()
@@ -48,5 +51,5 @@ def app(archive_dir, port, host, encoder_config):
 
     directory = (archive_dir or default_archive_dir()).expanduser().resolve()
     argv = command(directory, port, host, encoder_config)
-    click.echo(f"soundtrace app on http://{host}:{port} (archive {directory}); Ctrl-C stops it", err=True)
+    click.echo(shown(f"soundtrace app on http://{host}:{port} (archive {directory}); Ctrl-C stops it"), err=True)
     os.execve(argv[0], argv, {**os.environ, "SOUNDTRACE_ARCHIVE": str(directory)})

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.options import archive_option, collect, model_options, open_archive
-from indexer.cli.output import Console, print_audit_run, print_diff, print_runs
+from indexer.cli.output import Console, print_audit_run, print_diff, print_runs, shown
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def unwatch_command(run_ref, archive_dir):
     with open_archive(archive_dir) as archive:
         run = audit_runs.get_run(archive.catalog, run_ref)
         audit_runs.set_standing(archive.catalog, run.id, False)
-    click.echo(f"audit run {run.id} ({run.name}) is no longer standing")
+    click.echo(shown(f"audit run {run.id} ({run.name}) is no longer standing"))
 
 
 @audit.command("list")
@@ -189,7 +189,7 @@ def export_command(run_ref, archive_dir, csv_path, parquet_path, all_labels, ref
         run = audit_runs.get_run(archive.catalog, run_ref)
         highlights = _refine_flagged(archive, run, refine_top) if refine_top else None
         rows = audit_runs.export(archive.catalog, run.id, csv_path or parquet_path, "csv" if csv_path else "parquet", all_labels, highlights)
-    click.echo(f"wrote {rows} rows to {csv_path or parquet_path}", err=True)
+    click.echo(shown(f"wrote {rows} rows to {csv_path or parquet_path}"), err=True)
 
 
 def _refine_flagged(archive, run, top: int) -> dict:

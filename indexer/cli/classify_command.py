@@ -11,7 +11,7 @@ import click
 
 from indexer.cli.classify_batch import run_batch
 from indexer.cli.options import collect, file_model_options, max_duration_option, raw_options
-from indexer.cli.output import Console, print_classification
+from indexer.cli.output import Console, print_classification, shown
 from indexer.config import DecodeOptions, WindowConfig
 
 
@@ -73,7 +73,7 @@ def classify(paths, request: ClassifyRequest, max_duration_s, raw, encoder_confi
     names = r.label_names()
     for path in paths:
         if not path.is_symlink() and not path.exists():
-            raise click.BadParameter(f"{path} does not exist.", param_hint="PATH")
+            raise click.BadParameter(shown(f"{path} does not exist."), param_hint="PATH")
     try:
         windows = WindowConfig(length_s=r.window_s, hop_s=r.window_s)
     except ValueError as exc:
@@ -91,7 +91,7 @@ def classify(paths, request: ClassifyRequest, max_duration_s, raw, encoder_confi
         return
     file = paths[0]
     if not file.is_file():
-        raise click.BadParameter(f"{file} is not a file.", param_hint="PATH")
+        raise click.BadParameter(shown(f"{file} is not a file."), param_hint="PATH")
     result = classify_file(file, names, load_encoder(config), options)
     if r.as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -11,6 +11,7 @@ from indexer.cli.check_command import check
 from indexer.cli.classify_command import classify
 from indexer.cli.index_command import index
 from indexer.cli.label_commands import label
+from indexer.cli.output import shown
 from indexer.cli.search_command import search
 from indexer.errors import SoundtraceError
 
@@ -22,9 +23,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except SoundtraceError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown(str(exc))) from None  # a file name may hold control characters
         except OSError as exc:  # a full disk or a permission the engine did not foresee: still one sentence
-            where = f" at {exc.filename}" if exc.filename else ""
+            where = f" at {shown(exc.filename)}" if exc.filename else ""
             raise click.ClickException(f"The system refused a file operation{where} ({exc.strerror or exc}); "
                                        "free space or fix the permissions and run again.") from None
         except KeyboardInterrupt:

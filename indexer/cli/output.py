@@ -31,13 +31,15 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 9: "\\t", 13: "\\r", 127: "\\x7f"}
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), *range(127, 160)]} | {10: "\\n", 9: "\\t", 13: "\\r"}
+"""C0 controls (ESC among them), DEL and the C1 controls (U+009B is CSI on its own)."""
 
 
 def shown(value) -> str:
-    """Data (a file name, a reason, a metadata value) as terminal text: control characters escaped,
-    so a name holding ESC or a newline cannot move the cursor or forge a line. Consoles print
-    with markup off, so brackets in names are text too."""
+    """Data (a file name, a reason, a metadata value, a label) as terminal text: control characters
+    escaped, so a name holding ESC or a newline cannot move the cursor or forge a line. Every line
+    and table cell of the CLI holding such text goes through it (``--csv``/``--json`` keep the data
+    as is). Consoles print with markup off, so brackets in names are text too."""
     return "" if value is None else str(value).translate(_CONTROL)
 
 
@@ -199,10 +201,10 @@ def print_classification(console: Console, result, multi_label: bool) -> None:
     info = result.info
     console.out.print(Text.assemble(
         (shown(result.path.name), "bold"),
-        f"  {info.format}, {info.sample_rate} Hz, {info.channels} ch, {format_seconds(result.duration_s)}",
+        shown(f"  {info.format}, {info.sample_rate} Hz, {info.channels} ch, {format_seconds(result.duration_s)}"),
     ))
     for warning in result.warnings:
-        console.out.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
+        console.out.print(Text.assemble(("warning:", "yellow"), shown(f" {warning}")))
     table = Table(title_justify="left")
     for column in ("label", "score", "probability", "confidence", "best window", "highlight", "detected" if multi_label else "top"):
         table.add_column(column, justify="left" if column in ("label", "best window", "highlight") else "right")
@@ -223,7 +225,8 @@ def print_classification(console: Console, result, multi_label: bool) -> None:
 # --- info ----------------------------------------------------------------------------------------
 
 
-def print_info(console: Console, info) -> None:
+def print_info(console: Console, info, staged: tuple[int, int] = (0, 0)) -> None:
+    """``staged``: (shards, bytes) a Ray run finished but had not committed when it stopped."""
     table = Table(show_header=False, title=shown(f"archive {info.directory}"), title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
@@ -231,12 +234,15 @@ def print_info(console: Console, info) -> None:
         ("recordings", f"{info.recordings} indexed, {info.failed} failed"),
         ("audio", f"{info.hours:.2f} h"),
         ("windows", f"{info.windows} ({info.window_s:g} s, hop {info.hop_s:g} s); {info.vectors} vectors in the index"),
-        ("model", f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)"),
-        ("index", _index_line(info)),
+        ("model", shown(f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)")),
+        ("index", shown(_index_line(info))),
         ("metadata", shown(", ".join(info.metadata_columns)) or "none"),
         ("last indexed", f"{info.last_indexed_at:%Y-%m-%d %H:%M:%S}" if info.last_indexed_at else "never"),
         ("size on disk", format_bytes(info.disk_bytes)),
     ]
+    if staged[0]:
+        rows.append(("staged", f"{staged[0]} finished file(s), {format_bytes(staged[1])}, of an --engine ray run that "
+                               "stopped before committing them; the next `index --engine ray` commits them"))
     for row in rows:
         table.add_row(*row)
     console.out.print(table)
@@ -267,7 +273,7 @@ def print_runs(console: Console, runs) -> None:
     for column in ("id", "name", "mode", "labels", "windows", "standing", "when"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        table.add_row(str(run.id), shown(run.name), run.mode, shown(", ".join(run.labels)), str(run.windows_scored),
+        table.add_row(str(run.id), shown(run.name), shown(run.mode), shown(", ".join(run.labels)), str(run.windows_scored),
                       "yes" if run.standing else "", f"{run.created_at:%Y-%m-%d %H:%M}")
     console.out.print(table)
 
@@ -277,7 +283,7 @@ def print_audit_run(console: Console, run, counts, flagged: list[dict], unflagge
     label that flagged nothing, why (``audit.explain``)."""
     console.out.print(Text.assemble(
         (shown(f"audit {run.id}: {run.name}"), "bold"),
-        f" ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, model {run.model_id})"
+        shown(f" ({run.mode}, {run.windows_scored} windows, {run.seconds:.2f} s, model {run.model_id})"),
         f"{' — standing' if run.standing else ''}",
         shown("".join(f"; learned {name!r} version {v}" for name, v in run.learned_versions.items())),
     ))

@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console as RichConsole
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
+
+from indexer.cli.output import shown
 
 
 class _Stats:
@@ -57,8 +60,9 @@ class IndexProgress:
         self.progress.stop()
 
     def stage(self, message: str) -> None:
+        message = shown(message)  # it may name a folder or a model path
         if self.task is not None:
-            self.progress.update(self.task, description=message)
+            self.progress.update(self.task, description=escape(message))  # the bar's column reads markup
         elif not self.disabled:
             self.console.print(f"{message}…", markup=False, soft_wrap=True)  # a line, never broken mid-path
 

@@ -18,12 +18,13 @@ from typing import Iterator, Literal, Protocol, Sequence
 import numpy as np
 
 from indexer.archive.storage import FailedFile
-from indexer.audio.sources import discover
+from indexer.audio.sources import discover, kernel_folder, key_path
 from indexer.audio.windows import Window
 from indexer.config import DecodeOptions, RayOptions
 from indexer.indexing.commits import Committer, PendingFile
 from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome
 from indexer.indexing.one_file import no_vector_reason
+from indexer.indexing.shards import STAGING_DIR, clear_committed
 from indexer.session import Session
 
 
@@ -126,6 +127,7 @@ def run_indexing(
             report.model_seconds = embed_on_ray(archive, plan, options, committer)
         elif plan.todo:
             report.model_seconds = _embed_here(archive, plan, options, committer)
+        clear_committed(options.ray.staging or archive.directory / STAGING_DIR, archive.catalog.indexed_hashes())
         if options.prune:
             report.pruned = _prune(archive, paths, plan.discovered)
         archive.record_channel_mode(asked)
@@ -253,14 +255,18 @@ class _Batcher:
 
 def _prune(archive: Session, roots: Sequence[Path], discovered: set[str]) -> int:
     """Recordings under ``roots`` whose files no longer exist leave the archive (a file this run
-    found is never gone, whatever its catalog key looks like)."""
+    found is never gone, whatever its catalog key looks like); so do failed rows this run did not
+    find: under ``roots`` (no longer a candidate), gone from disk, or in /proc or /sys."""
     resolved = [Path(r).expanduser().resolve() for r in roots]
     gone = []
     for path, known in archive.catalog.known_files().items():
-        p = Path(path)
-        if path in discovered or not any(p == r or r in p.parents for r in resolved):
+        if path in discovered:
             continue
-        if not os.path.lexists(p):
+        p = key_path(path)
+        under = any(p == r or r in p.parents for r in resolved)
+        if known.status == "failed" and (under or kernel_folder(p) or not os.path.lexists(p)):
+            gone.append(known.recording_id)
+        elif under and not os.path.lexists(p):
             gone.append(known.recording_id)
     archive.delete_recordings(gone)
     return len(gone)

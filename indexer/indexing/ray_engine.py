@@ -73,8 +73,7 @@ def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float
     finally:
         if started_here:
             ray.shutdown()
-    staging.remove(staging.finished() & set(archive.catalog.indexed_hashes()))  # committed: no longer needed
-    return seconds
+    return seconds  # the shards committed are cleared by the run (``shards.clear_committed``), whichever engine
 
 
 def _actor_model(archive: Session, config: RayOptions) -> EncoderConfig:

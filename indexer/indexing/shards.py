@@ -31,11 +31,25 @@ _WINDOW_FIELDS = tuple(f.name for f in fields(WindowRows))
 
 
 SHARD_FORMAT = 1
+FINGERPRINT_LENGTH = 16
+"""Hex digits naming a settings folder (``fingerprint``)."""
 
 
 class Staging:
     def __init__(self, root: Path, manifest: Manifest, decode: DecodeOptions, model: EncoderConfig):
         self.folder = Path(root) / fingerprint(manifest, decode, model)
+
+    @classmethod
+    def every(cls, root: Path) -> list["Staging"]:
+        """The staging of each settings folder under ``root`` (whatever settings made them)."""
+        root = Path(root)
+        found = []
+        for folder in sorted(root.iterdir()) if root.is_dir() else ():
+            if folder.is_dir() and len(folder.name) == FINGERPRINT_LENGTH and all(c in "0123456789abcdef" for c in folder.name):
+                staging = cls.__new__(cls)
+                staging.folder = folder
+                found.append(staging)
+        return found
 
     def finished(self) -> frozenset[str]:
         """Content hashes with a shard here."""
@@ -79,6 +93,25 @@ class Staging:
         return self.folder / (digest + SUFFIX)
 
 
+def clear_committed(root: Path, committed) -> int:
+    """Remove the shards of files the catalog already holds (``committed``: content hashes), in every
+    settings folder under ``root``; returns how many. Every run does this, whichever engine: a Ray
+    run killed after its commits but before its clean-up would otherwise leave them for good, as
+    files that are then unchanged never reach the clean-up of a Ray run again."""
+    held, removed = set(committed), 0
+    for staging in Staging.every(root):
+        done = staging.finished() & held
+        staging.remove(done)
+        removed += len(done)
+    return removed
+
+
+def staged(root: Path) -> tuple[int, int]:
+    """(shards, bytes) waiting under ``root`` to be committed: ``info`` counts them."""
+    shards = [p for staging in Staging.every(root) for p in staging.folder.glob("*" + SUFFIX)]
+    return len(shards), sum(p.stat().st_size for p in shards if p.is_file())
+
+
 def fingerprint(manifest: Manifest, decode: DecodeOptions, model: EncoderConfig) -> str:
     """What a window's vector depends on besides its audio, as a short name: the weights, the
     window and decoding settings, the batch shape and the device kind (a GPU's bits are not a CPU's)."""
@@ -87,4 +120,4 @@ def fingerprint(manifest: Manifest, decode: DecodeOptions, model: EncoderConfig)
         "format": SHARD_FORMAT, "revision": identity.revision, "dim": identity.dim, "windows": asdict(manifest.windows),
         "decode": asdict(decode), "batch_size": model.batch_size, "device": model.device.split(":")[0],
     }, sort_keys=True, default=str)
-    return hashlib.sha256(described.encode()).hexdigest()[:16]
+    return hashlib.sha256(described.encode()).hexdigest()[:FINGERPRINT_LENGTH]

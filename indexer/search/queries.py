@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.audio.sources import path_text
+from indexer.audio.sources import path_key
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.embedding import DEFAULT_PROMPTS, l2_normalise
 from indexer.errors import InputPathError, QueryError
@@ -74,7 +74,7 @@ def window_query(archive: Session, window_id: int) -> tuple[np.ndarray, frozense
 
 
 def _overlapping_windows(archive: Session, path: Path, start_s: float, end_s: float) -> frozenset[int]:
-    row = archive.catalog.one("SELECT id FROM recordings WHERE path = ?", [path_text(path)])
+    row = archive.catalog.one("SELECT id FROM recordings WHERE path = ?", [path_key(path)])
     return frozenset() if row is None else _recording_windows_overlapping(archive, row[0], start_s, end_s)
 
 
