@@ -41,11 +41,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from indexer.label_names import NO_LABELS_MESSAGE, label_key, normalise_label, parse_labels, split_labels
+from indexer.label_names import (
+    MAX_LABELS,
+    NO_LABELS_MESSAGE,
+    check_label_count,
+    check_list_length,
+    check_typed_length,
+    label_key,
+    normalise_label,
+    parse_labels,
+    split_labels,
+)
 from indexer.errors import LabelError, LabelSetError
 
 Mode = Literal["exclusive", "multi-label"]
 MODES: tuple[str, ...] = ("exclusive", "multi-label")
+
+MAX_PROMPTS_PER_LABEL = 100
+"""Texts of one label: its name, prompts and exclusions (a handful is usual; more average out)."""
+MAX_PROMPTS = 5_000
+"""Texts of one label set, every label's together, each one row the text encoder embeds: checked
+while the YAML is read, so labels sharing an anchored list (``prompts: *p``) are refused long
+before that list is copied into each (2,000 labels of 2,000 shared prompts were 4 million)."""
 
 THRESHOLD_FORMS = 'a cosine score between -1 and 1 (e.g. 0.3) or a share of the archive such as "top 0.5%"'
 
@@ -218,7 +235,15 @@ def inline_labelset(
     Labels are split and normalised like the origin tool's (``indexer.label_names``); repeating a label
     with the same exclusions is harmless, repeating it with different ones is an error.
     """
+    try:
+        return _inline(labels, name, mode, threshold, min_score, min_confidence)
+    except LabelError as err:  # text too long, or too many labels
+        raise LabelSetError(str(err)) from None
+
+
+def _inline(labels, name, mode, threshold, min_score, min_confidence) -> LabelSet:
     if isinstance(labels, str):
+        check_list_length(labels)
         parts, source = _join_leading_but_not(split_labels(labels)), labels
     else:
         parts = list(labels)
@@ -235,8 +260,10 @@ def inline_labelset(
         earlier = found.setdefault(label_key(label_name), label)
         if earlier.exclude != label.exclude:
             raise LabelSetError(f"Label {label_name!r} is given twice with different exclusions; give it once.")
+        check_label_count(len(found))
     if not found:
         raise LabelSetError(NO_LABELS_MESSAGE)
+    check_bounds(tuple(found.values()))
     if mode not in MODES:
         raise LabelSetError(unknown_mode_message(mode))
     try:
@@ -253,8 +280,36 @@ def inline_labelset(
 # --- shared helpers ----------------------------------------------------------------------------
 
 
+def check_bounds(labels: Sequence[Label]) -> None:
+    """LabelSetError when a set is larger than ``MAX_LABELS``, ``MAX_PROMPTS_PER_LABEL`` or
+    ``MAX_PROMPTS`` allow: before any text is embedded (a set built in Python too)."""
+    if len(labels) > MAX_LABELS:
+        raise LabelSetError(f"The label set has {len(labels):,} labels; a set holds at most {MAX_LABELS:,}, so split it.")
+    total = 0
+    for label in labels:
+        texts = len(label.prompts) + len(label.exclude)
+        if texts > MAX_PROMPTS_PER_LABEL:
+            raise LabelSetError(too_many_prompts(label.name, texts))
+        total += texts
+    if total > MAX_PROMPTS:
+        raise LabelSetError(too_many_texts())
+
+
+def too_many_prompts(name: str, count: int) -> str:
+    return (f"Label {name!r} has {count:,} prompts and exclusions; a label takes at most "
+            f"{MAX_PROMPTS_PER_LABEL} (its name among them).")
+
+
+def too_many_texts() -> str:
+    return f"The label set has more than {MAX_PROMPTS:,} prompts and exclusions in all (names included); split it."
+
+
 def label_text(text: str, what: str) -> tuple[str, tuple[str, ...]]:
     """"humming but not alarm or siren" -> ("humming", ("alarm", "siren")), each part cleaned."""
+    try:
+        check_typed_length(text)  # before the "but not" pattern meets it
+    except LabelError as err:
+        raise LabelSetError(str(err)) from None
     name, *rest = _BUT_NOT.split(text)
     if rest and not normalise_label(name):
         raise LabelSetError(
@@ -285,9 +340,9 @@ def _join_leading_but_not(parts: list[str]) -> list[str]:
 
 def clean_text(text: str, what: str) -> str:
     """One label, prompt or exclusion under the origin tool's rules (edges, spaces, length)."""
-    if not normalise_label(text):
-        raise LabelSetError(f"{what} is empty.")
     try:
+        if not normalise_label(text):
+            raise LabelSetError(f"{what} is empty.")
         return parse_labels([text])[0]
     except LabelError as err:
         raise LabelSetError(str(err)) from None

@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from indexer.label_names import label_key
+from indexer.label_names import MAX_LABELS, label_key
 from indexer.audit.labelset import (
     DEFAULT_THRESHOLD,
+    MAX_PROMPTS,
+    MAX_PROMPTS_PER_LABEL,
     MODES,
     THRESHOLD_FORMS,
     Label,
@@ -22,6 +24,8 @@ from indexer.audit.labelset import (
     clean_text,
     label_text,
     number_text,
+    too_many_prompts,
+    too_many_texts,
     unique_texts,
     unknown_mode_message,
 )
@@ -30,6 +34,10 @@ from indexer.errors import LabelSetError
 SET_KEYS = ("name", "mode", "threshold", "min_score", "min_confidence", "labels")
 LABEL_KEYS = ("name", "learned", "prompts", "synonyms", "not", "exclude", "threshold")
 _ALIASES = {"synonyms": "prompts", "exclude": "not"}
+
+MAX_LABELSET_CHARS = 1_000_000
+"""A label set's text: room for ``MAX_PROMPTS`` texts of 200 characters and their keys; reading
+YAML costs about 5 s per MB here."""
 
 _TAG_NULL = "tag:yaml.org,2002:null"
 _TAG_INT = "tag:yaml.org,2002:int"
@@ -40,7 +48,11 @@ def load_labelset(path: str | Path) -> LabelSet:
     """Read and parse a label set file; errors name the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(4 * MAX_LABELSET_CHARS + 1)  # a UTF-8 character is at most 4 bytes
+        if len(data) > 4 * MAX_LABELSET_CHARS:
+            raise LabelSetError(f"Label set file {str(path)!r} is larger than a label set can be ({MAX_LABELSET_CHARS:,} characters).")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text gives it
     except FileNotFoundError:
         raise LabelSetError(f"Label set file {str(path)!r} does not exist.") from None
     except UnicodeDecodeError:
@@ -60,6 +72,8 @@ class _YamlReader:
 
     def __init__(self, origin: str) -> None:
         self.origin = origin
+        self.texts_seen = 0
+        """Names, prompts and exclusions counted so far, shared aliased lists once per use."""
 
     def fail(self, where: Node | int, message: str) -> LabelSetError:
         line = where if isinstance(where, int) else where.start_mark.line + 1
@@ -92,8 +106,12 @@ class _YamlReader:
     def compose(self, text: str) -> Node | None:
         if not isinstance(text, str):
             raise self.fail(1, f"A label set must be text, not {type(text).__name__}.")
+        if len(text) > MAX_LABELSET_CHARS:
+            raise self.fail(1, f"The label set is {len(text):,} characters long; a set is at most {MAX_LABELSET_CHARS:,}.")
         try:
             return yaml.compose(text, Loader=yaml.SafeLoader)
+        except RecursionError:
+            raise self.fail(1, "Not valid YAML for a label set: it is nested too deeply.") from None
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             problem = (err.problem or err.context or "unreadable").rstrip(".")
@@ -172,6 +190,8 @@ class _YamlReader:
             raise self.fail(node, f"labels must be a list (one - label per line), not {_kind(node)}.")
         if not node.value:
             raise self.fail(node, "labels is empty; list at least one label, one - label per line.")
+        if len(node.value) > MAX_LABELS:
+            raise self.fail(node, f"The label set has {len(node.value):,} labels; a set holds at most {MAX_LABELS:,}, so split it.")
         labels: list[Label] = []
         first_line: dict[str, int] = {}
         for position, entry in enumerate(node.value, start=1):
@@ -206,6 +226,7 @@ class _YamlReader:
             name, from_name = label_text(written, f"Label {position}")
         except LabelSetError as err:
             raise self.fail(name_node, str(err)) from None
+        self.count_texts(name_node, name, 1 + len(from_name) + sum(_count(keys.get(k)) for k in ("prompts", "not")))
         prompts = [(name_node, name)]
         if "prompts" in keys:
             items = self.texts(keys["prompts"], f"The prompts of {name!r}")
@@ -224,6 +245,15 @@ class _YamlReader:
                       learned="learned" in keys)
         return label, name_node
 
+    def count_texts(self, where: Node, name: str, count: int) -> None:
+        """Refuse a label or a set with too many texts before they are read: an aliased list is
+        one node however many labels use it, so this costs one step per label."""
+        if count > MAX_PROMPTS_PER_LABEL:
+            raise self.fail(where, too_many_prompts(name, count))
+        self.texts_seen += count
+        if self.texts_seen > MAX_PROMPTS:
+            raise self.fail(where, too_many_texts())
+
     def texts(self, node: Node, what: str) -> list[ScalarNode]:
         """A single string or a list of strings, as scalar nodes; never empty."""
         items = node.value if isinstance(node, SequenceNode) else [node]
@@ -238,6 +268,11 @@ class _YamlReader:
             return clean_text(text, what)
         except LabelSetError as err:
             raise self.fail(node, str(err)) from None
+
+
+def _count(node: Node | None) -> int:
+    """Texts a ``prompts:`` or ``not:`` value holds (a list, or one string)."""
+    return 0 if node is None else len(node.value) if isinstance(node, SequenceNode) else 1
 
 
 def _kind(node: Node) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 from indexer.archive.catalog import Catalog
 from indexer.archive.segments import to_float32
 from indexer.audit import saved_runs as audit_runs
-from indexer.audit.labelset import LabelSet
+from indexer.audit.labelset import LabelSet, check_bounds
 from indexer.audit.learned_queries import (
     learned_labels_of,
     scorer_thresholds,
@@ -59,6 +59,7 @@ def label_vectors(embed_text: Callable[[list[str]], np.ndarray], labelset: Label
                   learned: dict[int, np.ndarray] | None = None) -> LabelVectors:
     """One ``embed_text`` call (``Session.embed_text``, or an encoder's) for every prompt and exclusion
     of the set; a learned label's row is its given query vector instead (``learned``: by position)."""
+    check_bounds(labelset.labels)  # a set built in Python meets the limits a file or --labels does
     learned = learned or {}
     prompts = [p for i, label in enumerate(labelset.labels) if i not in learned for p in label.prompts]
     excluded = sorted({e for label in labelset.labels for e in label.exclude})

@@ -33,9 +33,33 @@ def mark(name, window_ids, negative, csv_path, note, archive_dir):
     if csv_path and negative:
         raise click.UsageError("--negative is for --window; a CSV says each window's verdict in its positive column.")
     ids, verdicts = read_marks_csv(csv_path) if csv_path else (list(window_ids), not negative)
-    with open_archive(archive_dir) as archive:
-        count = mark_windows(archive, name, ids, verdicts, note=note)
+    with open_archive(archive_dir) as archive, _MarkProgress(len(ids)) as progress:
+        count = mark_windows(archive, name, ids, verdicts, note=note, progress=progress.update)
     click.echo(f"Marked {count} window(s) for {shown(name)!r}.")
+
+
+class _MarkProgress:
+    """A bar on stderr while a long list of marks is written (none for a few)."""
+
+    def __init__(self, total: int):
+        from rich.console import Console as RichConsole
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        from indexer.learning.marks import INSERT_CHUNK
+
+        self.progress = Progress(TextColumn("marking"), BarColumn(), MofNCompleteColumn(), transient=True,
+                                 console=RichConsole(stderr=True), disable=total <= INSERT_CHUNK)
+        self.task = self.progress.add_task("marking", total=total)
+
+    def __enter__(self) -> "_MarkProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def update(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
 
 
 @label.command("list")

@@ -12,15 +12,22 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from indexer.errors import ArchiveError, LabelError, MarkError
 from indexer.label_names import label_key, normalise_label, parse_labels
 from indexer.session import Session
 
 MAX_NOTE_LENGTH = 2_000
+MAX_MARKS = 100_000
+"""Windows one call (one CSV) may mark: they are written in one bulk insert in one transaction
+(≈ 1 s per 100,000), and a fit reads every mark of its label. A million-row CSV is refused after
+its 100,001st row, before any is written."""
+INSERT_CHUNK = 20_000
+"""Marks per INSERT statement, all in one transaction: ``progress`` is told after each."""
 CSV_COLUMNS = ("window_id", "positive")
 _TRUE, _FALSE = {"1", "true", "yes", "y", "positive", "+", "✓"}, {"0", "false", "no", "n", "negative", "-", "✗"}
 
@@ -59,24 +66,28 @@ def writable(archive: Session) -> None:
 
 def clean_label(name: str) -> tuple[str, str]:
     """The label as the audit language cleans it, and its matching key."""
-    if not isinstance(name, str) or not normalise_label(name):
-        raise MarkError('A label name is needed, e.g. "customer yelling".')
     try:
+        if not isinstance(name, str) or not normalise_label(name):
+            raise MarkError('A label name is needed, e.g. "customer yelling".')
         label = parse_labels([name])[0]
-    except LabelError as exc:
+    except LabelError as exc:  # longer than a label can be, before it is cleaned
         raise MarkError(str(exc)) from None
     return label, label_key(label)
 
 
 def mark_windows(archive: Session, name: str, window_ids: Sequence[int], positive: bool | Sequence[bool],
-                 note: str | None = None) -> int:
-    """Mark windows for a label (a window marked again takes the newest verdict). Returns how many."""
+                 note: str | None = None, progress: Callable[[int, int], None] | None = None) -> int:
+    """Mark windows for a label (a window marked again takes the newest verdict: the last row of a
+    list). Returns how many. All or nothing: one transaction of bulk inserts, the values bound as an
+    Arrow table; ``progress(done, total)`` hears after each chunk of ``INSERT_CHUNK``."""
     writable(archive)
     label, key = clean_label(name)
     try:
         ids = [int(i) for i in window_ids]
     except (TypeError, ValueError):
         raise MarkError("Window ids are whole numbers, as `soundtrace search` lists them.") from None
+    if len(ids) > MAX_MARKS:
+        raise MarkError(too_many_marks(f"{len(ids):,} windows were given"))
     verdicts = [bool(positive)] * len(ids) if isinstance(positive, bool) else [bool(p) for p in positive]
     if len(verdicts) != len(ids):
         raise MarkError(f"{len(ids)} window(s) but {len(verdicts)} verdict(s): give one verdict per window.")
@@ -85,27 +96,41 @@ def mark_windows(archive: Session, name: str, window_ids: Sequence[int], positiv
     if not ids:
         return 0
     con = archive.catalog.con
-    in_range = [i for i in ids if 0 <= i < 2**63]
-    rows = con.execute(
-        "SELECT w.id, r.content_hash, w.channel, w.start_s FROM windows w JOIN recordings r ON r.id = w.recording_id"
-        " WHERE w.id IN (SELECT unnest(?::BIGINT[]))", [in_range],
-    ).fetchall()
-    found = {row[0]: row for row in rows}
-    missing = [i for i in ids if i not in found]
-    if missing:
-        shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
-        raise MarkError(f"No indexed window has the id {shown}; window ids are listed by `soundtrace search`.")
+    in_range = [0 <= i < 2**63 for i in ids]
+    marks = pa.table({
+        "row": pa.array(np.flatnonzero(in_range), pa.int64()),
+        "window_id": pa.array([i for i, ok in zip(ids, in_range) if ok], pa.int64()),
+        "positive": pa.array([v for v, ok in zip(verdicts, in_range) if ok], pa.bool_()),
+    })
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with archive.catalog.transaction():
-        label = con.execute("SELECT min(label) FROM label_marks WHERE label_key = ?", [key]).fetchone()[0] or label
-        for window_id, verdict in zip(ids, verdicts):
-            _, digest, channel, start_s = found[window_id]
-            con.execute(
-                "INSERT OR REPLACE INTO label_marks (label_key, label, content_hash, channel, start_s, positive,"
-                " marked_window_id, note, marked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [key, label, digest, channel, start_s, verdict, window_id, note, now],
-            )
+    con.register("_new_marks", marks)
+    try:
+        with archive.catalog.transaction():
+            found = {int(i) for i in con.execute(
+                "SELECT DISTINCT m.window_id FROM _new_marks m SEMI JOIN windows w ON w.id = m.window_id").fetchnumpy()["window_id"]}
+            missing = [i for i in ids if i not in found]
+            if missing:
+                shown = ", ".join(str(i) for i in missing[:5]) + (" …" if len(missing) > 5 else "")
+                raise MarkError(f"No indexed window has the id {shown}; window ids are listed by `soundtrace search`.")
+            label = con.execute("SELECT min(label) FROM label_marks WHERE label_key = ?", [key]).fetchone()[0] or label
+            for lo in range(0, len(ids), INSERT_CHUNK):
+                con.execute(  # the last row for the same audio wins, as it would row by row
+                    "INSERT OR REPLACE INTO label_marks (label_key, label, content_hash, channel, start_s, positive,"
+                    " marked_window_id, note, marked_at) SELECT ?, ?, r.content_hash, w.channel, w.start_s, m.positive,"
+                    " m.window_id, ?, ? FROM _new_marks m JOIN windows w ON w.id = m.window_id"
+                    " JOIN recordings r ON r.id = w.recording_id WHERE m.row >= ? AND m.row < ?"
+                    " QUALIFY row_number() OVER (PARTITION BY r.content_hash, w.channel, w.start_s ORDER BY m.row DESC) = 1",
+                    [key, label, note, now, lo, lo + INSERT_CHUNK],
+                )
+                if progress is not None:
+                    progress(min(lo + INSERT_CHUNK, len(ids)), len(ids))
+    finally:
+        con.unregister("_new_marks")
     return len(ids)
+
+
+def too_many_marks(what: str) -> str:
+    return f"{what}; one call marks at most {MAX_MARKS:,} windows, so split the marks into several files."
 
 
 def read_marks_csv(path: Path) -> tuple[list[int], list[bool]]:
@@ -118,6 +143,8 @@ def read_marks_csv(path: Path) -> tuple[list[int], list[bool]]:
                 raise MarkError(f"{path.name} needs the columns {', '.join(CSV_COLUMNS)}; it has {', '.join(header) or 'none'}.")
             ids, verdicts = [], []
             for line, row in enumerate(reader, start=2):
+                if len(ids) == MAX_MARKS:
+                    raise MarkError(too_many_marks(f"{path.name} has more than {MAX_MARKS:,} rows"))
                 if None in row:
                     raise MarkError(f"{path.name} line {line} has more fields than the header ({', '.join(header)}).")
                 row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}

@@ -10,9 +10,14 @@ taken. Nothing from data is written into SQL text: the user's ``--where`` is the
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import duckdb
+import numpy as np
 
 from indexer.archive.catalog import Catalog
 from indexer.archive.metadata import RECORDING_VIEW
@@ -23,6 +28,11 @@ from indexer.search.where import validate_where
 FILTER_MEMORY_LIMIT = "1GB"
 """DuckDB memory a filter query's joins and sorts may use. It does not bound the text an
 expression builds; that is ``where_walker.MAX_REPLACEMENT``'s job."""
+
+FILTER_TIME_LIMIT_S = 30.0
+"""A filter query is interrupted after this long (≈ 0.2 s is usual at 10M windows). DuckDB
+notices an interrupt between chunks of 2,048 rows, so the bounds on what one row may cost
+(``where_regex``, ``MAX_REPLACEMENT``) are what keep the stop prompt."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,53 @@ def filtered_window_ids_sql(where: RecordingFilter) -> str:
         f"SELECT w.id FROM windows w WHERE w.recording_id IN (SELECT id FROM {RECORDING_VIEW} WHERE {where.sql})"
         " ORDER BY w.id"
     )
+
+
+def filtered_window_ids(catalog: Catalog, where: RecordingFilter) -> np.ndarray:
+    """``filtered_window_ids_sql``'s answer, under ``FILTER_MEMORY_LIMIT`` and ``FILTER_TIME_LIMIT_S``
+    (search, the app and audits all filter here); FilterError when either is met."""
+    con = catalog.con
+    try:
+        with catalog.memory_limit(FILTER_MEMORY_LIMIT), _time_limit(con, FILTER_TIME_LIMIT_S):
+            result = con.execute(filtered_window_ids_sql(where), list(where.params)).fetchnumpy()
+    except duckdb.Error as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
+        raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
+    return result["id"].astype(np.int64)
+
+
+class _TimedOut(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(con: duckdb.DuckDBPyConnection, seconds: float) -> Iterator[None]:
+    """Interrupt ``con`` (from a timer thread) if the block runs past ``seconds``. The timer can
+    only interrupt while the block runs: an interrupt landing on an idle connection is ignored."""
+    lock = threading.Lock()
+    state = {"running": True, "fired": False}
+
+    def stop() -> None:
+        with lock:
+            if state["running"]:
+                state["fired"] = True
+                con.interrupt()
+
+    timer = threading.Timer(seconds, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        if not state["fired"]:
+            raise  # Ctrl-C, not the limit
+        raise FilterError(
+            f"The filter ran longer than {seconds:g} s and was stopped; narrow it (fewer or simpler patterns "
+            "and functions) and try again"
+        ) from None
+    finally:
+        with lock:
+            state["running"] = False
+        timer.cancel()
 
 
 def _compile_picks(picks: Picks, columns: Mapping[str, str], clauses: list[str], params: list[Any]) -> None:

@@ -6,15 +6,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import duckdb
 import numpy as np
 
 from indexer.archive.metadata import INTERNAL_COLUMNS, RECORDING_VIEW, output_name
 from indexer.archive.window_sets import WindowSet
 from indexer.config import REQUEST_MAX_DURATION_S, DecodeOptions
 from indexer.embedding import DEFAULT_PROMPTS
-from indexer.errors import FilterError, QueryError
-from indexer.search.filtering import FILTER_MEMORY_LIMIT, SearchFilters, filtered_window_ids_sql, recording_filter
+from indexer.errors import QueryError
+from indexer.search.filtering import SearchFilters, filtered_window_ids, recording_filter
 from indexer.search.queries import ClipSpec, clip_query, text_query, window_query
 from indexer.session import Session
 
@@ -134,12 +133,7 @@ def allowed_windows(archive: Session, filters: SearchFilters) -> WindowSet | Non
     if key in _filter_cache:
         _filter_cache.move_to_end(key)
         return _filter_cache[key]
-    try:
-        with archive.catalog.memory_limit(FILTER_MEMORY_LIMIT):
-            result = archive.catalog.con.execute(filtered_window_ids_sql(where), list(where.params)).fetchnumpy()
-    except duckdb.Error as exc:  # a type error the validator cannot see (e.g. comparing text to a number)
-        raise FilterError(f"The filter cannot be applied: {str(exc).splitlines()[0]}") from None
-    ids = result["id"].astype(np.int64)
+    ids = filtered_window_ids(archive.catalog, where)  # under a memory and a time limit
     ids.setflags(write=False)  # shared by later callers
     allowed = WindowSet.of(ids, max(archive.store.end_id, int(ids[-1]) + 1 if len(ids) else 0))
     _filter_cache[key] = allowed

@@ -164,9 +164,10 @@ def _check_binding(con: duckdb.DuckDBPyConnection, text: str, columns: Mapping[s
         con.execute("INSERT INTO t DEFAULT VALUES")
     except duckdb.Error:
         return
-    try:
-        described = con.execute(f"DESCRIBE SELECT ({text}) AS v FROM t").fetchall()
-        con.execute(f"SELECT 1 FROM t WHERE ({text})").fetchall()
+    try:  # one statement binds it (compiling its patterns once) and evaluates its constant parts
+        cursor = con.execute(f"SELECT ({text}) AS v FROM t")
+        cursor.fetchall()
+        described = [(d[0], str(d[1])) for d in cursor.description]
     except duckdb.Error as err:
         raise FilterError(f"--where cannot be applied to this archive: {_one_line(str(err))}") from None
     if len(described) != 1 or described[0][1] not in ("BOOLEAN", '"NULL"'):

@@ -20,6 +20,7 @@ from indexer.search.where_allowlist import (
     OPERATORS,
     VALUE_KEYWORDS,
 )
+from indexer.search.where_regex import REGEX_FUNCTIONS, check_patterns_size, pattern_size, pattern_text
 
 MAX_DEPTH = 64
 """Nesting limit, so a hostile expression cannot exhaust Python's recursion stack."""
@@ -38,6 +39,8 @@ class TreeWalker:
         self.columns = list(columns)
         self.lookup = {name.lower() for name in columns}
         self._in_replace = False
+        self.pattern_size = 0
+        """All regular expressions of the filter, written out (``where_regex``)."""
 
     def visit(self, node: Any, depth: int) -> None:
         if depth > MAX_DEPTH:
@@ -175,6 +178,9 @@ class TreeWalker:
         if key == "replace":
             self._visit_replace([a["expression"] for a in arguments], depth)
             return
+        if key in REGEX_FUNCTIONS and len(arguments) >= 2:
+            self.pattern_size += pattern_size(pattern_text(shown, arguments[1]["expression"]))
+            check_patterns_size(self.pattern_size)
         for argument in arguments:
             self.visit(argument["expression"], depth)
 
