@@ -11,13 +11,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from indexer.archive.integrity import check
 from indexer.audit.runner import extend_standing_audits
 from indexer.config import EncoderConfig
 from indexer.embedding import Encoder
 from indexer.errors import ModelNotAvailableError
 from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
-from indexer.indexing.repair import RepairReport
+from indexer.indexing.repair import RepairReport, verify
 from indexer.indexing.repair import repair as repair_archive
 from indexer.learning.marks import unplaced_marks
 from indexer.search.filtering import SearchFilters
@@ -68,7 +67,7 @@ class Archive(Session):
         what can be rebuilt is (the model loads only if recordings must be embedded again)."""
         if not repair:
             with self.writes_held():
-                return RepairReport(check(self.directory, self.catalog, check_progress))
+                return RepairReport(verify(self, check_progress))
         self.begin_write(repairing=True)
         try:
             report = repair_archive(self, progress, check_progress)
@@ -77,7 +76,7 @@ class Archive(Session):
                 return report
             report.audits = extend_standing_audits(self, np.asarray(report.recording_ids, dtype=np.int64))
             self.maintain_ann()
-            report.after = check(self.directory, self.catalog, check_progress)
+            report.after = verify(self, check_progress)
         finally:
             self.end_write()
         return report

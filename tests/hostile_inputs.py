@@ -139,6 +139,97 @@ def build(folder: Path, seed: int = 0) -> list[Case]:
     return cases
 
 
+# --- inputs that take memory or the clock (issue 20, items 7 and 9-12) --------------------------
+# Each was a few KB to a few MB of text that took gigabytes or minutes; the limits that now refuse
+# them are documented in README.md and tested in tests/test_bounded_inputs.py.
+
+
+def wide_metadata_csv(path: Path, columns: int = 20_000, rows: int = 1) -> Path:
+    """A metadata CSV of ``columns`` columns (the key ``file`` among them) and a few short rows:
+    169 KB at 20,000 columns took ``index --metadata`` to 22.9 GB (2,000: 0.59 GB)."""
+    header = ",".join(["file"] + [f"c{i}" for i in range(columns - 1)])
+    lines = [header] + [",".join([f"r{r}.wav"] + ["1"] * (columns - 1)) for r in range(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def nested_repeats_regex(length: int = 566) -> str:
+    """Nested bounded repeats, ``((.{0,10}){0,10}){0,10}`` again and again: RE2 compiles each
+    within its limits, but the program is too large for its DFA, so every row is matched by its
+    NFA (≈ 55 ms per 100 characters): 566 characters took a search 254 s, 1,442 took 543 s."""
+    unit = "((.{0,10}){0,10}){0,10}"
+    body = unit * ((length - 1) // len(unit))
+    return body + "a" * (length - 1 - len(body)) + "#"  # a sign no path holds: every row is searched to its end
+
+
+HOSTILE_REGEX_FILTERS = (
+    f"regexp_matches(path, '{nested_repeats_regex(566)}')",
+    f"regexp_matches(path, '{nested_repeats_regex(1442)}')",
+    f"path SIMILAR TO '{nested_repeats_regex(566)}'",
+    f"path ~ '{nested_repeats_regex(300)}'",
+    f"regexp_extract(path, '{nested_repeats_regex(300)}') = ''",
+    "regexp_matches(path, '(.{0,10}){0,100}x')",  # one pattern, within RE2's own limits
+    "regexp_matches(path, '" + ".{0,100}" * 12 + "x')",  # many repeats in a row
+    "regexp_matches(path, '.{0,999}x')",  # one huge count
+    "regexp_matches(path, '(.{0,10}){0,50}x') OR regexp_matches(path, '(.{0,10}){0,50}y')",  # several patterns
+    "regexp_matches(path, '(.{0,10}' || '){0,100}x')",  # a pattern built from pieces
+    "regexp_matches('.{0,10}', path)",  # a pattern read from the data
+    "regexp_matches(path, lower('(.{0,10}){0,100}x'))",
+)
+"""``--where`` filters whose regular expressions cost minutes on a small archive: each is refused
+in one sentence before it runs."""
+
+
+LEFT_PARENS_LABEL = "(" * 60_000 + "x"
+"""Each loop of the old normaliser peeled one "(" and copied the rest: 285 s in ``audit run``, and
+``label mark`` silently marked the label "x"."""
+
+HOSTILE_LABELS = (
+    LEFT_PARENS_LABEL,
+    "[" * 30_000 + "x" + "]" * 30_000,  # balanced: each peel scanned for the matching bracket
+    "“" * 60_000 + "x",  # an opening quote never closed: the splitter searched for it from each one
+    " " * 60_000 + "x but not y",  # whitespace before "but not" (a backtracking regex)
+    ". " * 30_000 + "x",
+    "x" * 60_000,
+)
+"""Label texts over the length limit that must be refused in one sentence, quickly."""
+
+
+def alias_bomb_labelset(labels: int = 2_000, prompts: int = 2_000) -> str:
+    """A label set of ``labels`` labels sharing one anchored list of ``prompts`` prompts: 74 KB of
+    YAML that expanded to 4,002,000 prompts (44 s and 1.64 GB before any embedding)."""
+    lines = ["name: alias bomb", "labels:", "  - name: l0", "    prompts: &p"]
+    lines += [f"      - p{i}" for i in range(prompts)]
+    lines += [f"  - {{name: l{i}, prompts: *p}}" for i in range(1, labels)]
+    return "\n".join(lines) + "\n"
+
+
+def big_marks_csv(path: Path, window_ids: list[int], rows: int = 1_000_000) -> Path:
+    """``rows`` marks cycling over ``window_ids`` (4.9 MB at a million rows): one INSERT per row in
+    one transaction ran past 10 minutes holding the catalog."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("window_id,positive\n")
+        cycle = len(window_ids)
+        f.writelines(f"{window_ids[i % cycle]},{i % 2}\n" for i in range(rows))
+    return path
+
+
+# --- damage done to an archive's files from outside (issue 20, items 1-6) ----------------------
+
+DAMAGED_MANIFESTS = {
+    "a list": b"[]",
+    "an empty object": b"{}",
+    "null": b"null",
+    "dim as words": b'{"model_id": "m", "revision": "r", "dim": "sixteen", "window_s": 10, "hop_s": 5, "min_tail_s": 1}',
+    "not utf-8": b'{"model_id": "\xe9\xff", "dim": 16}',
+    "not json": b"{model_id: ",
+    "negative dim": b'{"model_id": "m", "revision": "r", "dim": -1, "window_s": 10, "hop_s": 5, "min_tail_s": 1}',
+    "unknown channels": b'{"model_id": "m", "revision": "r", "dim": 16, "window_s": 10, "hop_s": 5, "min_tail_s": 1,'
+                        b' "channels": 7}',
+}
+"""manifest.json contents every command must name as damage in one sentence, never a traceback."""
+
+
 # --- decoding that took memory by channels x rate; names and links that took each other's rows ---
 # (issue 20, items 8, 13 and 16; tests/test_bounded_decoding.py and tests/test_hostile_names.py)
 
@@ -237,78 +328,3 @@ ARCHIVE_DAMAGES = {
 }
 """Damage done to an archive's files from outside: each must be named (by the commands that need
 the file, and by ``soundtrace check``), never answered from, and mended by ``check --repair``."""
-
-
-# --- inputs that take memory or the clock (issue 20, items 7 and 9-12) --------------------------
-# Each was a few KB to a few MB of text that took gigabytes or minutes; the limits that now refuse
-# them are documented in README.md and tested in tests/test_bounded_inputs.py.
-
-
-def wide_metadata_csv(path: Path, columns: int = 20_000, rows: int = 1) -> Path:
-    """A metadata CSV of ``columns`` columns (the key ``file`` among them) and a few short rows:
-    169 KB at 20,000 columns took ``index --metadata`` to 22.9 GB (2,000: 0.59 GB)."""
-    header = ",".join(["file"] + [f"c{i}" for i in range(columns - 1)])
-    lines = [header] + [",".join([f"r{r}.wav"] + ["1"] * (columns - 1)) for r in range(rows)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def nested_repeats_regex(length: int = 566) -> str:
-    """Nested bounded repeats, ``((.{0,10}){0,10}){0,10}`` again and again: RE2 compiles each
-    within its limits, but the program is too large for its DFA, so every row is matched by its
-    NFA (≈ 55 ms per 100 characters): 566 characters took a search 254 s, 1,442 took 543 s."""
-    unit = "((.{0,10}){0,10}){0,10}"
-    body = unit * ((length - 1) // len(unit))
-    return body + "a" * (length - 1 - len(body)) + "#"  # a sign no path holds: every row is searched to its end
-
-
-HOSTILE_REGEX_FILTERS = (
-    f"regexp_matches(path, '{nested_repeats_regex(566)}')",
-    f"regexp_matches(path, '{nested_repeats_regex(1442)}')",
-    f"path SIMILAR TO '{nested_repeats_regex(566)}'",
-    f"path ~ '{nested_repeats_regex(300)}'",
-    f"regexp_extract(path, '{nested_repeats_regex(300)}') = ''",
-    "regexp_matches(path, '(.{0,10}){0,100}x')",  # one pattern, within RE2's own limits
-    "regexp_matches(path, '" + ".{0,100}" * 12 + "x')",  # many repeats in a row
-    "regexp_matches(path, '.{0,999}x')",  # one huge count
-    "regexp_matches(path, '(.{0,10}){0,50}x') OR regexp_matches(path, '(.{0,10}){0,50}y')",  # several patterns
-    "regexp_matches(path, '(.{0,10}' || '){0,100}x')",  # a pattern built from pieces
-    "regexp_matches('.{0,10}', path)",  # a pattern read from the data
-    "regexp_matches(path, lower('(.{0,10}){0,100}x'))",
-)
-"""``--where`` filters whose regular expressions cost minutes on a small archive: each is refused
-in one sentence before it runs."""
-
-
-LEFT_PARENS_LABEL = "(" * 60_000 + "x"
-"""Each loop of the old normaliser peeled one "(" and copied the rest: 285 s in ``audit run``, and
-``label mark`` silently marked the label "x"."""
-
-HOSTILE_LABELS = (
-    LEFT_PARENS_LABEL,
-    "[" * 30_000 + "x" + "]" * 30_000,  # balanced: each peel scanned for the matching bracket
-    "“" * 60_000 + "x",  # an opening quote never closed: the splitter searched for it from each one
-    " " * 60_000 + "x but not y",  # whitespace before "but not" (a backtracking regex)
-    ". " * 30_000 + "x",
-    "x" * 60_000,
-)
-"""Label texts over the length limit that must be refused in one sentence, quickly."""
-
-
-def alias_bomb_labelset(labels: int = 2_000, prompts: int = 2_000) -> str:
-    """A label set of ``labels`` labels sharing one anchored list of ``prompts`` prompts: 74 KB of
-    YAML that expanded to 4,002,000 prompts (44 s and 1.64 GB before any embedding)."""
-    lines = ["name: alias bomb", "labels:", "  - name: l0", "    prompts: &p"]
-    lines += [f"      - p{i}" for i in range(prompts)]
-    lines += [f"  - {{name: l{i}, prompts: *p}}" for i in range(1, labels)]
-    return "\n".join(lines) + "\n"
-
-
-def big_marks_csv(path: Path, window_ids: list[int], rows: int = 1_000_000) -> Path:
-    """``rows`` marks cycling over ``window_ids`` (4.9 MB at a million rows): one INSERT per row in
-    one transaction ran past 10 minutes holding the catalog."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("window_id,positive\n")
-        cycle = len(window_ids)
-        f.writelines(f"{window_ids[i % cycle]},{i % 2}\n" for i in range(rows))
-    return path

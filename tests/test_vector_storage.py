@@ -19,7 +19,7 @@ from indexer import Archive
 from indexer.archive import segments as segments_module
 from indexer.archive.ann import LEGACY_RECORD
 from indexer.archive.catalog import CATALOG_FILE
-from indexer.archive.manifest import MANIFEST_FILE
+from indexer.archive.manifest import FORMAT_VERSION, MANIFEST_FILE
 from indexer.archive.records import RecordingRow, WindowRows
 from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
 from indexer.archive.vector_store import StoreConfig
@@ -169,8 +169,10 @@ def test_an_archive_from_schema_5_is_migrated_in_place_with_the_same_results(mig
     dead = con.execute("SELECT count(*) FROM dead_windows").fetchall()[0][0]
     con.close()
     assert "embedding" not in columns and version >= 6 and dead == 1  # b.wav's window: a gap, now a dead row
-    assert not (old / "vectors.faiss").exists() and json.loads((old / MANIFEST_FILE).read_text())["format_version"] == 2
+    assert not (old / "vectors.faiss").exists() and json.loads((old / MANIFEST_FILE).read_text())["format_version"] == FORMAT_VERSION
     assert _results(old, read_only=False) == expected
+    with Archive.open(old, encoder=FakeEncoder(), read_only=True) as archive:
+        assert archive.check().before.ok  # migration 012 recorded the checksums of the rows 006 wrote
 
 
 def test_a_migration_killed_before_its_commit_is_done_again(migrated_pair, monkeypatch):
@@ -195,6 +197,22 @@ def test_a_migration_killed_before_its_commit_is_done_again(migrated_pair, monke
 
 
 # --- the ANN index --------------------------------------------------------------------------------
+
+
+def test_an_archive_from_schema_11_gets_its_checksums_and_keeps_its_ann(tmp_path):
+    """Before migration 012 the catalog named no segment file and the ANN's record was ann.json."""
+    with _clustered(tmp_path / "arch", 300, LOW) as archive:
+        record = archive.maintain_ann()
+        expected = archive.search("tone 440", k=5)
+    con = duckdb.connect(str(tmp_path / "arch" / CATALOG_FILE))
+    (tmp_path / "arch" / SEGMENTS_DIR / LEGACY_RECORD).write_text(record.to_json())
+    con.execute("DROP TABLE vector_chunks")
+    con.execute("DROP TABLE ann_index")
+    con.execute("DELETE FROM schema_migrations WHERE version = 12")
+    con.close()
+    with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), store_config=LOW, read_only=True) as archive:
+        assert archive.store.ann.record == record and archive.check().before.ok
+        assert [(h.path, h.score) for h in archive.search("tone 440", k=5)] == [(h.path, h.score) for h in expected]
 
 CLUSTERS, PER_RECORDING = 40, 6
 

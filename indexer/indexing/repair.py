@@ -42,6 +42,11 @@ class RepairReport:
         return [p for p in self.before.problems if p.kind not in REPAIRABLE]
 
 
+def verify(session, progress: Callable[[str, int, int], None] | None = None) -> CheckReport:
+    """``soundtrace check`` of the archive ``session`` holds open (the caller keeps writers out)."""
+    return check(session.directory, session.catalog, progress)
+
+
 def repair(session, progress: ProgressSink | None = None, check_progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
     """Repair the archive ``session`` holds open (a ``Session``: re-embedding needs its model), under
     the writer lock the caller took. The caller then extends standing audits over
