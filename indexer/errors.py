@@ -126,7 +126,12 @@ class MarkError(QueryError):
 
 class ArchiveDamagedError(ArchiveError):
     """A file of the archive was deleted, renamed, truncated or altered outside soundtrace; the
-    message names the file and the remedy (usually ``soundtrace check --repair``)."""
+    message names the file and the remedy (usually ``soundtrace check --repair``). ``kind`` says
+    what ``check --repair`` can do about it ("header": write it again; "file": the rows are lost)."""
+
+    def __init__(self, message: str, kind: str = "file"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class ArchiveWriteError(ArchiveError):

@@ -365,3 +365,87 @@ def test_a_segment_that_filled_says_so_in_its_header(archive_dir):
         stored = archive.store.segments
         assert len(stored) >= 2 and all(segments.header_rows(s) == s.rows for s in stored)
         assert all(tail is None for _, tail, _ in archive.store._open_files())
+
+
+# --- what a review found: archives from before the checksums, and damage that hid -----------------
+
+
+def _as_before_checksums(arch: Path) -> None:
+    """The archive as schema 11 left it: no chunk CRCs, no ANN entry in the catalog."""
+    import duckdb
+
+    con = duckdb.connect(str(arch / CATALOG_FILE))
+    con.execute("DROP TABLE vector_chunks")
+    con.execute("DROP TABLE ann_index")
+    con.execute("DELETE FROM schema_migrations WHERE version = 12")
+    con.close()
+    manifest = json.loads((arch / MANIFEST_FILE).read_text())
+    (arch / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 2}))
+
+
+def test_check_migrates_an_archive_from_before_the_checksums(archive_dir):
+    _as_before_checksums(archive_dir)
+    result = CliRunner().invoke(cli, ["check", "--archive", str(archive_dir), "-q"])
+    assert result.exit_code == 0 and "the archive is whole" in result.output, result.output
+
+
+def test_an_archive_damaged_before_the_checksums_still_opens_and_is_mended(archive_dir):
+    before = answers(archive_dir)
+    _as_before_checksums(archive_dir)
+    segment_files(archive_dir)[1].unlink()
+    with pytest.raises(ArchiveDamagedError):
+        answers(archive_dir)  # migrated, then named
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        assert archive.check(repair=True).after.ok
+    assert answers(archive_dir) == before
+
+
+def test_a_segment_renamed_past_the_counter_is_kept_and_renamed_back(archive_dir):
+    before = answers(archive_dir)
+    first = segment_files(archive_dir)[0]
+    far = first.with_name(segments.segment_name(10_000))
+    os.rename(first, far)
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        with pytest.raises(ArchiveDamagedError):
+            archive.begin_write()  # never deletes the file as a killed run's leftovers
+        report = archive.check(repair=True)
+        assert any("renamed back" in line for line in report.done) and not report.reembedded and report.after.ok
+    assert answers(archive_dir) == before
+
+
+def test_a_recording_set_aside_is_embedded_again_by_a_plain_index_once_its_audio_is_back(archive_dir, tmp_path):
+    victim = segment_files(archive_dir)[0]
+    with open(victim, "r+b") as fh:
+        fh.seek(len(segments._header(FakeEncoder().identity.dim)) + 1)
+        fh.write(b"\xff\xff")
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        lost = Path(archive.catalog.one("SELECT path FROM recordings r JOIN windows w ON w.recording_id = r.id WHERE w.id = 1")[0])
+    kept = tmp_path / "kept.wav"
+    shutil.copy2(lost, kept)
+    lost.unlink()
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        assert archive.check(repair=True).to_reindex == [str(lost)]
+    shutil.copy2(kept, lost)  # back, with its old mtime
+    with Archive.open(archive_dir, encoder=FakeEncoder()) as archive:
+        archive.index([archive_dir.parent / "drop"])
+        assert archive.catalog.one("SELECT status FROM recordings WHERE path = ?", [str(lost)])[0] == "indexed"
+
+
+def test_an_ann_file_altered_in_place_never_raises_on_search(tmp_path):
+    import faiss
+
+    from indexer.search.ranking import search_vector
+
+    with _ann_archive(tmp_path) as archive:
+        path = archive.directory / SEGMENTS_DIR / archive.store.ann.record.file
+        index = faiss.read_index(str(path))
+        ivf = faiss.extract_index_ivf(index)
+        listed = next(n for n in range(ivf.nlist) if ivf.invlists.list_size(n))
+        ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(listed), ivf.invlists.list_size(listed))
+        ids[:] = 10**9  # ids no window has, the file's size unchanged
+        faiss.write_index(index, str(path))
+        archive.refresh()
+        query = archive.window_vectors([7])[0]
+        found = search_vector(archive, query, k=5)
+        assert found and all(h.best.window_id < archive.catalog.next_window_id() for h in found)
+        assert [p.kind for p in archive.check().before.problems] == ["ann"]

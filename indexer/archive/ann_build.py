@@ -196,7 +196,7 @@ def _recall(store: VectorStore, ann: AnnIndex, queries: np.ndarray, truth: tuple
     is arbitrary, and near-duplicate windows are common: a recording's windows come in runs)."""
     hits = 0
     for query, scores in zip(queries, truth[0]):
-        ids = ann.candidates(query, len(scores), None, nprobe=nprobe, count=count)
+        ids = store.stored(ann.candidates(query, len(scores), None, nprobe=nprobe, count=count))
         found = store.rescore(query, ids, len(scores))[0]
         hits += int((found >= scores[-1]).sum())
     return hits / max(truth[0].size, 1)

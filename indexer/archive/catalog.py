@@ -61,7 +61,11 @@ class Catalog:
         path = None if directory is None else Path(directory) / CATALOG_FILE
         catalog = cls(connect(path, read_only, wait_s), path, read_only)
         if migrate and not read_only:
-            catalog.migrate()
+            try:
+                catalog.migrate()
+            except BaseException:
+                catalog.close()
+                raise
         return catalog
 
     @property

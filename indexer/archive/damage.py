@@ -21,7 +21,6 @@ from indexer.archive.durable import fsync_dir, replace_atomically
 from indexer.archive.segments import SEGMENTS_DIR, Segment, header_for, header_rows, verify_cheaply
 from indexer.errors import ArchiveDamagedError
 
-STRAY_DIR = "stray"
 DAMAGED_KIND = "vectors_damaged"
 
 
@@ -51,8 +50,8 @@ def set_aside(catalog: Catalog, recordings: list[tuple[int, str]]) -> None:
         catalog.mark_dead(dead)
         catalog.con.execute("DELETE FROM windows WHERE list_contains(?, recording_id)", [ids])
         catalog.con.execute(
-            "UPDATE recordings SET status = 'failed', error_kind = ?, error = 'its vectors in the archive were damaged "
-            "outside soundtrace; index the file again to embed it anew' WHERE list_contains(?, id)",
+            "UPDATE recordings SET status = 'failed', error_kind = ?, mtime = -1, error = 'its vectors in the archive "
+            "were damaged outside soundtrace; index the file again to embed it anew' WHERE list_contains(?, id)",
             [DAMAGED_KIND, ids],
         )
         catalog.bump_generation()
@@ -81,7 +80,7 @@ def usable(segment: Segment) -> bool:
     try:
         verify_cheaply(segment)
     except ArchiveDamagedError as exc:
-        return str(exc).split(";")[0].endswith("has a damaged header")
+        return exc.kind == "header"
     return True
 
 
@@ -126,17 +125,3 @@ def matches(path: Path, segment: Segment, chunks: list[Chunk]) -> bool:
 def rename_back(path: Path, segment: Segment) -> None:
     os.replace(path, segment.path)
     fsync_dir(segment.path.parent)
-
-
-def move_aside(directory: Path, path: Path) -> Path:
-    """A file the catalog does not name, kept under vectors/stray/ for a person to look at."""
-    folder = Path(directory) / SEGMENTS_DIR / STRAY_DIR
-    folder.mkdir(exist_ok=True)
-    target = folder / path.name
-    number = 1
-    while target.exists():
-        target = folder / f"{path.name}.{number}"
-        number += 1
-    os.replace(path, target)
-    fsync_dir(folder)
-    return target

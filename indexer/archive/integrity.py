@@ -105,6 +105,14 @@ def check_directory(directory: Path, progress: Progress | None = None) -> CheckR
         return report
     with WriterLock(directory):
         catalog = Catalog.open(directory, migrate=False)
+        if catalog.needs_migration():  # an archive from an older soundtrace: migrated first, as any command would
+            catalog.close()
+            Catalog.open(directory).close()
+            try:
+                Manifest.load(directory).upgraded().save(directory)
+            except ArchiveDamagedError:
+                pass  # named by the check below
+            catalog = Catalog.open(directory, migrate=False)
         try:
             return check(directory, catalog, progress)
         finally:
@@ -159,8 +167,8 @@ def _check_segments(directory: Path, catalog: Catalog, dim: int, report: CheckRe
         try:
             verify_cheaply(segment)
         except ArchiveDamagedError as exc:
-            text = str(exc).split(";")[0]
-            if text.endswith("has a damaged header"):
+            text = str(exc).split("; the archive's vectors")[0]
+            if exc.kind == "header":
                 add(Problem("header", str(segment.path), text, "`soundtrace check --repair` writes it again from the catalog"))
             else:
                 add(Problem("missing-file", str(segment.path), text, REINDEX, (segment.first_id, segment.end_id)))
@@ -180,8 +188,9 @@ def _check_segments(directory: Path, catalog: Catalog, dim: int, report: CheckRe
             progress("verifying the vectors", done, total)
         del codes
     named = {s.path.name for s in segments}
-    for first, path in SegmentFiles(directory, dim).listing():
-        if path.name not in named and first < next_id:
+    files = SegmentFiles(directory, dim)
+    for first, path in files.listing():
+        if path.name not in named and (first < next_id or not files.unfinished(path)):
             add(Problem("stray-file", str(path), f"{path} is not a vector file the catalog knows (renamed or put "
                         "there from outside); it is never read", "`soundtrace check --repair` moves it into vectors/stray/"))
     return segments

@@ -31,6 +31,7 @@ from indexer.archive.durable import fsync_dir
 from indexer.errors import ArchiveDamagedError, ArchiveError, ArchiveWriteError
 
 SEGMENTS_DIR = "vectors"
+STRAY_DIR = "stray"
 SEGMENT_ROWS = 1 << 20
 """Rows per segment file (1 GiB at 512 dimensions); a full segment is never written again."""
 _NAME = re.compile(r"^seg-(\d{12})\.faiss$")
@@ -119,8 +120,9 @@ class Segment:
 REPAIR = "run `soundtrace check --repair` to rebuild what can be rebuilt"
 
 
-def damaged(path: Path, what: str) -> ArchiveDamagedError:
-    return ArchiveDamagedError(f"The vector file {path} {what}; the archive's vectors were changed outside soundtrace — {REPAIR}.")
+def damaged(path: Path, what: str, kind: str = "file") -> ArchiveDamagedError:
+    return ArchiveDamagedError(f"The vector file {path} {what}; the archive's vectors were changed outside soundtrace — {REPAIR}.",
+                               kind)
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,11 @@ class SegmentFiles:
         known = {s.first_id for s in segments}
         for first, path in self.listing():
             if first >= next_window_id and first not in known:
-                _remove(path)
+                if self.unfinished(path):
+                    _remove(path)
+                else:  # not one of ours: kept for `check --repair` (it may be a renamed segment)
+                    with _writing(path):
+                        move_aside(self.folder.parent, path)
         if segments:
             last = segments[-1]
             with _writing(last.path):
@@ -225,11 +231,22 @@ class SegmentFiles:
         readers check against the catalog; a full segment says it is full)."""
         for segment in segments:
             header = header_for(self.dim, segment.rows)
-            with _writing(segment.path):
+            try:
+                with open(segment.path, "rb") as fh:
+                    if fh.read(len(header)) == header:
+                        continue
                 with open(segment.path, "r+b") as fh:
-                    if fh.read(len(header)) != header:
-                        fh.seek(0)
-                        fh.write(header)
+                    fh.write(header)
+            except OSError:
+                pass  # a hint only: readers take the catalog's count, and the next writer tries again
+
+    def unfinished(self, path: Path) -> bool:
+        """A file a run started and never committed: its header still says 0 rows."""
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(len(_header(self.dim))) == header_for(self.dim, 0)
+        except OSError:
+            return False
 
     def write_header(self, segment: Segment) -> None:
         """A damaged header made whole again (``check --repair``): it is derived from the catalog."""
@@ -295,7 +312,21 @@ def verify_cheaply(segment: Segment) -> None:
     if info.st_size < needed:
         raise damaged(path, f"is shorter than the catalog says ({info.st_size} of {needed} bytes)")
     if header_rows(segment) is None:
-        raise damaged(path, "has a damaged header")
+        raise damaged(path, "has a damaged header", "header")
+
+
+def move_aside(directory: Path, path: Path) -> Path:
+    """A file the catalog does not name, kept under vectors/stray/ for a person (or a repair) to look at."""
+    folder = Path(directory) / SEGMENTS_DIR / STRAY_DIR
+    folder.mkdir(exist_ok=True)
+    target = folder / path.name
+    number = 1
+    while target.exists():
+        target = folder / f"{path.name}.{number}"
+        number += 1
+    os.replace(path, target)
+    fsync_dir(folder)
+    return target
 
 
 def _remove(path: Path) -> None:

@@ -172,7 +172,7 @@ class VectorStore:
             candidates = ids[rows[0][rows[0] >= 0]]
         elif use_ann:
             fraction = 1.0 if allowed is None else len(allowed) / max(len(self), 1)
-            candidates = self.ann.candidates(query, k, self._ann_selector(allowed), fraction)
+            candidates = self.stored(self.ann.candidates(query, k, self._ann_selector(allowed), fraction))
             tail = self._scan(query, k + EXACT_MARGIN, allowed, from_id=self.ann.covers_below)
             candidates = np.union1d(candidates, tail)
         elif allowed is not None and len(allowed) <= GATHER_MAX:  # a narrow filter: its windows, every one
@@ -180,6 +180,14 @@ class VectorStore:
         else:
             candidates = self._scan(query, k + EXACT_MARGIN, allowed)
         return self.rescore(query, candidates, k)
+
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """``ids`` that are live windows with stored rows: what a damaged ANN file may propose
+        besides is dropped, never looked up."""
+        ids = np.asarray(ids, np.int64)
+        first = self.segments[0].first_id if self.segments else self.end_id
+        ids = ids[(ids >= first) & (ids < self.end_id)]
+        return np.setdiff1d(ids, self.dead, assume_unique=True) if len(self.dead) else ids
 
     def rescore(self, query: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The best k of ``candidates`` by ``exact_scores`` (ties: lower id first): (scores, ids)."""

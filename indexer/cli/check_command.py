@@ -63,7 +63,7 @@ def _print(report, outcome, as_json: bool) -> None:
         out.print(text, soft_wrap=True)  # a line is never broken mid-path
     say(f"checked {report.segments} vector files ({format_bytes(report.bytes_read)} in {report.chunks:,} chunks), "
                   f"{report.windows:,} windows in {report.seconds:.1f} s")
-    if report.ok:
+    if report.ok and (outcome is None or not (outcome.reembedded or outcome.to_reindex)):
         say("the archive is whole")
         return
     for problem in report.problems:

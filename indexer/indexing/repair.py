@@ -15,7 +15,7 @@ from typing import Callable
 
 from indexer.archive import damage
 from indexer.archive.integrity import CheckReport, Problem, check
-from indexer.archive.segments import SegmentFiles, layout
+from indexer.archive.segments import STRAY_DIR, SegmentFiles, layout, move_aside
 from indexer.errors import ModelError
 from indexer.indexing.pipeline import IndexOptions, ProgressSink, run_indexing
 
@@ -79,6 +79,7 @@ def _files(session, problems: list[Problem], report: RepairReport) -> set[str]:
     chunks = session.catalog.vector_chunks()
     segments = {str(s.path): s for s in layout(chunks, files.folder, files.dim)}
     strays = [Path(p.path) for p in problems if p.kind == "stray-file"]
+    set_aside_earlier = sorted((files.folder / STRAY_DIR).glob("seg-*.faiss*")) if files.folder.is_dir() else []
     restored = set()
     for problem in problems:
         segment = segments.get(problem.path)
@@ -87,15 +88,16 @@ def _files(session, problems: list[Problem], report: RepairReport) -> set[str]:
             report.done.append(f"the header of {segment.path} was written again")
         elif problem.kind == "missing-file" and segment is not None and not segment.path.exists():
             own = [c for c in chunks if c.segment == segment.first_id]
-            twin = next((s for s in strays if damage.matches(s, segment, own)), None)
+            twin = next((s for s in strays + set_aside_earlier if damage.matches(s, segment, own)), None)
             if twin is not None:
                 damage.rename_back(twin, segment)
-                strays.remove(twin)
+                if twin in strays:
+                    strays.remove(twin)
                 restored.add(problem.path)
                 report.done.append(f"{twin.name} held the rows of the missing {segment.path.name} and was renamed back")
     for stray in strays:
         if stray.exists():
-            target = damage.move_aside(session.directory, stray)
+            target = move_aside(session.directory, stray)
             report.done.append(f"{stray} was moved to {target}")
     return restored
 
@@ -114,7 +116,7 @@ def _settle_chunks(session, lost: list[tuple[int, int]]) -> None:
             continue
         if not damage.usable(segment):
             if segment.path.exists() or segment.path.is_symlink():
-                damage.move_aside(session.directory, segment.path)
+                move_aside(session.directory, segment.path)
             damage.restore_missing(segment)
         session.catalog.record_chunks(damage.rechecked_chunks(session.catalog, segment, own))
 
