@@ -164,9 +164,9 @@ class Catalog:
     def dead_window_ids(self) -> np.ndarray:
         return self.con.sql("SELECT id FROM dead_windows ORDER BY id").fetchnumpy()["id"].astype(np.int64)
 
-    def vector_chunks(self) -> list[Chunk]:
-        """The segment chunks the catalog vouches for, with their CRCs, in id order."""
-        return checksums.load(self.con)
+    def vector_chunks(self, last_segment: bool = False) -> list[Chunk]:
+        """The chunks the catalog vouches for, with CRCs, in id order (or the newest file's only)."""
+        return checksums.load(self.con, last_segment)
 
     def ann_entry(self) -> AnnEntry | None:
         return AnnEntry.load(self.con)

@@ -55,8 +55,10 @@ def appended(segment: int, first_id: int, data: np.ndarray, last: Chunk | None) 
     return changed
 
 
-def load(con: duckdb.DuckDBPyConnection) -> list[Chunk]:
-    rows = con.execute("SELECT first_id, segment, rows, crc32 FROM vector_chunks ORDER BY first_id").fetchall()
+def load(con: duckdb.DuckDBPyConnection, last_segment: bool = False) -> list[Chunk]:
+    """Every chunk, or only the last segment's (all an append needs)."""
+    where = " WHERE segment = (SELECT max(segment) FROM vector_chunks)" if last_segment else ""
+    rows = con.execute(f"SELECT first_id, segment, rows, crc32 FROM vector_chunks{where} ORDER BY first_id").fetchall()
     return [Chunk(int(a), int(b), int(c), int(d)) for a, b, c, d in rows]
 
 

@@ -93,9 +93,8 @@ def make_folder(directory: Path) -> None:
     fsync_dir(folder.parent)
 
 
-def rechecked_chunks(catalog: Catalog, segment: Segment, chunks: list[Chunk]) -> list[Chunk]:
-    """``chunks`` of ``segment`` none of whose rows a live window uses, with the CRC of their bytes now."""
-    live = catalog.all_window_ids()
+def rechecked_chunks(live: np.ndarray, segment: Segment, chunks: list[Chunk]) -> list[Chunk]:
+    """``chunks`` of ``segment`` none of whose rows a ``live`` window uses, with the CRC of their bytes now."""
     codes = segment.codes()
     fresh = []
     for chunk in chunks:

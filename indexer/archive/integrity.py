@@ -84,8 +84,9 @@ def check(directory: Path, catalog: Catalog, progress: Progress | None = None) -
         manifest = None
     if manifest is not None:
         segments = _check_segments(directory, catalog, manifest.dim, report, progress)
-        _check_windows(catalog, segments, add)
-        _check_ann(directory, catalog, segments, add, progress)
+        live = catalog.all_window_ids()  # read once: both checks need every live id
+        _check_windows(catalog, segments, live, add)
+        _check_ann(directory, catalog, live, add, progress)
         _check_manifest(catalog, manifest, segments, add)
     report.windows = catalog.window_count()
     report.seconds = time.perf_counter() - started
@@ -196,9 +197,8 @@ def _check_segments(directory: Path, catalog: Catalog, dim: int, report: CheckRe
     return segments
 
 
-def _check_windows(catalog: Catalog, segments: list[Segment], add) -> None:
+def _check_windows(catalog: Catalog, segments: list[Segment], live: np.ndarray, add) -> None:
     """Every id below the counter is a live window or a dead one, never both, and has its row."""
-    live = catalog.all_window_ids()
     dead = catalog.dead_window_ids()
     first = segments[0].first_id if segments else catalog.next_window_id()
     rows = np.arange(first, catalog.next_window_id(), dtype=np.int64)
@@ -216,7 +216,7 @@ def _check_windows(catalog: Catalog, segments: list[Segment], add) -> None:
         add(Problem("invariant", str(catalog.path), f"{orphans} windows belong to no recording", RESTORE))
 
 
-def _check_ann(directory: Path, catalog: Catalog, segments: list[Segment], add, progress: Progress) -> None:
+def _check_ann(directory: Path, catalog: Catalog, live: np.ndarray, add, progress: Progress) -> None:
     """The ANN's file against its CRC, and its ids against the windows: each once, every live one below its cover."""
     entry = catalog.ann_entry()
     if entry is None:
@@ -239,7 +239,6 @@ def _check_ann(directory: Path, catalog: Catalog, segments: list[Segment], add, 
         return
     unique = np.unique(ids)
     covers = entry.record.covers_below
-    live = catalog.all_window_ids()
     missing = np.setdiff1d(live[live < covers], unique, assume_unique=True)
     if len(unique) != len(ids):
         add(Problem("ann", str(path), f"the ANN index holds {len(ids) - len(unique)} window ids twice", _REBUILD))

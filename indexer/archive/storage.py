@@ -218,7 +218,7 @@ class ArchiveStorage:
         catalog transaction that records the returned chunks commits."""
         if vectors is None or not len(vectors):
             return Appended([], [])
-        chunks = self.catalog.vector_chunks()
+        chunks = self.catalog.vector_chunks(last_segment=True)  # per recording: the newest file only
         committed = self.segment_files.committed(chunks, first)
         return self.segment_files.append(first, vectors, committed, chunks[-1] if chunks else None)
 

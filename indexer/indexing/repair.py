@@ -109,6 +109,7 @@ def _settle_chunks(session, lost: list[tuple[int, int]]) -> None:
     files = SegmentFiles(session.directory, session.manifest.dim)
     damage.make_folder(session.directory)
     chunks = session.catalog.vector_chunks()
+    live = session.catalog.all_window_ids()
     for segment in layout(chunks, files.folder, files.dim):
         own = [c for c in chunks if c.segment == segment.first_id
                and any(c.first_id < hi and lo < c.end_id for lo, hi in lost)]
@@ -118,7 +119,7 @@ def _settle_chunks(session, lost: list[tuple[int, int]]) -> None:
             if segment.path.exists() or segment.path.is_symlink():
                 move_aside(session.directory, segment.path)
             damage.restore_missing(segment)
-        session.catalog.record_chunks(damage.rechecked_chunks(session.catalog, segment, own))
+        session.catalog.record_chunks(damage.rechecked_chunks(live, segment, own))
 
 
 def _reembed(session, paths: list[str], report: RepairReport, progress: ProgressSink | None) -> None:
