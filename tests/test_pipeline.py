@@ -280,18 +280,19 @@ def test_memory_stays_flat_on_a_long_recording(tmp_path):
 def test_a_decoder_crash_fails_that_file_and_the_run_goes_on(tmp_path):
     """If the decoding process dies mid-file (a library crash), only that file is lost."""
     from indexer.config import DecodeOptions, WindowConfig
-    from indexer.indexing.decoder_process import OUTCOME, WINDOW, DecodeJob, DecoderProcess
+    from indexer.indexing.decoder_pool import DecoderPool
+    from indexer.indexing.decoder_process import OUTCOME, WINDOW, DecodeJob
     from indexer.audio.sources import discover
 
     for i in range(3):
         write_sequence(tmp_path / f"f{i}.wav", [(440, 10)] * 4)
     files = discover([tmp_path]).files
-    decoder = DecoderProcess(DecodeJob(files, {}, {}, WindowConfig(), DecodeOptions()), queue_size=2)
+    decoder = DecoderPool(DecodeJob(files, {}, {}, WindowConfig(), DecodeOptions()), 1, queue_size=2)
     outcomes, killed = {}, False
     try:
         for kind, index, payload in decoder.messages():
             if kind == WINDOW and index == 1 and not killed:
-                os.kill(decoder.process.pid, signal.SIGKILL)
+                os.kill(decoder.pids[0], signal.SIGKILL)
                 killed = True
             if kind == OUTCOME:
                 outcomes[index] = payload
@@ -382,15 +383,16 @@ def test_the_decoding_process_runs_numpy_on_one_thread(tmp_path):
     """A second BLAS thread in the decoder spun beside the model and doubled decoding's CPU cost."""
     from indexer.audio.sources import discover
     from indexer.config import DecodeOptions, WindowConfig
-    from indexer.indexing.decoder_process import DecodeJob, DecoderProcess
+    from indexer.indexing.decoder_pool import DecoderPool
+    from indexer.indexing.decoder_process import DecodeJob
 
     write_sequence(tmp_path / "long.wav", [(440, 120)])
-    decoder = DecoderProcess(DecodeJob(discover([tmp_path]).files, {}, {}, WindowConfig(), DecodeOptions()), queue_size=2)
+    decoder = DecoderPool(DecodeJob(discover([tmp_path]).files, {}, {}, WindowConfig(), DecodeOptions()), 1, queue_size=2)
     try:
         messages = decoder.messages()
         next(messages)  # the child has imported numpy and decoded a window; the full queue now holds it back
         time.sleep(0.5)
-        status = Path(f"/proc/{decoder.process.pid}/status").read_text()
+        status = Path(f"/proc/{decoder.pids[0]}/status").read_text()
         threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
     finally:
         decoder.stop()

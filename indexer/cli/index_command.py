@@ -31,6 +31,7 @@ class IndexRequest:
     audit_files: tuple[Path, ...]
     quiet: bool
     engine: str
+    decoders: int | None
 
     def windows(self) -> WindowConfig | None:
         """The window settings asked for (a new archive's), or None to keep the archive's own."""
@@ -67,6 +68,8 @@ EXIT_SOME_FAILED = 3
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: decode and embed here; ray: on a Ray cluster (pip install 'soundtrace[ray]'), same archive.")
+@click.option("--decoders", type=click.IntRange(1, 256), default=None,
+              help="Decoding processes (local engine) [default: the machine's cores minus one]; the archive is the same whatever the number.")
 @collect(IndexRequest)
 @raw_options
 @ray_options
@@ -109,6 +112,7 @@ def index(paths, archive_dir, request: IndexRequest, raw, ray, encoder_config):
             options = IndexOptions(
                 decode=DecodeOptions(channels=request.channels, raw=raw), prune=request.prune,
                 retry_failed=request.retry_failed, metadata=request.metadata_files, engine=request.engine, ray=ray,
+                decoders=request.decoders,
             )
             report = archive.index(paths, options, progress)
             started = (start_standing_audit(archive, labelset) for labelset in labelsets)

@@ -1,25 +1,23 @@
-"""The decoding process: hashes, decodes and windows files ahead of the model.
+"""A decoding process: hashes, decodes and windows the files it is handed, ahead of the model.
 
-It is a separate process at the lowest CPU priority, not a thread: on a small machine a decoder
+``decoder_pool`` runs several. Each is a separate process at the lowest CPU priority, not a thread: on a small machine a decoder
 that competes with torch at equal priority stalls the model's parallel regions (measured on 2
 cores: 6.2 windows/s alone, 2.5 beside a busy decoder at nice 0, 6.0 beside one at nice 19), and
 a thread would also hold the GIL while the scheduler has parked it. (SCHED_IDLE measured no
 better than nice 19 here and is Linux-only.) A process also isolates the
 model from a decoder library that crashes on a hostile file: that file is recorded as failed
-and decoding resumes with the next one.
+and decoding resumes with the next one. The child talks pickles over its stdin (the job, then
+file numbers) and stdout (windows and outcomes), never through ``multiprocessing``, which would
+re-import the caller's ``__main__`` (breaking scripts fed on stdin and re-running unguarded ones).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import queue
-import subprocess
 import sys
-import threading
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
 
 from indexer.archive.records import KnownFile, RecordingRow
@@ -56,103 +54,22 @@ class DecodeJob:
     """Content hashes whose windows a shard already holds: not decoded again."""
 
 
-WINDOW, OUTCOME, DONE, CRASHED, IDLE = "window", "outcome", "done", "crashed", "idle"
-IDLE_S = 0.2
-"""Waiting this long for the child, ``messages()`` yields IDLE, so the caller can let go of shared resources."""
+WINDOW, OUTCOME, CRASHED, IDLE = "window", "outcome", "crashed", "idle"
 
 
 class DecoderCrashed(SoundtraceError):
-    """The decoding process failed in a way that is not about one file."""
-
-
-class DecoderProcess:
-    """Runs ``DecodeJob`` in a child process; ``messages()`` yields (kind, file index, payload).
-
-    The child is a fresh ``python`` running ``_child_main``, talking pickles over its stdin/stdout, not a
-    multiprocessing child: that would re-import the caller's ``__main__`` (breaking scripts fed
-    on stdin and re-running unguarded scripts). A reader thread keeps a bounded queue of decoded
-    windows ahead of the model. If the child dies mid-file (a decoder library crash), that file is
-    reported failed and a new child carries on with the next one.
-    """
-
-    def __init__(self, job: DecodeJob, queue_size: int):
-        self.job = job
-        self.queue_size = max(2, queue_size)
-        self.process: subprocess.Popen | None = None
-        self.inbox: queue.Queue | None = None
-
-    def _start(self, first: int) -> None:
-        env = {**os.environ, **ONE_THREAD,
-               "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from indexer.indexing.decoder_process import _child_main; _child_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-        )
-        pickle.dump((self.job, first), self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.close()
-        self.inbox = queue.Queue(maxsize=self.queue_size)
-        threading.Thread(target=_read_messages, args=(self.process.stdout, self.inbox), daemon=True).start()
-
-    def messages(self) -> Iterator[tuple[str, int, object]]:
-        next_file = 0
-        while next_file < len(self.job.files):
-            self._start(next_file)
-            while (message := self._next_message()) is not _EOF:
-                if message is _IDLE:
-                    yield IDLE, -1, None
-                    continue
-                kind, index, payload = message
-                if kind == CRASHED:
-                    raise DecoderCrashed(f"The decoding process failed: {payload}")
-                if kind == DONE:
-                    return
-                if kind == OUTCOME:
-                    next_file = index + 1
-                yield kind, index, payload
-            # the child died without finishing: blame the file it was on, go on after it
-            if next_file >= len(self.job.files):
-                return
-            src = self.job.files[next_file]
-            code = self.process.wait()
-            yield OUTCOME, next_file, failed_outcome(
-                src, None, "decoder_crash", f"{src.path.name} crashed the audio decoder (exit code {code})."
-            )
-            next_file += 1
-
-    def _next_message(self):
-        try:
-            return self.inbox.get(timeout=IDLE_S)
-        except queue.Empty:
-            return _IDLE
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-_EOF = object()
-_IDLE = object()
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-def _read_messages(stream, inbox: queue.Queue) -> None:
-    """Any end of the stream (EOF, a crash mid-message, garbage) reads as the child having died."""
-    try:
-        while True:
-            inbox.put(pickle.load(stream))
-    except Exception:  # noqa: BLE001
-        pass
-    finally:
-        inbox.put(_EOF)
+    """A decoding process failed in a way that is not about one file."""
 
 
 # --- the child ---------------------------------------------------------------------------------
 
 
 def _child_main() -> None:
+    """Reads the job, then file numbers one at a time (None or EOF: stop), and answers each with
+    its windows and, last, its outcome."""
     _yield_cpu_to_the_model()
-    job, first = pickle.load(sys.stdin.buffer)
+    inbox = sys.stdin.buffer
+    job = pickle.load(inbox)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write into the message stream
 
@@ -161,14 +78,20 @@ def _child_main() -> None:
         out.flush()
 
     try:
-        for index in range(first, len(job.files)):
+        while (index := _next_file(inbox)) is not None:
             for kind, payload in _decode_one(job, job.files[index]):
                 send((kind, index, payload))
-        send((DONE, -1, None))
     except BrokenPipeError:  # the indexer is gone (kill -9): nothing left to do
         os._exit(0)
     except BaseException:  # noqa: BLE001 — reported to the parent, which stops the run
         send((CRASHED, -1, traceback.format_exc(limit=5)))
+
+
+def _next_file(inbox) -> int | None:
+    try:
+        return pickle.load(inbox)
+    except EOFError:  # the indexer closed our input or died
+        return None
 
 
 def _yield_cpu_to_the_model() -> None:

@@ -1,10 +1,10 @@
 """Indexing: files -> windows -> vectors -> archive, incremental and safe to kill at any moment.
 
 Both engines plan the same way (unchanged files skipped before any audio is read) and commit
-through ``commits.Committer``, strictly in file order. The local engine: a low-priority child
-process (``decoder_process``) hashes and decodes files and cuts windows while this process runs
-the model on full batches (batches span files, so short clips still fill them). The Ray engine
-(``ray_engine``) does the same work on a cluster.
+through ``commits.Committer``, strictly in file order. The local engine: a pool of low-priority
+child processes (``decoder_pool``) hashes and decodes files and cuts windows while this process
+runs the model on full batches (batches span files, so short clips still fill them). The Ray
+engine (``ray_engine``) does the same work on a cluster.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from indexer.audio.sources import discover, kernel_folder, key_path
 from indexer.audio.windows import Window
 from indexer.config import DecodeOptions, RayOptions
 from indexer.indexing.commits import Committer, PendingFile
-from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, DecoderProcess, Outcome
+from indexer.indexing.decoder_pool import DecoderPool, default_decoders
+from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, Outcome
 from indexer.indexing.one_file import no_vector_reason
 from indexer.indexing.shards import STAGING_DIR, clear_committed
 from indexer.session import Session
@@ -37,6 +38,9 @@ class IndexOptions:
     """Try files that failed before even when they have not changed."""
     queue_windows: int = 16
     """Decoded windows allowed to wait for the model; bounds memory."""
+    decoders: int | None = None
+    """Decoding processes of the local engine; None: the machine's cores minus one, at least one.
+    The archive is the same whatever the number."""
     metadata: tuple[Path, ...] = ()
     """Metadata CSVs merged into the catalog before indexing."""
     engine: Literal["local", "ray"] = "local"
@@ -157,17 +161,18 @@ def _plan(archive: Session, paths: Sequence[Path], options: IndexOptions, report
 
 
 def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: Committer) -> float:
-    """The local engine: a decoding child process ahead of the model in this one. Returns model seconds."""
+    """The local engine: decoding child processes ahead of the model in this one. Returns model seconds."""
     batcher = _Batcher(archive, committer)
-    decoder = DecoderProcess(plan.job, options.queue_windows)
+    decoders = DecoderPool(plan.job, options.decoders or default_decoders(), options.queue_windows)
+    for item in plan.todo:  # committed in the plan's order, whichever decoder finishes first
+        committer.register(item)
     try:
-        for kind, index, payload in _timed(decoder.messages(), committer.report):
-            if kind == IDLE:  # waiting for the decoder: commit what is due, then let readers in
+        for kind, index, payload in _timed(decoders.messages(), committer.report):
+            if kind == IDLE:  # waiting for the decoders: commit what is due, then let readers in
                 committer.commit_ready()
                 archive.catalog.yield_lock()
                 continue
             item = plan.todo[index]
-            committer.register(item)
             if kind == WINDOW:
                 batcher.add_window(item, payload)
             else:
@@ -176,7 +181,7 @@ def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: 
         batcher.embed_pending()
         committer.commit_ready(final=True)
     finally:
-        decoder.stop()
+        decoders.stop()
     return batcher.model_seconds
 
 

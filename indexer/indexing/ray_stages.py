@@ -24,7 +24,8 @@ import numpy as np
 
 from indexer.archive.manifest import Manifest
 from indexer.config import EncoderConfig
-from indexer.indexing.decoder_process import IDLE, OUTCOME, WINDOW, DecodeJob, DecoderProcess
+from indexer.indexing.decoder_pool import DecoderPool
+from indexer.indexing.decoder_process import IDLE, OUTCOME, WINDOW, DecodeJob
 from indexer.session import load_model
 
 ROWS_PER_OUTPUT = 8
@@ -38,7 +39,7 @@ def decode_files(batch: dict[str, np.ndarray], job) -> Iterator[dict[str, np.nda
     """Ray Data batch function: the files of ``batch`` decoded into window rows and outcome rows."""
     job = _resolve(job)
     files = [int(i) for i in batch["file"]]
-    decoder = DecoderProcess(replace(job, files=[job.files[i] for i in files]), DECODE_QUEUE)
+    decoder = DecoderPool(replace(job, files=[job.files[i] for i in files]), 1, DECODE_QUEUE)
     counts: Counter[int] = Counter()
     rows: list[tuple[int, int, str, bytes]] = []
     try:
