@@ -1,10 +1,15 @@
-"""Indexing throughput: end to end (decode + window + model + catalog + index) against the model alone.
+"""Indexing throughput: end to end (decode + window + model + catalog + index) against its two
+ceilings, the model alone and the pipeline alone (decoding, hand-off and committing, measured with
+``--encoder instant``'s free vectors for 1, 2, … decoding processes).
 
-Uses a full-size CLAP with random weights (same cost as laion/clap-htsat-fused) unless --tiny.
-Prints a table; run it before and after performance work.
+Uses a full-size CLAP with random weights (same cost as laion/clap-htsat-fused), saved as a folder
+and loaded through the real loading path, unless --tiny. Prints a table; run it before and after
+performance work.
 
-    python benchmarks/index_bench.py                 # full-size model, ~2 minutes on 2 cores
+    python benchmarks/index_bench.py                 # full-size model, ~3 minutes on 2 cores
     python benchmarks/index_bench.py --tiny          # a quick smoke run with the tiny test model
+    python benchmarks/index_bench.py --encoder instant --ceiling 1,2,4   # the pipeline's own ceiling
+    python benchmarks/index_bench.py --device cuda --precision bf16 --batch-size 64 --decoders 15
     python benchmarks/index_bench.py --engine ray    # the same through a local Ray instance (model actors)
 """
 
@@ -30,6 +35,58 @@ from tables import print_table  # noqa: E402
 from indexer import Archive, IndexOptions  # noqa: E402
 from indexer.audio import decode as audio  # noqa: E402
 from indexer.audio.windows import cut_windows  # noqa: E402
+from indexer.embedding import ModelIdentity  # noqa: E402
+from indexer.indexing.decoder_pool import default_decoders  # noqa: E402
+
+HANDOFF_CHILD = """
+import pickle, sys, numpy as np
+out = sys.stdout.buffer
+window = np.random.default_rng(0).standard_normal(480_000).astype(np.float32)
+for i in range({count}):
+    pickle.dump(("window", i, window), out, protocol=pickle.HIGHEST_PROTOCOL)
+out.flush()
+"""
+
+
+class InstantEncoder:
+    """Fixed unit vectors at no cost: what is left is the pipeline's own ceiling."""
+
+    sample_rate = 48_000
+    logit_scale = 10.0
+
+    def __init__(self, batch_size: int = 8, dim: int = 512):
+        self.identity = ModelIdentity("instant", "instant-1", dim)
+        self.batch_size = batch_size
+        self._unit = np.full(dim, 1 / np.sqrt(dim), np.float32)
+
+    def embed_audio(self, windows):
+        return np.tile(self._unit, (len(windows), 1))
+
+    def embed_text(self, labels, prompts=()):
+        return np.tile(self._unit, (len(labels), 1))
+
+
+def decode_ceiling(folder: Path, window_cfg) -> float:
+    """Windows/s one process decodes and cuts (this process, one core, nothing beside it)."""
+    count, started = 0, time.perf_counter()
+    for path in sorted(folder.iterdir()):
+        _, blocks = audio.stream(path)
+        count += sum(1 for _ in cut_windows(blocks, window_cfg))
+    return count / (time.perf_counter() - started)
+
+
+def handoff_ms(count: int = 200) -> float:
+    """This process's CPU per 10 s window received pickled through a pipe (how decoders hand over)."""
+    import pickle
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", HANDOFF_CHILD.format(count=count)], stdout=subprocess.PIPE)
+    cpu = time.process_time()
+    for _ in range(count):
+        pickle.load(child.stdout)
+    spent = time.process_time() - cpu
+    child.wait()
+    return 1000 * spent / count
 
 
 def make_recordings(folder: Path, files: int, seconds: float) -> float:
@@ -178,7 +235,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each recording")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per model call [default: the device's]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16", "fp16"))
+    parser.add_argument("--decoders", type=int, default=None, help="decoding processes end to end [default: cores minus one]")
+    parser.add_argument("--ceiling", default=None,
+                        help="decoder counts for the pipeline ceiling, e.g. 1,2,4 [default: 1 and 2, and --decoders]")
+    parser.add_argument("--encoder", choices=("clap", "instant"), default="clap",
+                        help="instant: free vectors, so end to end is the pipeline's own ceiling")
     parser.add_argument("--repeat", type=int, default=3, help="alternating runs of each measurement")
     parser.add_argument("--tiny", action="store_true", help="use the tiny test model (smoke run)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -187,21 +251,21 @@ def main() -> None:
 
     from indexer.config import EncoderConfig, RayOptions, WindowConfig
     from indexer.model.loading import load_encoder
-    from indexer.model.tiny_clap import (
-        build_full_size_random_clap,
-        build_tiny_clap,
-        save_full_size_random_clap,
-    )
+    from indexer.model.tiny_clap import build_tiny_clap, save_full_size_random_clap
 
-    engines = {"local": IndexOptions()}
+    decoders = args.decoders or default_decoders()
+    ceiling_counts = sorted({int(n) for n in args.ceiling.split(",")} if args.ceiling else {1, 2, decoders})
+    engines = {"local": IndexOptions(decoders=decoders)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_config = None
-        if args.tiny:
-            model_config = EncoderConfig(model=str(build_tiny_clap(tmp / "tiny")), batch_size=args.batch_size)
-        elif args.engine == "ray":  # the actors load the model from a folder
-            model_config = EncoderConfig(model=str(save_full_size_random_clap(tmp / "full")), batch_size=args.batch_size)
-        encoder = load_encoder(model_config) if model_config else build_full_size_random_clap(batch_size=args.batch_size)
+        if args.encoder == "instant":
+            encoder = InstantEncoder(args.batch_size or 8)
+        else:
+            folder = build_tiny_clap(tmp / "tiny") if args.tiny else save_full_size_random_clap(tmp / "full")
+            model_config = EncoderConfig(model=str(folder), device=args.device, precision=args.precision,
+                                         batch_size=args.batch_size)
+            encoder = load_encoder(model_config)
         if args.engine == "ray":
             import ray
 
@@ -220,8 +284,16 @@ def main() -> None:
             with Archive.open(tmp / f"warm-up-{name}", encoder=encoder, encoder_config=model_config, create=True) as archive:
                 archive.index([warm_up], options)
 
+        decode_rates = [decode_ceiling(folder, window_cfg) for _ in range(max(1, args.repeat // 2))]
+        handoff = statistics.median(handoff_ms() for _ in range(3))
+        instant = InstantEncoder(encoder.batch_size, encoder.identity.dim)
+        ceilings: dict[int, RunFigures] = {n: RunFigures() for n in ceiling_counts}
         alone_rates, figures = [], {name: RunFigures() for name in engines}
         for run in range(args.repeat):  # alternate so drift on a shared machine hits every measurement
+            for n in ceiling_counts:
+                index_once(tmp / f"ceiling{n}-{run}", folder, instant, None, IndexOptions(decoders=n), audio_s, ceilings[n])
+            if args.encoder == "instant":
+                continue
             n_alone, t_alone = model_alone(encoder, folder, window_cfg)
             alone_rates.append(n_alone / t_alone)
             for name, options in engines.items():
@@ -232,23 +304,43 @@ def main() -> None:
             differ = "" if same else f"no: max difference {float(np.abs(local - distributed).max()):.2g}"
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    alone_rate = statistics.median(alone_rates)
+    med = statistics.median
+    windows = ceilings[ceiling_counts[0]].windows
+    described = ("instant (free vectors)" if args.encoder == "instant"
+                 else "tiny test CLAP" if args.tiny else "full-size CLAP (random weights)")
+    device = getattr(encoder, "device", "cpu")
     rows = [
-        ("model", "tiny test CLAP" if args.tiny else "full-size CLAP (random weights)"),
-        ("audio", f"{args.files} files x {args.seconds:g} s = {audio_s / 60:.1f} min, {figures['local'].windows} windows"),
-        ("batch size / runs", f"{args.batch_size} / {args.repeat} (medians; runs alternate the measurements)"),
-        ("model alone (this process)", f"{alone_rate:.2f} windows/s ({alone_rate * window_cfg.length_s:.0f}x real time)"),
+        ("model", f"{described} on {device}, precision {getattr(encoder, 'precision', 'fp32')}"),
+        ("audio", f"{args.files} files x {args.seconds:g} s = {audio_s / 60:.1f} min, {windows} windows"),
+        ("batch size / runs", f"{encoder.batch_size} / {args.repeat} (medians; runs alternate the measurements)"),
+        ("decode ceiling, one process", f"{med(decode_rates):.1f} windows/s (decode + resample + cut, one core)"),
+        ("hand-off per window (pipe)", f"{handoff:.2f} ms of the model process's CPU per 10 s window"),
     ]
-    if "ray" in engines:
-        rows.append(("ray", "a local Ray instance, one model actor per CPU (its start-up counted in each run)"))
-    for name in engines:
-        rows += engine_rows(name, figures[name], alone_rates)
+    one = med(ceilings[ceiling_counts[0]].rates)
+    for n in ceiling_counts:
+        rate = med(ceilings[n].rates)
+        rows.append((f"pipeline ceiling, {n} decoder{'s' if n > 1 else ''}",
+                     f"{rate:.1f} windows/s ({rate / one:.2f}x {ceiling_counts[0]}); committing "
+                     f"{med(ceilings[n].commit_ms_per_file):.2f} ms per file"))
+    if alone_rates:
+        alone_rate = med(alone_rates)
+        rows.append(("model alone (this process)", f"{alone_rate:.2f} windows/s ({alone_rate * window_cfg.length_s:.0f}x real time)"))
+        if "ray" in engines:
+            rows.append(("ray", "a local Ray instance, one model actor per CPU (its start-up counted in each run)"))
+        rows.append(("local decoders", str(decoders)))
+        for name in engines:
+            rows += engine_rows(name, figures[name], alone_rates)
+        ceiling = med(ceilings[decoders].rates) if decoders in ceilings else None
+        if ceiling:
+            bound = min(alone_rate, ceiling)
+            rows.append(("local: end to end / min(model alone, pipeline ceiling)",
+                         f"{med(figures['local'].rates) / bound:.1%} (bound {bound:.1f} windows/s)"))
     if "ray" in engines:
         ratio = [r / l for r, l in zip(figures["ray"].rates, figures["local"].rates)]
         steady = [r / l for r, l in zip(figures["ray"].steady_rates, figures["local"].steady_rates)]
         rows += [
-            ("ray / local", f"{statistics.median(ratio):.1%} (runs: {', '.join(f'{r:.0%}' for r in ratio)})"),
-            ("ray / local after start-up", f"{statistics.median(steady):.1%}" if steady else "-"),
+            ("ray / local", f"{med(ratio):.1%} (runs: {', '.join(f'{r:.0%}' for r in ratio)})"),
+            ("ray / local after start-up", f"{med(steady):.1%}" if steady else "-"),
             ("ray vectors bit-identical to local", "yes" if same else differ),
         ]
     rows.append(("peak RSS (this process)", f"{peak_mb:.0f} MB"))

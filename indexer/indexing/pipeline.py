@@ -21,6 +21,7 @@ from indexer.archive.storage import FailedFile
 from indexer.audio.sources import discover, kernel_folder, key_path
 from indexer.audio.windows import Window
 from indexer.config import DecodeOptions, RayOptions
+from indexer.embedding import PendingVectors, submit_audio
 from indexer.indexing.commits import Committer, PendingFile
 from indexer.indexing.decoder_pool import DecoderPool, default_decoders
 from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, Outcome
@@ -169,6 +170,7 @@ def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: 
     try:
         for kind, index, payload in _timed(decoders.messages(), committer.report):
             if kind == IDLE:  # waiting for the decoders: commit what is due, then let readers in
+                batcher.collect()
                 committer.commit_ready()
                 archive.catalog.yield_lock()
                 continue
@@ -179,6 +181,7 @@ def _embed_here(archive: Session, plan: Plan, options: IndexOptions, committer: 
                 batcher.settle(item, payload)
             committer.commit_ready()
         batcher.embed_pending()
+        batcher.collect()
         committer.commit_ready(final=True)
     finally:
         decoders.stop()
@@ -207,6 +210,7 @@ class _Batcher:
         self.archive = archive
         self.committer = committer
         self.batch: list[tuple[PendingFile, int]] = []
+        self.in_flight: tuple[list[tuple[PendingFile, int]], PendingVectors] | None = None
         self.model_seconds = 0.0
 
     @property
@@ -237,13 +241,27 @@ class _Batcher:
             item.windows, item.vectors = [], {}
 
     def embed_pending(self) -> None:
+        """Send the batch to the model and collect the one before it: on a GPU the model works on
+        this batch while the next one is gathered (on the CPU the call returns when done)."""
         live = [(item, i) for item, i in self.batch if not item.failed]
         self.batch = []
         if not live:
             return
         self.archive.catalog.yield_lock()
         t0 = time.perf_counter()
-        vectors = self.encoder.embed_audio([item.windows[i].samples for item, i in live])
+        pending = submit_audio(self.encoder, [item.windows[i].samples for item, i in live])
+        self.model_seconds += time.perf_counter() - t0
+        self.collect()
+        self.in_flight = (live, pending)
+
+    def collect(self) -> None:
+        """The vectors of the batch in the model, if any, into their files."""
+        if self.in_flight is None:
+            return
+        live, pending = self.in_flight
+        self.in_flight = None
+        t0 = time.perf_counter()
+        vectors = pending.result()
         self.model_seconds += time.perf_counter() - t0
         usable = np.isfinite(vectors).all(axis=1)
         for (item, i), vector, ok in zip(live, vectors, usable):
