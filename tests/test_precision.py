@@ -203,3 +203,17 @@ def test_an_older_manifest_without_the_record_loads_and_a_wrong_type_is_damage(t
         (tmp_path / MANIFEST_FILE).write_text(json.dumps({**base, **wrong}))
         with pytest.raises(ArchiveDamagedError, match="manifest .* is damaged"):
             Manifest.load(tmp_path)
+
+
+def test_the_app_takes_precision_from_its_launch_flags_or_the_environment(monkeypatch, tmp_path) -> None:
+    pytest.importorskip("streamlit")
+    from search_app import launch, state
+
+    argv = launch.command(tmp_path, 8501, encoder=EncoderConfig(model="m", device="cpu", precision="bf16"))
+    assert "--precision=bf16" in argv and not any(a.startswith("--batch-size") for a in argv)  # the device's
+    monkeypatch.setattr("sys.argv", ["main.py", *argv[argv.index("--") + 1 :]])
+    config = state.encoder_config(tmp_path)
+    assert (config.precision, config.batch_size) == ("bf16", None)
+    monkeypatch.setattr("sys.argv", ["main.py", "--archive", str(tmp_path), "--model", "m"])
+    monkeypatch.setenv("SOUNDTRACE_PRECISION", "FP32")
+    assert state.encoder_config(tmp_path).precision == "fp32"
