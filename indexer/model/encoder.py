@@ -4,6 +4,8 @@ Two things the stock transformers path gets wrong for an archive are fixed here:
 the feature extractor's random crop / random ``is_longer`` flag (windows are cut by the caller,
 at most ``max_window_s``, and ``is_longer`` is pinned False, so a vector never depends on its
 batch), and its slow numpy front end (replaced by ``melspec.LogMel`` on the model's device).
+On CUDA the batch travels through pinned memory without blocking (``transfer``), so ``submit``
+returns while the GPU works, and the model call runs at the configured precision (``precision``).
 """
 
 from __future__ import annotations
