@@ -217,3 +217,14 @@ def test_the_app_takes_precision_from_its_launch_flags_or_the_environment(monkey
     monkeypatch.setattr("sys.argv", ["main.py", "--archive", str(tmp_path), "--model", "m"])
     monkeypatch.setenv("SOUNDTRACE_PRECISION", "FP32")
     assert state.encoder_config(tmp_path).precision == "fp32"
+
+
+@pytest.mark.slow
+def test_bf16_on_a_cpu_stays_within_cosine_0_9999_with_the_full_size_model() -> None:
+    """Measured 0.99997 on two windows (random weights, so its activations are the real model's size)."""
+    from indexer.model.tiny_clap import build_full_size_random_clap
+
+    windows = [realish(10.0, 1), realish(4.0, 2)]
+    fp32 = build_full_size_random_clap(batch_size=2).embed_audio(windows)
+    bf16 = build_full_size_random_clap(batch_size=2, precision="bf16").embed_audio(windows)
+    assert _cosines(fp32, bf16).min() >= 0.9999
