@@ -39,6 +39,51 @@ class Encoder(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class EmbeddingSetup:
+    """How an encoder computes its vectors besides its weights: a resumed run gives the same bits
+    only with the same device kind, precision and batch shape (the manifest records them)."""
+
+    device_kind: str
+    """"cpu" or "cuda"."""
+    precision: str
+    """"fp32", "tf32", "bf16" or "fp16"."""
+    batch_size: int
+
+
+def embedding_setup(encoder: object) -> EmbeddingSetup | None:
+    """The encoder's ``setup`` when it tells one (the CLAP does; stand-ins need not)."""
+    setup = getattr(encoder, "setup", None)
+    return setup if isinstance(setup, EmbeddingSetup) else None
+
+
+class PendingVectors(Protocol):
+    """Audio vectors being computed (on a GPU, while the caller prepares the next batch)."""
+
+    def result(self) -> np.ndarray:
+        """(n, dim) float32 unit vectors, waiting for them if need be."""
+        ...
+
+
+class ReadyVectors:
+    """Vectors already computed, as a ``PendingVectors``."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self._vectors = vectors
+
+    def result(self) -> np.ndarray:
+        return self._vectors
+
+
+def submit_audio(encoder: Encoder, windows: Sequence[np.ndarray]) -> PendingVectors:
+    """``encoder.submit(windows)`` where it has one (the CLAP: asynchronous on CUDA), else
+    ``embed_audio`` now, so a caller can keep one batch in flight with any encoder."""
+    submit = getattr(encoder, "submit", None)
+    if callable(submit):
+        return submit(windows)
+    return ReadyVectors(encoder.embed_audio(windows))
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)

@@ -60,6 +60,10 @@ class DeviceError(ModelError):
     """The requested torch device does not exist on this machine."""
 
 
+class UnsupportedPrecisionError(DeviceError):
+    """A precision this device cannot run the model at (tf32 and fp16 need a CUDA GPU), or none known."""
+
+
 # --- archive -----------------------------------------------------------------------------------
 
 

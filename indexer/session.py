@@ -19,7 +19,7 @@ from indexer.archive.storage import ArchiveStorage, NewArchive
 from indexer.archive.text_cache import TextVectorCache
 from indexer.archive.vector_store import StoreConfig
 from indexer.config import EncoderConfig, WindowConfig
-from indexer.embedding import DEFAULT_PROMPTS, Encoder
+from indexer.embedding import DEFAULT_PROMPTS, EmbeddingSetup, Encoder, embedding_setup
 from indexer.errors import ArchiveError, ModelNotAvailableError
 
 
@@ -93,6 +93,26 @@ class Session(ArchiveStorage):
     def encoder_config(self) -> EncoderConfig:
         return self._encoder_config
 
+    def embedding_note(self, encoder: Encoder) -> str | None:
+        """Called by an indexing run before it embeds: the first such run records in the manifest
+        how it computes vectors (device kind, precision, batch size); a later one that computes
+        them otherwise gets one sentence saying so, and goes on (its vectors differ by ~1e-5).
+        None for an encoder that does not say (a test's stand-in)."""
+        setup = embedding_setup(encoder)
+        recorded = self.manifest.setup
+        if setup is None or recorded == setup:
+            return None
+        if recorded is None:
+            self.begin_write()
+            self.manifest = self.manifest.with_setup(setup)
+            self.manifest.save(self.directory)
+            return None
+        return (
+            f"This archive was built with {_described(recorded)}; this run embeds with {_described(setup)} — its "
+            "vectors differ by about 1e-5, no search can tell, but a resumed run is bit-identical only with the same "
+            "device kind, precision and batch."
+        )
+
     @property
     def logit_scale(self) -> float:
         """CLAP's temperature from the manifest, so scoring remembered text loads no model."""
@@ -123,3 +143,7 @@ class Session(ArchiveStorage):
             self.remember_text()
         finally:
             super().close()
+
+
+def _described(setup: EmbeddingSetup) -> str:
+    return f"{setup.precision} on {setup.device_kind} in batches of {setup.batch_size}"

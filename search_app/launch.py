@@ -37,5 +37,5 @@ def command(
 def _encoder_flags(encoder: EncoderConfig) -> list[tuple[str, object]]:
     return [
         ("model", encoder.model), ("device", encoder.device), ("cache-dir", encoder.cache_dir),
-        ("batch-size", encoder.batch_size), ("threads", encoder.threads),
+        ("batch-size", encoder.batch_size), ("threads", encoder.threads), ("precision", encoder.precision),
     ]

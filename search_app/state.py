@@ -3,7 +3,8 @@
 Where the archive is: ``--archive DIR`` after ``--`` on the streamlit command line, else the
 SOUNDTRACE_ARCHIVE variable, else ``./soundtrace-archive``. The model: ``--model`` there, else
 SOUNDTRACE_MODEL, else the archive's own; the device: ``--device``, else SOUNDTRACE_DEVICE, else
-auto; ``--cache-dir``, ``--batch-size`` and ``--threads`` as for the CLI (``soundtrace app``
+auto; the precision: ``--precision``, else SOUNDTRACE_PRECISION, else auto (bf16 on CUDA, fp32 on
+a CPU); ``--cache-dir``, ``--batch-size`` and ``--threads`` as for the CLI (``soundtrace app``
 passes its own flags on).
 
 DuckDB lets a writer in only while nobody reads, so the shared read-only archive lets go of its
@@ -52,7 +53,7 @@ _writing = threading.Lock()
 
 def _app_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for flag in ("--archive", "--model", "--device", "--cache-dir"):
+    for flag in ("--archive", "--model", "--device", "--cache-dir", "--precision"):
         parser.add_argument(flag)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threads", type=int)
@@ -79,7 +80,8 @@ def encoder_config(directory: Path | None = None) -> EncoderConfig:
     args = _app_args()
     return EncoderConfig(
         model=model_name(directory), device=args.device or os.environ.get("SOUNDTRACE_DEVICE") or "auto",
-        cache_dir=args.cache_dir, batch_size=args.batch_size or EncoderConfig.batch_size, threads=args.threads,
+        cache_dir=args.cache_dir, batch_size=args.batch_size or None, threads=args.threads,
+        precision=(args.precision or os.environ.get("SOUNDTRACE_PRECISION") or "auto").strip().lower(),
     )
 
 

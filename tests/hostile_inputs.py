@@ -226,6 +226,12 @@ DAMAGED_MANIFESTS = {
     "negative dim": b'{"model_id": "m", "revision": "r", "dim": -1, "window_s": 10, "hop_s": 5, "min_tail_s": 1}',
     "unknown channels": b'{"model_id": "m", "revision": "r", "dim": 16, "window_s": 10, "hop_s": 5, "min_tail_s": 1,'
                         b' "channels": 7}',
+    "precision as a number": b'{"model_id": "m", "revision": "r", "dim": 16, "window_s": 10, "hop_s": 5, "min_tail_s": 1,'
+                             b' "precision": 16}',
+    "unknown precision": b'{"model_id": "m", "revision": "r", "dim": 16, "window_s": 10, "hop_s": 5, "min_tail_s": 1,'
+                         b' "precision": "int8"}',
+    "batch size as words": b'{"model_id": "m", "revision": "r", "dim": 16, "window_s": 10, "hop_s": 5, "min_tail_s": 1,'
+                           b' "batch_size": "eight"}',
 }
 """manifest.json contents every command must name as damage in one sentence, never a traceback."""
 

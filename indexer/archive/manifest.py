@@ -9,7 +9,7 @@ from pathlib import Path
 
 from indexer.archive.durable import replace_atomically
 from indexer.config import WindowConfig
-from indexer.embedding import ModelIdentity
+from indexer.embedding import EmbeddingSetup, ModelIdentity
 from indexer.errors import ArchiveDamagedError, ArchiveError, ModelMismatchError
 
 MANIFEST_FILE = "manifest.json"
@@ -44,6 +44,12 @@ class Manifest:
     channels: str | None = None
     """The indexing runs' channel mode ("mix" or "split"), fixed by the first run that met a file
     with more than one channel (None: not yet, or an archive from before it was recorded)."""
+    device_kind: str | None = None
+    """How the first run that embedded computed its vectors: "cpu" or "cuda", its precision
+    ("fp32", "tf32", "bf16", "fp16") and batch size; a resumed run gives the same bits only with
+    the same three (None: not yet embedded, or an archive from before they were recorded)."""
+    precision: str | None = None
+    batch_size: int | None = None
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=_versions)
     format_version: int = FORMAT_VERSION
@@ -84,6 +90,16 @@ class Manifest:
                 f"{windows.length_s:g} s / {windows.hop_s:g} s would mix two kinds of vectors — use a new --archive directory."
             )
 
+    @property
+    def setup(self) -> EmbeddingSetup | None:
+        """How the archive's vectors were computed, once a run recorded it."""
+        if self.device_kind is None or self.precision is None or self.batch_size is None:
+            return None
+        return EmbeddingSetup(self.device_kind, self.precision, self.batch_size)
+
+    def with_setup(self, setup: EmbeddingSetup) -> "Manifest":
+        return replace(self, device_kind=setup.device_kind, precision=setup.precision, batch_size=setup.batch_size)
+
     def upgraded(self) -> "Manifest":
         """This manifest at the current format, with the versions that wrote it."""
         return replace(self, format_version=FORMAT_VERSION, versions=_versions())
@@ -123,13 +139,20 @@ class Manifest:
             raise _damaged(path, "its dimension or window lengths are not positive")
         if values.get("channels") not in (None, "mix", "split"):
             raise _damaged(path, "its channels is neither mix nor split")
+        if values.get("device_kind") not in (None, "cpu", "cuda"):
+            raise _damaged(path, "its device_kind is neither cpu nor cuda")
+        if values.get("precision") not in (None, "fp32", "tf32", "bf16", "fp16"):
+            raise _damaged(path, "its precision is none of fp32, tf32, bf16, fp16")
+        if values.get("batch_size", 1) < 1:
+            raise _damaged(path, "its batch_size is not positive")
         return cls(**values, format_version=version)
 
 
 _FIELDS = (
     ("model_id", str, True), ("revision", str, True), ("dim", int, True), ("window_s", (int, float), True),
     ("hop_s", (int, float), True), ("min_tail_s", (int, float), True), ("logit_scale", (int, float), False),
-    ("channels", str, False), ("created_at", str, False), ("versions", dict, False),
+    ("channels", str, False), ("device_kind", str, False), ("precision", str, False), ("batch_size", int, False),
+    ("created_at", str, False), ("versions", dict, False),
 )
 """Each stored field, the JSON types it may hold, and whether an archive must have it."""
 

@@ -75,6 +75,10 @@ class ArchiveInfo:
     metadata_columns: list[str]
     last_indexed_at: datetime | None
     failures: list[FailedFile]
+    device_kind: str | None = None
+    """How the vectors were computed (the manifest's record; None before the first run that embedded)."""
+    precision: str | None = None
+    batch_size: int | None = None
 
 
 class ArchiveStorage:
@@ -340,6 +344,7 @@ class ArchiveStorage:
                            "builds it again)" if store.ann_damage else "exact (float16)"),
             ann=store.ann.record if store.ann else None, disk_bytes=disk,
             metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
+            device_kind=m.device_kind, precision=m.precision, batch_size=m.batch_size,
         )
 
     def window_vectors(self, window_ids: Sequence[int]) -> np.ndarray:

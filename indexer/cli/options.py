@@ -10,7 +10,19 @@ from typing import Callable
 
 import click
 
-from indexer.config import REQUEST_MAX_DURATION_S, EncoderConfig, RawPcmFormat, RayOptions, default_archive_dir
+from indexer.config import (
+    CPU_PRECISIONS,
+    DEFAULT_BATCH,
+    PRECISIONS,
+    REQUEST_MAX_DURATION_S,
+    EncoderConfig,
+    RawPcmFormat,
+    RayOptions,
+    default_archive_dir,
+    resolve_precision,
+)
+
+GPU_ONLY_PRECISIONS = tuple(p for p in PRECISIONS if p not in CPU_PRECISIONS + ("auto",))
 
 
 def collect(cls: type, name: str = "request") -> Callable:
@@ -75,14 +87,24 @@ def _model_flags(model_help: str) -> Callable:
                       help=f"CLAP model id or local directory [default: {model_help}].")
         @click.option("--device", default="auto", envvar="SOUNDTRACE_DEVICE", show_envvar=True, show_default=True,
                       help="auto, cpu, cuda or cuda:N.")
-        @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024), help="Windows per model call.")
+        @click.option("--precision", type=click.Choice(PRECISIONS, case_sensitive=False), default="auto",
+                      envvar="SOUNDTRACE_PRECISION", show_envvar=True, show_default=True,
+                      help="The model call's arithmetic: auto is bf16 on CUDA and fp32 on a CPU; tf32 and fp16 need CUDA.")
+        @click.option("--batch-size", default=None, type=click.IntRange(1, 1024),
+                      help=f"Windows per model call [default: the device's, {DEFAULT_BATCH['cpu']} on a CPU, "
+                           f"{DEFAULT_BATCH['cuda']} on CUDA].")
         @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
         @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
         @functools.wraps(func)
-        def wrapper(*args, model, device, batch_size, cache_dir, threads, **kwargs):
+        def wrapper(*args, model, device, precision, batch_size, cache_dir, threads, **kwargs):
             kwargs["encoder_config"] = EncoderConfig(
-                model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads
+                model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads,
+                precision=precision.lower(),
             )
+            if precision.lower() in GPU_ONLY_PRECISIONS:  # refused now, not when the model first loads
+                from indexer.model.devices import resolve_device
+
+                resolve_precision(precision, resolve_device(device).type)
             return func(*args, **kwargs)
 
         return wrapper

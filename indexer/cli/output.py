@@ -89,6 +89,8 @@ def print_index_report(console: Console, report) -> None:
         )
         for path, label, score, start in update.new_flags[:20]:
             console.err(f"  {label}: {Path(path).name} at {format_seconds(start)} (score {score:.3f})")
+    for note in report.notes:
+        console.err(note)
     if report.failed:
         console.error.print(_failure_table(report.failed))
 
@@ -235,6 +237,8 @@ def print_info(console: Console, info, staged: tuple[int, int] = (0, 0)) -> None
         ("audio", f"{info.hours:.2f} h"),
         ("windows", f"{info.windows} ({info.window_s:g} s, hop {info.hop_s:g} s); {info.vectors} vectors in the index"),
         ("model", shown(f"{info.model_id} (revision {info.revision[:12]}, {info.dim} dims)")),
+        ("embedded with", f"{info.precision} on {info.device_kind} in batches of {info.batch_size}" if info.device_kind
+         else "not recorded (recorded by the next run that embeds)"),
         ("index", shown(_index_line(info))),
         ("metadata", shown(", ".join(info.metadata_columns)) or "none"),
         ("last indexed", f"{info.last_indexed_at:%Y-%m-%d %H:%M:%S}" if info.last_indexed_at else "never"),

@@ -78,6 +78,8 @@ class IndexReport:
     """The ``AnnRecord`` in force after the run (None: searches scan exactly)."""
     marks_unplaced: int = 0
     """Label marks whose audio this run took out of the archive (changed or pruned files); kept, not lost."""
+    notes: list[str] = field(default_factory=list)
+    """Sentences for the person running it, e.g. that this run embeds unlike the archive's first."""
 
     @property
     def windows_per_second(self) -> float:
@@ -212,6 +214,7 @@ class _Batcher:
         self.batch: list[tuple[PendingFile, int]] = []
         self.in_flight: tuple[list[tuple[PendingFile, int]], PendingVectors] | None = None
         self.model_seconds = 0.0
+        self.noted = False
 
     @property
     def batch_size(self) -> int:
@@ -225,6 +228,10 @@ class _Batcher:
             progress.stage("loading the model")
             self.archive.encoder
             progress.stage("indexing")
+        if not self.noted:  # recorded in (or compared with) the manifest once, before the first batch
+            self.noted = True
+            if note := self.archive.embedding_note(self.archive.encoder):
+                self.committer.report.notes.append(note)
         return self.archive.encoder
 
     def add_window(self, item: PendingFile, window: Window) -> None:

@@ -79,7 +79,8 @@ def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float
 def _actor_model(archive: Session, config: RayOptions) -> EncoderConfig:
     """How each actor loads the model: the archive's own, in batches of the shape the local engine
     uses (a passed encoder's, when the archive was opened with one), on the device kind asked for."""
-    batch_size = archive.encoder.batch_size if archive.encoder_loaded else archive.encoder_config.batch_size
+    actor_kind = "cuda" if config.gpus_per_worker else "cpu"
+    batch_size = archive.encoder.batch_size if archive.encoder_loaded else archive.encoder_config.for_device(actor_kind).batch_size
     return replace(archive.encoder_config, batch_size=int(batch_size), threads=config.cpus_per_worker,
                    device="cuda" if config.gpus_per_worker else "cpu")
 

@@ -20,7 +20,7 @@ import numpy as np
 from indexer.archive.durable import replace_atomically
 from indexer.archive.manifest import Manifest
 from indexer.archive.records import RecordingRow, WindowRows
-from indexer.config import DecodeOptions, EncoderConfig
+from indexer.config import DecodeOptions, EncoderConfig, resolve_precision
 
 STAGING_DIR = "staging"
 SUFFIX = ".shard.npz"
@@ -114,10 +114,14 @@ def staged(root: Path) -> tuple[int, int]:
 
 def fingerprint(manifest: Manifest, decode: DecodeOptions, model: EncoderConfig) -> str:
     """What a window's vector depends on besides its audio, as a short name: the weights, the
-    window and decoding settings, the batch shape and the device kind (a GPU's bits are not a CPU's)."""
+    window and decoding settings, the batch shape, the device kind (a GPU's bits are not a CPU's)
+    and a precision other than fp32 (named only then, so fp32 shards keep their earlier names)."""
     identity = manifest.identity
+    kind = model.device.split(":")[0]
+    precision = resolve_precision(model.precision, kind)
     described = json.dumps({
         "format": SHARD_FORMAT, "revision": identity.revision, "dim": identity.dim, "windows": asdict(manifest.windows),
-        "decode": asdict(decode), "batch_size": model.batch_size, "device": model.device.split(":")[0],
+        "decode": asdict(decode), "batch_size": model.for_device(kind).batch_size, "device": kind,
+        **({"precision": precision} if precision != "fp32" else {}),
     }, sort_keys=True, default=str)
     return hashlib.sha256(described.encode()).hexdigest()[:FINGERPRINT_LENGTH]

@@ -36,6 +36,7 @@ def load_encoder(cfg: EncoderConfig) -> ClapEncoder:
             raise ValueError("threads must be at least 1")
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
+    cfg = cfg.for_device(device.type)  # batch size and precision for this device; tf32/fp16 on a CPU stop here
     local = Path(cfg.model).expanduser()
     model_id = cfg.model
     if local.exists() or _looks_like_path(cfg.model):
@@ -44,7 +45,7 @@ def load_encoder(cfg: EncoderConfig) -> ClapEncoder:
     else:
         model, processor, revision = _load_hub(cfg)
     identity = ModelIdentity(model_id=model_id, revision=revision, dim=int(model.config.projection_dim))
-    return ClapEncoder(model, processor.feature_extractor, processor.tokenizer, identity, device, cfg.batch_size)
+    return ClapEncoder(model, processor.feature_extractor, processor.tokenizer, identity, device, cfg.batch_size, cfg.precision)
 
 
 def _looks_like_path(name: str) -> bool:

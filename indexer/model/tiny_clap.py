@@ -97,7 +97,9 @@ def build_tiny_clap(directory: Path, seed: int = 0, fused: bool = True) -> Path:
     return _save(model, tokenizer, fused, directory)
 
 
-def build_full_size_random_clap(device: str = "cpu", seed: int = 0, fused: bool = True, batch_size: int = 8) -> ClapEncoder:
+def build_full_size_random_clap(
+    device: str = "cpu", seed: int = 0, fused: bool = True, batch_size: int | None = None, precision: str = "auto"
+) -> ClapEncoder:
     """A ``ClapEncoder`` over ``ClapModel(ClapConfig())`` with random weights: real cost, no download.
 
     Audio only (no tokenizer): ``embed_text`` raises ModelError. For benchmarks, not for search.
@@ -112,7 +114,7 @@ def build_full_size_random_clap(device: str = "cpu", seed: int = 0, fused: bool 
     identity = ModelIdentity(
         model_id=f"random-clap-htsat-{'fused' if fused else 'unfused'}", revision=f"seed-{seed}", dim=config.projection_dim
     )
-    return ClapEncoder(model, extractor, None, identity, resolve_device(device), batch_size)
+    return ClapEncoder(model, extractor, None, identity, resolve_device(device), batch_size, precision)
 
 
 def save_full_size_random_clap(directory: Path, seed: int = 0, fused: bool = True) -> Path:
