@@ -88,18 +88,3 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
-
-
-class PendingVectors:
-    """TEMP eager stand-in until the model branch lands."""
-
-    def __init__(self, vectors: np.ndarray):
-        self._vectors = vectors
-
-    def result(self) -> np.ndarray:
-        return self._vectors
-
-
-def submit_audio(encoder, windows) -> PendingVectors:
-    submit = getattr(encoder, "submit", None)
-    return submit(windows) if submit is not None else PendingVectors(encoder.embed_audio(windows))
