@@ -35,7 +35,7 @@ from tables import print_table  # noqa: E402
 from indexer import Archive, IndexOptions  # noqa: E402
 from indexer.audio import decode as audio  # noqa: E402
 from indexer.audio.windows import cut_windows  # noqa: E402
-from indexer.embedding import ModelIdentity  # noqa: E402
+from indexer.embedding import ModelIdentity, submit_audio  # noqa: E402
 from indexer.indexing.decoder_pool import default_decoders  # noqa: E402
 
 HANDOFF_CHILD = """
@@ -150,9 +150,16 @@ class FirstCallClock:
         self.first_call: float | None = None
 
     def embed_audio(self, windows):
+        self._started()
+        return self._encoder.embed_audio(windows)
+
+    def submit(self, windows):
+        self._started()
+        return submit_audio(self._encoder, windows)
+
+    def _started(self) -> None:
         if self.first_call is None:
             self.first_call = time.perf_counter()
-        return self._encoder.embed_audio(windows)
 
     def __getattr__(self, name):
         return getattr(self._encoder, name)
