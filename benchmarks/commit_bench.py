@@ -99,7 +99,7 @@ def main() -> None:
         make_recordings(work / "drop", args.files, args.seconds)
         per_file, elapsed = [], []
         for r in range(args.repeat):
-            seconds, files, took, text = one_run(work / "drop", work, args.profile and r == 0)
+            seconds, files, took, text = one_run(work / "drop", work, args.profile and r == args.repeat - 1)
             per_file.append(1000 * seconds / max(1, files))
             elapsed.append(took)
             print(f"run {r + 1}: {files} files, committing {seconds:.3f} s = {per_file[-1]:.2f} ms per file "
