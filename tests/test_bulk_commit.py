@@ -179,13 +179,13 @@ ROUND_KILLER = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from indexer import Archive
-from indexer.archive import bulk_commit, segments
+from indexer.archive import bulk_commit, checksums, segments
 from indexer.indexing import commits
 from tests.fakes import FakeEncoder
 
 commits.COMMIT_EVERY_S, commits.MAX_ROUND_FILES = 1e9, 8  # the whole run at the end, in rounds of 8 files
 stage, rounds = {stage!r}, [0]
-append, record, mark = segments.SegmentFiles.append, bulk_commit.link_recordings, segments.SegmentFiles.mark_committed
+append, record, mark = segments.SegmentFiles.append, checksums.record, segments.SegmentFiles.mark_committed
 
 def die_at(now):
     if now == stage and rounds[0] == 3:
@@ -197,15 +197,15 @@ def appending(self, *a):
     die_at("after the vectors")
     return out
 
-def linking(con, ids):
-    record(con, ids)
+def recording(con, chunks):
+    record(con, chunks)
     die_at("inside the transaction")
 
 def marking(self, segments):
     die_at("before the headers")
     mark(self, segments)
 
-segments.SegmentFiles.append, bulk_commit.link_recordings = appending, linking
+segments.SegmentFiles.append, checksums.record = appending, recording
 segments.SegmentFiles.mark_committed = marking
 with Archive.open({arch!r}, encoder=FakeEncoder(), create=True) as archive:
     archive.index([{drop!r}])

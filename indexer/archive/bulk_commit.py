@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from indexer.archive import checksums
 from indexer.archive.checksums import Chunk
-from indexer.archive.metadata import link_recordings
+from indexer.archive.metadata import link_recordings, unlink_recordings
 from indexer.archive.records import RecordingRow, WindowRows
 from indexer.errors import ArchiveError
 
@@ -168,7 +168,10 @@ def commit(catalog, part: Round, first_id: int, chunks: Sequence[Chunk], new_onl
     ``new_only``: refuse paths already in the catalog (an import adds, never replaces)."""
     con = catalog.con
     with catalog.transaction():
-        if catalog.next_window_id() != first_id:
+        counter, next_id, metadata = catalog.one(
+            "SELECT (SELECT value FROM state WHERE key = 'next_window_id'), (SELECT coalesce(max(id), 0) + 1 FROM"
+            " recordings), EXISTS (SELECT 1 FROM metadata)")
+        if counter != first_id:
             raise ArchiveError(WROTE_MEANWHILE)
         saved = [i for i, row in enumerate(part.rows) if row is not None]
         paths = [part.rows[i].path for i in saved]
@@ -178,13 +181,12 @@ def commit(catalog, part: Round, first_id: int, chunks: Sequence[Chunk], new_onl
             raise ArchiveError("Some of these recordings are in the archive already; index them instead.")
         if len(set(paths)) != len(paths):
             raise ArchiveError("A round of writes names one path twice; write them in separate rounds.")
-        next_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
         ids: list[int | None] = [None] * len(part.rows)
         for i, path in zip(saved, paths):
             if path in existing:
                 ids[i] = int(existing[path])
             else:
-                ids[i], next_id = next_id, next_id + 1
+                ids[i], next_id = int(next_id), int(next_id) + 1
         replaced = [int(existing[p]) for p in paths if p in existing]
         if replaced:
             con.execute("INSERT INTO dead_windows SELECT id FROM windows WHERE list_contains(?, recording_id)"
@@ -208,7 +210,10 @@ def commit(catalog, part: Round, first_id: int, chunks: Sequence[Chunk], new_onl
         if saved:
             con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [end])
             checksums.record(con, list(chunks))
-            link_recordings(con, [ids[i] for i in saved])
+            if metadata:  # each recording written gets its metadata row resolved
+                link_recordings(con, [ids[i] for i in saved])
+            elif replaced:  # no metadata: only links a replaced recording had before are let go
+                unlink_recordings(con, replaced)
             catalog.bump_generation()
     return [Saved(i, row) for i, row in zip(ids, part.rows)]
 
