@@ -128,19 +128,23 @@ def test_a_bulk_round_of_every_kind_equals_the_same_files_one_per_round(before_a
     assert sorted(ids) == sorted(r[0] for r in state["recordings"] if r[2] not in ("b.wav", "c.wav", "e.wav"))
 
 
-def test_a_backlog_is_committed_in_rounds_of_bounded_size(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cap, expected", [("files", [3, 3, 1]), ("bytes", [2, 2, 2, 1])])
+def test_a_backlog_is_committed_in_rounds_of_bounded_size(tmp_path, monkeypatch, cap, expected):
     drop = tmp_path / "drop"
     for i in range(7):
         write_sequence(drop / f"f{i}.wav", [(300 + 200 * i, 10)])
     rounds = []
     save = Archive.save_files
     monkeypatch.setattr(commits, "COMMIT_EVERY_S", 1e9)
-    monkeypatch.setattr(commits, "MAX_ROUND_FILES", 3)
+    if cap == "files":
+        monkeypatch.setattr(commits, "MAX_ROUND_FILES", 3)
+    else:  # one window of DIM float32 a file: a round closes once it holds two
+        monkeypatch.setattr(commits, "MAX_ROUND_BYTES", 2 * DIM * 4)
     monkeypatch.setattr(Archive, "save_files", lambda self, writes, **k: rounds.append(len(writes)) or save(self, writes, **k))
     with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), create=True) as archive:
         report = archive.index([drop])
         assert report.indexed == 7 and archive.catalog.window_count() == 7
-    assert rounds == [3, 3, 1]
+    assert rounds == expected
 
 
 def _rows(paths: list[str], windows: int) -> tuple[list[RecordingRow], list[WindowRows]]:
