@@ -328,11 +328,11 @@ stage = {stage!r}
 if stage == "after setting aside":
     repair._settle_chunks = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 elif stage == "during re-embedding":
-    save = storage.ArchiveStorage.save_recording
+    save = storage.ArchiveStorage.save_files
     def save_then_die(self, *a, **k):
         save(self, *a, **k)
         os.kill(os.getpid(), signal.SIGKILL)
-    storage.ArchiveStorage.save_recording = save_then_die
+    storage.ArchiveStorage.save_files = save_then_die
 with Archive.open({arch!r}, encoder=FakeEncoder()) as archive:
     report = archive.check(repair=True)
     assert report.after.ok, report

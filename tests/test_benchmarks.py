@@ -22,6 +22,11 @@ def test_index_benchmark_prints_its_table():
     assert "local: end to end / model alone" in out and "local: share of the run, committing" in out and "peak RSS" in out
 
 
+def test_commit_benchmark_prints_committing_per_file():
+    out = run_benchmark("benchmarks/commit_bench.py", "--files", "4", "--seconds", "20", "--repeat", "1")
+    assert "committing per file (median of 1)" in out
+
+
 @pytest.mark.slow
 def test_index_benchmark_through_ray_compares_it_with_the_local_engine():
     pytest.importorskip("ray")

@@ -355,8 +355,8 @@ def test_searches_keep_answering_while_an_index_run_writes(big_drop, tmp_path):
 
 def test_ready_files_are_committed_in_rounds_not_one_catalog_reopen_each(tmp_path, monkeypatch):
     """Reopening the catalog after letting readers in costs ≈ 35 ms; per model batch that was ≈ 3%
-    of a CPU run. Files finished within ``COMMIT_EVERY_S`` share one reopen (each is still its own
-    transaction), and every file is in the archive at the end."""
+    of a CPU run. Files finished within ``COMMIT_EVERY_S`` share one reopen (and one transaction,
+    ``test_bulk_commit``), and every file is in the archive at the end."""
     import indexer.archive.catalog as catalog_module
     from indexer.indexing.commits import COMMIT_EVERY_S
 

@@ -219,3 +219,13 @@ def test_a_torn_shard_is_removed_and_the_next_run_embeds_its_file_again(cluster,
         assert not torn.exists()
         archive.index([drop], RAY)
     assert snapshot(tmp_path / "arch", tiny) == snapshot(local_archive, tiny)
+
+
+def test_decoding_tasks_follow_the_clusters_cpus_not_the_model_actors():
+    """A GPU machine's one model actor must not leave its 16 cores decoding two files at a time."""
+    from indexer.indexing.ray_engine import FILES_PER_TASK, decoding_tasks
+
+    assert decoding_tasks({"CPU": 16.0, "GPU": 1.0}, 240) == (16, FILES_PER_TASK)
+    assert decoding_tasks({"CPU": 16.0, "GPU": 1.0}, 20) == (16, 2)  # every core gets files
+    assert decoding_tasks({"CPU": 2.0}, 1) == (2, 1)
+    assert decoding_tasks({}, 9) == (1, FILES_PER_TASK)

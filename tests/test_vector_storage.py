@@ -56,8 +56,10 @@ import os, signal, sys
 sys.path.insert(0, {root!r})
 from indexer import Archive
 from indexer.archive import segments
+from indexer.indexing import commits
 from tests.fakes import FakeEncoder
 
+commits.COMMIT_EVERY_S = 0  # a round whenever a file is ready: many appends to kill at
 target, mode, calls = {target}, {mode!r}, [0]
 append, mark = segments.SegmentFiles.append, segments.SegmentFiles.mark_committed
 

@@ -25,13 +25,11 @@ from indexer.archive.metadata import (
     INTERNAL_COLUMNS,
     RECORDING_VIEW,
     import_csv,
-    link_recordings,
     refresh_view,
     unlink_recordings,
 )
-from indexer.archive.records import KnownFile, RecordingRow, WindowRows
-from indexer.archive.sql import quote_identifier
-from indexer.errors import ArchiveError, ArchiveWriteError
+from indexer.archive.records import KnownFile
+from indexer.errors import ArchiveWriteError
 
 CATALOG_FILE = "catalog.duckdb"
 _MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]i?B$")
@@ -213,14 +211,6 @@ class Catalog:
         ).fetchall()
         return {h: int(i) for h, i in rows}
 
-    def clone_row(self, recording_id: int, path: str, size_bytes: int, mtime: float) -> RecordingRow:
-        """The row of an indexed recording, re-addressed to another file with the same bytes."""
-        fields = [f for f in RecordingRow.__dataclass_fields__ if f not in ("path", "size_bytes", "mtime")]
-        values = self.one(
-            f"SELECT {', '.join(fields)} FROM recordings WHERE id = ?", [recording_id]
-        )
-        return RecordingRow(path=path, size_bytes=size_bytes, mtime=mtime, **dict(zip(fields, values)))
-
     def window_count(self) -> int:
         return int(self.one("SELECT count(*) FROM windows")[0])
 
@@ -241,95 +231,6 @@ class Catalog:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def save_recording(
-        self, row: RecordingRow, windows: WindowRows | None, first_id: int, copy_from: int | None = None,
-        chunks: Sequence[Chunk] = (),
-    ) -> tuple[int, np.ndarray, np.ndarray]:
-        """Insert or replace one recording and its windows atomically; the windows' vectors are
-        already in the segment files from ``first_id`` on (so the counter must still be there).
-
-        Returns (recording id, removed window ids, added window ids). ``copy_from`` gives the new
-        windows another recording's rows (same content; its vectors were copied the same way).
-        """
-        with self.transaction():
-            if self.next_window_id() != first_id:
-                raise ArchiveError("Another process wrote this archive meanwhile; run again.")
-            existing = self.one("SELECT id FROM recordings WHERE path = ?", [row.path])
-            if existing is None:
-                rec_id = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
-                removed = np.empty(0, dtype=np.int64)
-            else:
-                rec_id = int(existing[0])
-                removed = self.window_ids(rec_id)
-                self.mark_dead(removed)
-                self.con.execute("DELETE FROM windows WHERE recording_id = ?", [rec_id])
-                self.con.execute("DELETE FROM recordings WHERE id = ?", [rec_id])
-            self._insert_recording(rec_id, row)
-            first = first_id
-            if copy_from is not None:
-                self.con.execute(
-                    "INSERT INTO windows SELECT row_number() OVER (ORDER BY id) + ? - 1, ?, channel, start_s, end_s,"
-                    " rms_db, peak, clipped_fraction, silent_fraction FROM windows WHERE recording_id = ?",
-                    [first, rec_id, copy_from],
-                )
-                count = int(self.one("SELECT count(*) FROM windows WHERE recording_id = ?", [rec_id])[0])
-            elif windows is not None and len(windows):
-                self._insert_windows(first, rec_id, windows)
-                count = len(windows)
-            else:
-                count = 0
-            self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first + count])
-            checksums.record(self.con, list(chunks))
-            link_recordings(self.con, [rec_id])
-            self.bump_generation()
-        return rec_id, removed, np.arange(first, first + count, dtype=np.int64)
-
-    def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows], first_id: int,
-                       chunks: Sequence[Chunk] = ()) -> np.ndarray:
-        """Insert many new recordings and their windows in one transaction (bulk imports: a few
-        rows each would otherwise cost a transaction apiece); their vectors are in the segment
-        files from ``first_id`` on. Returns the recordings' ids."""
-        with self.transaction():
-            if self.next_window_id() != first_id:
-                raise ArchiveError("Another process wrote this archive meanwhile; run again.")
-            paths = [row.path for row in rows]
-            taken = self.one("SELECT count(*) FROM recordings WHERE list_contains(?, path)", [paths])[0]
-            if taken or len(set(paths)) != len(paths):
-                raise ArchiveError("Some of these recordings are in the archive already; index them instead.")
-            start = int(self.one("SELECT coalesce(max(id), 0) + 1 FROM recordings")[0])
-            ids = np.arange(start, start + len(rows), dtype=np.int64)
-            columns = {f: [getattr(row, f) for row in rows] for f in RecordingRow.__dataclass_fields__}
-            recordings = pa.table({"id": ids, "file_name": [Path(p).name for p in paths], **columns})
-            counts = np.array([len(w) for w in windows], np.int64)
-            cat = lambda name, kind: np.concatenate([np.asarray(getattr(w, name), kind) for w in windows]) if windows else np.empty(0, kind)  # noqa: E731
-            total = int(counts.sum())
-            table = pa.table({
-                "id": np.arange(first_id, first_id + total, dtype=np.int64), "recording_id": np.repeat(ids, counts),
-                "channel": cat("channel", np.int16), "start_s": cat("start_s", np.float64), "end_s": cat("end_s", np.float64),
-                "rms_db": cat("rms_db", np.float64), "peak": cat("peak", np.float64),
-                "clipped_fraction": cat("clipped_fraction", np.float64), "silent_fraction": cat("silent_fraction", np.float64),
-            })  # fmt: skip
-            names = ", ".join(quote_identifier(c) for c in recordings.column_names)  # RecordingRow's own fields
-            self.con.register("_new_recordings", recordings)
-            self.con.register("_new_windows", table)
-            try:
-                self.con.execute(f"INSERT INTO recordings ({names}, indexed_at) SELECT {names}, now() FROM _new_recordings")
-                self.con.execute("INSERT INTO windows SELECT * FROM _new_windows")
-            finally:
-                self.con.unregister("_new_recordings")
-                self.con.unregister("_new_windows")
-            self.con.execute("UPDATE state SET value = ? WHERE key = 'next_window_id'", [first_id + total])
-            checksums.record(self.con, list(chunks))
-            link_recordings(self.con, ids.tolist())
-            self.bump_generation()
-        return ids
-
-    def touch(self, recording_id: int, size_bytes: int, mtime: float) -> None:
-        """A file whose bytes are unchanged but whose mtime moved: remember the new stat only."""
-        self.con.execute(
-            "UPDATE recordings SET size_bytes = ?, mtime = ? WHERE id = ?", [size_bytes, mtime, recording_id]
-        )
-
     def delete_recordings(self, recording_ids: Iterable[int]) -> np.ndarray:
         ids = [int(i) for i in recording_ids]
         if not ids:
@@ -344,40 +245,6 @@ class Catalog:
             unlink_recordings(self.con, ids)
             self.bump_generation()
         return removed
-
-    def _insert_recording(self, rec_id: int, row: RecordingRow) -> None:
-        self.con.execute(
-            "INSERT INTO recordings (id, path, file_name, content_hash, size_bytes, mtime, duration_s, sample_rate,"
-            " channels, format, decoder, status, error_kind, error, peak, rms_db, clipped_fraction, silent_fraction,"
-            " is_silent, is_clipped, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " now())",
-            [
-                rec_id, row.path, Path(row.path).name, row.content_hash, row.size_bytes, row.mtime, row.duration_s,
-                row.sample_rate, row.channels, row.format, row.decoder, row.status, row.error_kind, row.error,
-                row.peak, row.rms_db, row.clipped_fraction, row.silent_fraction, row.is_silent, row.is_clipped,
-            ],
-        )
-
-    def _insert_windows(self, first_id: int, rec_id: int, w: WindowRows) -> None:
-        n = len(w)
-        table = pa.table(
-            {
-                "id": pa.array(np.arange(first_id, first_id + n, dtype=np.int64)),
-                "recording_id": pa.array(np.full(n, rec_id, dtype=np.int64)),
-                "channel": pa.array(np.asarray(w.channel, dtype=np.int16)),
-                "start_s": pa.array(np.asarray(w.start_s, dtype=np.float64)),
-                "end_s": pa.array(np.asarray(w.end_s, dtype=np.float64)),
-                "rms_db": pa.array(np.asarray(w.rms_db, dtype=np.float64)),
-                "peak": pa.array(np.asarray(w.peak, dtype=np.float64)),
-                "clipped_fraction": pa.array(np.asarray(w.clipped_fraction, dtype=np.float64)),
-                "silent_fraction": pa.array(np.asarray(w.silent_fraction, dtype=np.float64)),
-            }
-        )
-        self.con.register("_new_windows", table)
-        try:
-            self.con.execute("INSERT INTO windows SELECT * FROM _new_windows")
-        finally:
-            self.con.unregister("_new_windows")
 
     # --- metadata ------------------------------------------------------------------------------
 

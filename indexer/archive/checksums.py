@@ -72,8 +72,5 @@ def record(con: duckdb.DuckDBPyConnection, chunks: list[Chunk]) -> None:
         "rows": pa.array([c.rows for c in chunks], pa.int64()),
         "crc32": pa.array([c.crc32 for c in chunks], pa.int64()),
     })
-    con.register("_chunks", table)
-    try:
-        con.execute("INSERT OR REPLACE INTO vector_chunks SELECT first_id, segment, rows, crc32 FROM _chunks")
-    finally:
-        con.unregister("_chunks")
+    _chunks = table  # noqa: F841 — read by DuckDB's scan of this frame's Arrow tables (no view to register)
+    con.execute("INSERT OR REPLACE INTO vector_chunks SELECT first_id, segment, rows, crc32 FROM _chunks")

@@ -3,8 +3,8 @@
 This layer knows no model: a new archive is told the identity of the model that will fill it
 (``NewArchive``), and vectors arrive already computed. ``indexer.session`` adds the model.
 
-A recording's vectors are appended to the segment files and fsynced, then one catalog
-transaction records the recording, its windows and the id counter that vouches for those rows;
+A round of files' vectors is appended to the segment files and fsynced, then one catalog
+transaction records the recordings, their windows and the id counter that vouches for those rows;
 a run killed between the two leaves rows nobody counts, which the next writer cuts off. Readers
 open the segments by memory-mapping (``VectorStore``), in time independent of the archive's
 size, and reopen them when the catalog's generation moves. One process writes at a time
@@ -21,8 +21,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer.archive import ann_build
+from indexer.archive import ann_build, bulk_commit
 from indexer.archive.ann import AnnRecord
+from indexer.archive.bulk_commit import FileWrite, Saved
 from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
@@ -193,29 +194,32 @@ class ArchiveStorage:
 
     # --- writes (used by the pipeline) -----------------------------------------------------------
 
-    def save_recording(self, row: RecordingRow, windows: WindowRows | None = None, copy_from: int | None = None) -> int:
-        """Vectors to the segments (durably), then the catalog transaction that vouches for them."""
+    def save_files(self, writes: Sequence[FileWrite], new_only: bool = False) -> list[Saved]:
+        """Files written in rounds of a handful of statements (``bulk_commit``), each as if written
+        one at a time in order: the round's vectors to the segments (durably, in one write), then
+        the one catalog transaction that vouches for them. ``new_only``: refuse paths already in
+        the catalog. Returns per write its recording id and row (None for a touch)."""
         self.begin_write()
-        first = self.catalog.next_window_id()
-        if copy_from is not None:
-            vectors = self.store.vectors(self.catalog.window_ids(copy_from))
-        else:
-            vectors = windows.vectors if windows is not None and len(windows) else None
-        written = self._append(first, vectors)
-        rec_id, _, _ = self.catalog.save_recording(row, windows, first, copy_from=copy_from, chunks=written.chunks)
-        self.segment_files.mark_committed(written.segments)
-        return rec_id
+        existing: dict[str, int] = {}
+        if any(w.copy_from is not None for w in writes):  # a reuse may depend on a recording replaced before it
+            existing = dict(self.catalog.con.execute(
+                "SELECT path, id FROM recordings WHERE list_contains(?, path)", [[w.path for w in writes]]).fetchall())
+        saved: list[Saved] = []
+        for part in bulk_commit.rounds(writes, existing):
+            first = self.catalog.next_window_id()
+            prepared = bulk_commit.prepare(self.catalog.con, part, lambda ids: self.store.vectors(ids))
+            written = self._append(first, prepared.vectors)
+            saved.extend(bulk_commit.commit(self.catalog, prepared, first, written.chunks, new_only))
+            self.segment_files.mark_committed(written.segments)
+        return saved
 
     def add_recordings(self, rows: Sequence[RecordingRow], windows: Sequence[WindowRows]) -> np.ndarray:
-        """Many new recordings at once (an import of vectors computed elsewhere), the same way:
+        """Many new recordings at once (an import of vectors computed elsewhere) in one round:
         vectors first, then one transaction. Returns their ids."""
-        self.begin_write()
-        first = self.catalog.next_window_id()
-        vectors = [w.vectors for w in windows if len(w)]
-        written = self._append(first, np.concatenate(vectors) if vectors else None)
-        ids = self.catalog.add_recordings(rows, windows, first, chunks=written.chunks)
-        self.segment_files.mark_committed(written.segments)
-        return ids
+        if len({row.path for row in rows}) != len(rows):
+            raise ArchiveError("Some of these recordings are in the archive already; index them instead.")
+        saved = self.save_files([FileWrite.save(row, w) for row, w in zip(rows, windows)], new_only=True)
+        return np.array([s.recording_id for s in saved], np.int64)
 
     def _append(self, first: int, vectors: np.ndarray | None) -> Appended:
         """Rows for ids ``first …`` into the segment files, durably; nothing counts until the

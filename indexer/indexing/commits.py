@@ -1,6 +1,7 @@
 """Committing files to the archive strictly in file order, whichever engine embedded them.
 
-Each file is one catalog transaction, in the order the run planned them, so a run killed at any
+Files are committed in the order the run planned them, a round of finished files at a time (one
+vector write and one catalog transaction each, ``archive.bulk_commit``), so a run killed at any
 moment and started again ends with exactly the archive an uninterrupted run would have produced
 (recording and window ids included), whether its vectors came from this process or a Ray cluster.
 """
@@ -14,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from indexer.archive.bulk_commit import MAX_ROUND_BYTES, MAX_ROUND_FILES, FileWrite, Saved
 from indexer.archive.records import WindowRows
 from indexer.archive.storage import FailedFile
 from indexer.audio.sources import SourceFile
@@ -60,12 +62,14 @@ class PendingFile:
 COMMIT_EVERY_S = 3.0
 """Ready files wait up to this long to be committed together: reopening the catalog after letting
 readers in costs ≈ 35 ms (DuckDB checkpoints on close), which per model batch was ≈ 3% of a CPU run.
-Each file is still its own transaction; a kill loses at most this much finished work."""
+A round is one vector write and one transaction (``bulk_commit``); a kill loses at most this much
+finished work (and at most ``MAX_ROUND_FILES`` files)."""
 
 
 class Committer:
     """Commits files in the order they were registered, each once it and all before it are ready,
-    in rounds at most ``COMMIT_EVERY_S`` apart (``commit_ready(final=True)`` commits what is left)."""
+    in rounds at most ``COMMIT_EVERY_S`` apart (``commit_ready(final=True)`` commits what is left).
+    A round goes to the archive in one ``save_files`` call: the same archive as one file at a time."""
 
     def __init__(self, archive: Session, report, progress):
         self.archive = archive
@@ -81,39 +85,64 @@ class Committer:
         if not final and time.monotonic() - self._last_round < COMMIT_EVERY_S:
             return
         started, committed = time.perf_counter(), False
-        while self.order:
-            item = next(iter(self.order.values()))
-            if not item.ready:
-                break
-            self.order.popitem(last=False)
-            self._commit(item)
+        while self.order and next(iter(self.order.values())).ready:
+            self._commit_round()
             committed = True
         if committed:
             self._last_round = time.monotonic()
             self.report.commit_seconds += time.perf_counter() - started
 
-    def _commit(self, item: PendingFile) -> None:
-        src, report, outcome = item.source, self.report, item.outcome
+    def _commit_round(self) -> None:
+        """The ready prefix of the order, up to a round's size, in one ``save_files``."""
+        round_: list[tuple[PendingFile, Outcome, FileWrite]] = []
+        size = 0
+        for item in self.order.values():
+            if not item.ready or len(round_) >= MAX_ROUND_FILES or size >= MAX_ROUND_BYTES:
+                break
+            outcome = self._outcome(item)
+            write = self._write(item, outcome)
+            round_.append((item, outcome, write))
+            size += write.vector_bytes
+        saved = self.archive.save_files([write for _, _, write in round_])
+        for (item, outcome, write), done in zip(round_, saved):
+            del self.order[id(item)]
+            self._report(item, outcome, write, done)
+
+    @staticmethod
+    def _outcome(item: PendingFile) -> Outcome:
+        outcome = item.outcome
         if item.rejected is not None and outcome.kind != "failed":
             digest = outcome.row.content_hash if outcome.row is not None else None
-            outcome = failed_outcome(src, digest, "invalid_vector", item.rejected)
+            outcome = failed_outcome(item.source, digest, "invalid_vector", item.rejected)
+        return outcome
+
+    @staticmethod
+    def _write(item: PendingFile, outcome: Outcome) -> FileWrite:
+        src = item.source
+        if outcome.kind == "touched":
+            return FileWrite.touch(outcome.recording_id, src.key, src.size_bytes, src.mtime)
+        if outcome.kind == "reused":
+            return FileWrite.reuse(outcome.recording_id, src.key, src.size_bytes, src.mtime)
+        if outcome.kind == "failed":
+            return FileWrite.save(outcome.row)
+        return FileWrite.save(outcome.row, item.window_rows())
+
+    def _report(self, item: PendingFile, outcome: Outcome, write: FileWrite, saved: Saved) -> None:
+        src, report = item.source, self.report
         audio_s = 0.0
         if outcome.kind == "touched":
-            self.archive.catalog.touch(outcome.recording_id, src.size_bytes, src.mtime)
             report.unchanged += 1
         elif outcome.kind == "reused":
-            row = self.archive.catalog.clone_row(outcome.recording_id, src.key, src.size_bytes, src.mtime)
-            report.recording_ids.append(self.archive.save_recording(row, copy_from=outcome.recording_id))
+            report.recording_ids.append(saved.recording_id)
             report.reused += 1
-            audio_s = row.duration_s or 0.0
+            audio_s = saved.row.duration_s or 0.0
         elif outcome.kind == "failed":
-            report.recording_ids.append(self.archive.save_recording(outcome.row))
+            report.recording_ids.append(saved.recording_id)
             report.failed.append(FailedFile(src.key, outcome.row.error_kind, outcome.row.error))
         else:
-            rows = item.window_rows()
-            report.recording_ids.append(self.archive.save_recording(outcome.row, rows))
+            report.recording_ids.append(saved.recording_id)
             report.indexed += 1
-            report.windows_added += len(rows)
+            report.windows_added += len(write.windows) if write.windows is not None else 0
             audio_s = outcome.row.duration_s or 0.0
         report.audio_seconds += audio_s
         item.windows, item.vectors, item.load = [], {}, None

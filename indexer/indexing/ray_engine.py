@@ -31,7 +31,8 @@ from indexer.indexing.shards import STAGING_DIR, Staging
 from indexer.session import Session
 
 FILES_PER_TASK = 4
-"""Files one decoding task takes (one decoding child process each)."""
+"""Files one decoding task takes at most (one decoding child process each): fewer when a run has
+too few files to give every CPU of the cluster a task."""
 INSTALL_HINT = "Ray is not installed here: pip install 'soundtrace[ray]' to use --engine ray."
 
 
@@ -90,14 +91,15 @@ def _run(ray, archive: Session, plan, job, staging: Staging, config: RayOptions,
     from indexer.indexing.ray_stages import EmbedWindows, decode_files
 
     workers = config.workers or _default_workers(ray, config)
+    decoders, per_task = decoding_tasks(ray.cluster_resources(), len(plan.todo))
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws its own
     context.print_on_execution_start = False
     files = ray.data.from_items([{"file": i} for i in range(len(plan.todo))],
-                                override_num_blocks=max(1, math.ceil(len(plan.todo) / FILES_PER_TASK)))
+                                override_num_blocks=max(1, math.ceil(len(plan.todo) / per_task)))
     decoded = files.map_batches(
-        decode_files, fn_kwargs={"job": ray.put(job)}, batch_size=FILES_PER_TASK,
-        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=workers + 1),  # the decoder child runs at nice 19
+        decode_files, fn_kwargs={"job": ray.put(job)}, batch_size=per_task,
+        num_cpus=0, compute=ray.data.TaskPoolStrategy(size=decoders),  # the decoder child runs at nice 19
     )
     embedded = decoded.map_batches(
         EmbedWindows, fn_constructor_kwargs={"encoder_config": encoder_config, "manifest": archive.manifest},
@@ -170,6 +172,15 @@ def _connect(ray, config: RayOptions) -> bool:
         where = f"the Ray cluster at {config.address}" if config.address else "a local Ray instance"
         raise EngineError(f"Could not start or reach {where}: {exc}") from None
     return True
+
+
+def decoding_tasks(resources: dict, files: int) -> tuple[int, int]:
+    """(decoding tasks at once, files per task) for a cluster of ``resources``: one task per CPU of
+    the cluster, whatever the number of model actors (decoding is what bounds a GPU run; each
+    task's decoder child runs at nice 19, so on CPUs the model actors use it takes only what they
+    leave), and files spread so every one of those tasks has some, ``FILES_PER_TASK`` at most."""
+    cpus = max(1, int(resources.get("CPU", 1.0)))
+    return cpus, max(1, min(FILES_PER_TASK, math.ceil(files / cpus)))
 
 
 def _default_workers(ray, config: RayOptions) -> int:
