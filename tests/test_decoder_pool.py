@@ -5,10 +5,6 @@ crashes on a hostile file fails that file alone."""
 from __future__ import annotations
 
 import hashlib
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ from indexer import Archive, IndexOptions
 from indexer.config import EncoderConfig
 from tests.audio_factory import write_sequence
 from tests.fakes import FakeEncoder
-from tests.test_pipeline import snapshot
+from tests.test_pipeline import run_worker, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = ROOT / ".." / "shared" / "audio"
@@ -74,42 +70,7 @@ def test_the_archive_is_identical_whatever_the_number_of_decoders(corpus, tiny_e
 
 # --- kill -9 with two decoders -------------------------------------------------------------------
 
-WORKER = """
-import sys, time
-sys.path.insert(0, {root!r})
-from indexer import Archive, IndexOptions
-from tests.fakes import FakeEncoder
-
-class Slow(FakeEncoder):
-    def embed_audio(self, windows):
-        time.sleep(0.02)
-        out = super().embed_audio(windows)
-        with open({marker!r}, "w") as fh:
-            fh.write(str(self.audio_calls))
-        return out
-
-with Archive.open({arch!r}, encoder=Slow(), create=True) as archive:
-    archive.index([{drop!r}], IndexOptions(decoders=2))
-"""
-
-
-def run_worker(arch: Path, drop: Path, kill_after_batches: int | None) -> None:
-    marker = arch.parent / "batches-done"
-    marker.unlink(missing_ok=True)
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker))
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    if kill_after_batches is None:
-        assert proc.wait(timeout=300) == 0
-        return
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        done = marker.read_text().strip() if marker.exists() else ""
-        if done.isdigit() and int(done) >= kill_after_batches:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+TWO_DECODERS = "IndexOptions(decoders=2)"
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +88,14 @@ def drop(tmp_path_factory):
 def test_kill_9_with_two_decoders_then_rerun_equals_clean_run(drop, tmp_path, kill_after_batches):
     clean = tmp_path / "clean" / "arch"
     clean.parent.mkdir()
-    run_worker(clean, drop, None)
+    run_worker(clean, drop, None, TWO_DECODERS)
     arch = tmp_path / "killed" / "arch"
     arch.parent.mkdir()
-    run_worker(arch, drop, kill_after_batches)
+    run_worker(arch, drop, kill_after_batches, TWO_DECODERS)
     partial = snapshot(arch) if (arch / "manifest.json").exists() else {"recordings": []}
     expected = archive_bytes(clean, FakeEncoder())
     assert len(partial["recordings"]) < len(expected["recordings"])
-    run_worker(arch, drop, None)
+    run_worker(arch, drop, None, TWO_DECODERS)
     assert archive_bytes(arch, FakeEncoder()) == expected
 
 

@@ -190,7 +190,7 @@ def _rec_id(archive, name):
 WORKER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from indexer import Archive
+from indexer import Archive, IndexOptions
 from tests.fakes import FakeEncoder
 
 class Slow(FakeEncoder):
@@ -202,15 +202,16 @@ class Slow(FakeEncoder):
         return out
 
 with Archive.open({arch!r}, encoder=Slow(), create=True) as archive:
-    archive.index([{drop!r}])
+    archive.index([{drop!r}], {options})
 """
 
 
-def run_worker(arch: Path, drop: Path, kill_after_batches: int | None) -> None:
-    """Index ``drop`` in a child process; kill -9 it once it has embedded that many batches."""
+def run_worker(arch: Path, drop: Path, kill_after_batches: int | None, options: str = "IndexOptions()") -> None:
+    """Index ``drop`` in a child process (``options``: the IndexOptions expression); kill -9 it once
+    it has embedded that many batches."""
     marker = arch.parent / "batches-done"
     marker.unlink(missing_ok=True)
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker))
+    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker), options=options)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     if kill_after_batches is None:
         assert proc.wait(timeout=300) == 0

@@ -28,6 +28,7 @@ from indexer.archive import checksums
 from indexer.archive.checksums import Chunk
 from indexer.archive.metadata import link_recordings, unlink_recordings
 from indexer.archive.records import RecordingRow, WindowRows
+from indexer.archive.sql import quote_identifier
 from indexer.errors import ArchiveError
 
 MAX_ROUND_FILES = 256
@@ -232,7 +233,7 @@ def _recording_table(ids: list[int], rows: list[RecordingRow]) -> pa.Table:
 
 def _insert(con, table: str, rows: pa.Table, extra: tuple[str, str] | None = None) -> None:
     """``rows`` (Arrow, columns named as the table's) into ``table``, plus one computed column."""
-    names = ", ".join(f'"{c}"' for c in rows.column_names)  # our own column names, never user text
+    names = ", ".join(quote_identifier(c) for c in rows.column_names)  # our own column names, quoted the one way
     more = f", {extra[0]}" if extra else ""
     value = f", {extra[1]}" if extra else ""
     _bulk_rows = rows  # noqa: F841 — read by DuckDB's scan of this frame's Arrow tables (a registered view
