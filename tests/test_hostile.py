@@ -271,12 +271,12 @@ def test_an_upload_error_names_the_users_file_not_the_servers(tmp_path):
 def test_the_catalog_is_free_while_a_slow_first_file_is_embedded(tmp_path):
     """Readers got in only at the first commit: one slow file kept an app page waiting 33 s."""
     from indexer.archive.catalog import Catalog
-    from tests.test_pipeline import WORKER
+    from tests.test_pipeline import worker_code
 
     (tmp_path / "drop").mkdir()
     long_file = _long_wav(tmp_path / "drop" / "long.wav", 6)
     arch, marker = tmp_path / "arch", tmp_path / "marker"
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(long_file), marker=str(marker)).replace("0.02", "0.5")
+    code = worker_code(arch, long_file, marker).replace("0.02", "0.5")
     writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         while not marker.exists() and writer.poll() is None:

@@ -206,12 +206,17 @@ with Archive.open({arch!r}, encoder=Slow(), create=True) as archive:
 """
 
 
+def worker_code(arch: Path, drop: Path, marker: Path, options: str = "IndexOptions()") -> str:
+    """The child's program: index ``drop`` into ``arch`` (``options``: an IndexOptions expression),
+    writing the number of embedded batches to ``marker``."""
+    return WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker), options=options)
+
+
 def run_worker(arch: Path, drop: Path, kill_after_batches: int | None, options: str = "IndexOptions()") -> None:
-    """Index ``drop`` in a child process (``options``: the IndexOptions expression); kill -9 it once
-    it has embedded that many batches."""
+    """Index ``drop`` in a child process; kill -9 it once it has embedded that many batches."""
     marker = arch.parent / "batches-done"
     marker.unlink(missing_ok=True)
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker), options=options)
+    code = worker_code(arch, drop, marker, options)
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     if kill_after_batches is None:
         assert proc.wait(timeout=300) == 0
@@ -336,7 +341,7 @@ def test_searches_keep_answering_while_an_index_run_writes(big_drop, tmp_path):
     with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
         archive.index([big_drop / "rec00.wav"])
     marker = tmp_path / "batches-done"
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(big_drop), marker=str(marker)).replace("0.02", "0.4")
+    code = worker_code(arch, big_drop, marker).replace("0.02", "0.4")
     writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     answered = []
     try:

@@ -206,7 +206,7 @@ def test_a_busy_catalog_skips_remembering_and_the_search_still_answers(arch):
 
 def test_searches_remember_their_words_while_an_index_run_writes(tmp_path):
     """Each search writes its words aside between the index run's commits; the run is not disturbed."""
-    from tests.test_pipeline import WORKER, make_drop
+    from tests.test_pipeline import make_drop, worker_code
 
     drop = make_drop(tmp_path / "drop")
     for i in range(8):
@@ -215,7 +215,7 @@ def test_searches_remember_their_words_while_an_index_run_writes(tmp_path):
     with Archive.open(arch, encoder=FakeEncoder(), create=True) as archive:
         archive.index([drop / "a.wav"])
     marker = tmp_path / "batches-done"
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker)).replace("0.02", "0.3")
+    code = worker_code(arch, drop, marker).replace("0.02", "0.3")
     writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     written = {}
     try:

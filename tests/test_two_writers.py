@@ -13,11 +13,11 @@ import pytest
 from indexer import Archive
 from indexer.errors import ArchiveBusyError
 from tests.fakes import FakeEncoder
-from tests.test_pipeline import ROOT, WORKER, big_drop, clean_snapshot, make_drop, run_worker, snapshot  # noqa: F401
+from tests.test_pipeline import ROOT, big_drop, clean_snapshot, make_drop, run_worker, snapshot, worker_code  # noqa: F401
 
 
 def _start_slow_run(arch, drop, marker):
-    code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(drop), marker=str(marker)).replace("0.02", "0.3")
+    code = worker_code(arch, drop, marker).replace("0.02", "0.3")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -46,7 +46,7 @@ def test_two_index_commands_at_once_leave_the_archive_of_one_run(big_drop, clean
     arch = tmp_path / "arch"
     procs = []
     for n in range(2):
-        code = WORKER.format(root=str(ROOT), arch=str(arch), drop=str(big_drop), marker=str(tmp_path / f"m{n}"))
+        code = worker_code(arch, big_drop, tmp_path / f"m{n}")
         procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True))
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     refused = [err for code, err in results if code != 0]

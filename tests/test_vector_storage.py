@@ -59,7 +59,8 @@ from indexer.archive import segments
 from indexer.indexing import commits
 from tests.fakes import FakeEncoder
 
-commits.COMMIT_EVERY_S = 0  # a round whenever a file is ready: many appends to kill at
+commits.COMMIT_EVERY_S = 0  # a round whenever a file is ready,
+commits.MAX_ROUND_FILES = 1  # of one file: an append per recording to kill at
 target, mode, calls = {target}, {mode!r}, [0]
 append, mark = segments.SegmentFiles.append, segments.SegmentFiles.mark_committed
 
