@@ -19,7 +19,7 @@ from indexer.archive.storage import ArchiveStorage, NewArchive
 from indexer.archive.text_cache import TextVectorCache
 from indexer.archive.vector_store import StoreConfig
 from indexer.config import EncoderConfig, WindowConfig
-from indexer.embedding import DEFAULT_PROMPTS, EmbeddingSetup, Encoder, embedding_setup
+from indexer.embedding import DEFAULT_PROMPTS, EmbeddingSetup, Encoder
 from indexer.errors import ArchiveError, ModelNotAvailableError
 
 
@@ -93,12 +93,11 @@ class Session(ArchiveStorage):
     def encoder_config(self) -> EncoderConfig:
         return self._encoder_config
 
-    def embedding_note(self, encoder: Encoder) -> str | None:
-        """Called by an indexing run before it embeds: the first such run records in the manifest
-        how it computes vectors (device kind, precision, batch size); a later one that computes
-        them otherwise gets one sentence saying so, and goes on (its vectors differ by ~1e-5).
-        None for an encoder that does not say (a test's stand-in)."""
-        setup = embedding_setup(encoder)
+    def embedding_note(self, setup: EmbeddingSetup | None) -> str | None:
+        """Called by an indexing run (either engine) before it embeds: the first such run records in
+        the manifest how it computes vectors (device kind, precision, batch size); a later one that
+        computes them otherwise gets one sentence saying so, and goes on (its vectors differ by
+        ~1e-5). None for an encoder that does not say (``setup`` None: a test's stand-in)."""
         recorded = self.manifest.setup
         if setup is None or recorded == setup:
             return None

@@ -15,12 +15,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="ray[data] is in the dev extra; without it these tests cannot run")
 
 from indexer import Archive, IndexOptions  # noqa: E402
+from indexer.archive.manifest import Manifest  # noqa: E402
 from indexer.config import EncoderConfig, RayOptions  # noqa: E402
+from indexer.embedding import EmbeddingSetup  # noqa: E402
 from indexer.indexing.shards import STAGING_DIR, SUFFIX  # noqa: E402
 from indexer.model.loading import load_encoder  # noqa: E402
 from tests.test_pipeline import ROOT, make_drop, snapshot  # noqa: E402
@@ -71,6 +74,7 @@ def test_the_ray_engine_builds_the_local_engines_archive_bit_for_bit(cluster, dr
         assert report.model_seconds > 0
         hits = [(h.path, h.best.window_id, h.score) for h in archive.search("a baby crying", k=5)]
     assert snapshot(tmp_path / "arch", tiny) == snapshot(local_archive, tiny)  # ids, windows, vector bytes
+    assert Manifest.load(tmp_path / "arch").setup == Manifest.load(local_archive).setup == EmbeddingSetup("cpu", "fp32", 8)
     with Archive.open(local_archive, encoder=tiny, read_only=True) as archive:
         local_hits = [(h.path, h.best.window_id, h.score) for h in archive.search("a baby crying", k=5)]
     assert [(Path(p).name, w, s) for p, w, s in hits] == [(Path(p).name, w, s) for p, w, s in local_hits]
@@ -78,6 +82,33 @@ def test_the_ray_engine_builds_the_local_engines_archive_bit_for_bit(cluster, dr
     with Archive.open(tmp_path / "arch", encoder=tiny) as archive:
         again = archive.index([drop], RAY)  # unchanged files: planned away before Ray is even asked
     assert again.indexed == 0 and again.unchanged == 4 + len(REAL) + 2
+
+
+def test_actors_run_at_the_precision_asked_for_and_a_run_unlike_the_archives_says_so(
+        cluster, drop, tiny, tiny_clap_dir, local_archive, tmp_path):
+    arch = tmp_path / "arch"
+    with Archive.open(arch, encoder_config=EncoderConfig(model=str(tiny_clap_dir), device="cpu"), create=True) as archive:
+        archive.index([drop / "a.wav"])  # the local engine records cpu, fp32, batch 8
+    bf16 = EncoderConfig(model=str(tiny_clap_dir), device="cpu", precision="bf16")
+    with Archive.open(arch, encoder_config=bf16) as archive:
+        report = archive.index([drop / "b.wav"], RAY)
+    assert report.indexed == 1
+    assert report.notes == ["This archive was built with fp32 on cpu in batches of 8; this run embeds with bf16 on cpu "
+                            "in batches of 8 — its vectors differ by about 1e-5, no search can tell, but a resumed run "
+                            "is bit-identical only with the same device kind, precision and batch."]
+    assert Manifest.load(arch).setup == EmbeddingSetup("cpu", "fp32", 8)  # the archive's own record stays
+    with Archive.open(tmp_path / "fresh", encoder_config=bf16, create=True) as archive:
+        archive.index([drop / "b.wav"], RAY)
+    assert Manifest.load(tmp_path / "fresh").setup == EmbeddingSetup("cpu", "bf16", 8)
+    ours, theirs, fp32 = (_vectors_of(directory, "b.wav", tiny) for directory in (arch, tmp_path / "fresh", local_archive))
+    assert ours.tobytes() == theirs.tobytes() != fp32.tobytes()  # the actors ran bf16 in both
+    assert (ours * fp32).sum(axis=1).min() >= 0.999
+
+
+def _vectors_of(directory: Path, name: str, encoder) -> np.ndarray:
+    with Archive.open(directory, encoder=encoder, read_only=True) as archive:
+        recording = archive.catalog.one("SELECT id FROM recordings WHERE file_name = ?", [name])[0]
+        return archive.window_vectors(archive.catalog.window_ids(recording))
 
 
 def test_shards_of_an_interrupted_run_are_committed_without_the_model_and_read_twice_change_nothing(

@@ -21,7 +21,7 @@ from indexer.archive.storage import FailedFile
 from indexer.audio.sources import discover, kernel_folder, key_path
 from indexer.audio.windows import Window
 from indexer.config import DecodeOptions, RayOptions
-from indexer.embedding import PendingVectors, submit_audio
+from indexer.embedding import PendingVectors, embedding_setup, submit_audio
 from indexer.indexing.commits import Committer, PendingFile
 from indexer.indexing.decoder_pool import DecoderPool, default_decoders
 from indexer.indexing.decoder_process import IDLE, WINDOW, DecodeJob, Outcome
@@ -230,7 +230,7 @@ class _Batcher:
             progress.stage("indexing")
         if not self.noted:  # recorded in (or compared with) the manifest once, before the first batch
             self.noted = True
-            if note := self.archive.embedding_note(self.archive.encoder):
+            if note := self.archive.embedding_note(embedding_setup(self.archive.encoder)):
                 self.committer.report.notes.append(note)
         return self.archive.encoder
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from indexer.audio.windows import Window
 from indexer.config import EncoderConfig, RayOptions
+from indexer.embedding import EmbeddingSetup, embedding_setup
 import indexer.errors as errors
 from indexer.errors import EngineError, SoundtraceError
 from indexer.indexing.commits import Committer, PendingFile, window_rows
@@ -60,6 +61,9 @@ def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float
     """Decode, embed and commit ``plan.todo`` on Ray. Returns the seconds the actors spent in the model."""
     ray = require_ray()
     model = _actor_model(archive, options.ray)
+    setup = EmbeddingSetup(model.device, model.precision, model.batch_size)
+    if note := archive.embedding_note(setup):  # recorded in the manifest or compared, as the local engine does
+        committer.report.notes.append(note)
     staging = Staging(options.ray.staging or archive.directory / STAGING_DIR, archive.manifest, options.decode, model)
     job = replace(plan.job, staged=staging.finished())
     started_here = _connect(ray, options.ray)
@@ -78,12 +82,16 @@ def embed_on_ray(archive: Session, plan, options, committer: Committer) -> float
 
 
 def _actor_model(archive: Session, config: RayOptions) -> EncoderConfig:
-    """How each actor loads the model: the archive's own, in batches of the shape the local engine
-    uses (a passed encoder's, when the archive was opened with one), on the device kind asked for."""
+    """How each actor loads the model: the archive's own, on the device kind asked for, at that
+    kind's precision and batch (a passed encoder's, when the archive was opened with one, so both
+    engines give the same bits)."""
     actor_kind = "cuda" if config.gpus_per_worker else "cpu"
-    batch_size = archive.encoder.batch_size if archive.encoder_loaded else archive.encoder_config.for_device(actor_kind).batch_size
-    return replace(archive.encoder_config, batch_size=int(batch_size), threads=config.cpus_per_worker,
-                   device="cuda" if config.gpus_per_worker else "cpu")
+    model = archive.encoder_config.for_device(actor_kind)
+    if archive.encoder_loaded:
+        model = replace(model, batch_size=int(archive.encoder.batch_size))
+        if (setup := embedding_setup(archive.encoder)) is not None:
+            model = replace(model, precision=setup.precision)
+    return replace(model, threads=config.cpus_per_worker, device=actor_kind)
 
 
 def _run(ray, archive: Session, plan, job, staging: Staging, config: RayOptions, encoder_config: EncoderConfig,
