@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="windows per model call [default: the device's]")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "tf32", "bf16", "fp16"))
-    parser.add_argument("--decoders", type=int, default=None, help="decoding processes end to end [default: cores minus one]")
+    parser.add_argument("--decoders", type=int, default=None, help="decoding processes end to end [default: cores minus one, at least two]")
     parser.add_argument("--ceiling", default=None,
                         help="decoder counts for the pipeline ceiling, e.g. 1,2,4 [default: 1 and 2, and --decoders]")
     parser.add_argument("--encoder", choices=("clap", "instant"), default="clap",

@@ -139,3 +139,11 @@ def test_a_decoder_crashing_on_a_file_with_two_decoders_fails_that_file_alone(tm
         (f"f{i}.wav", "indexed", None, 2) for i in range(4)
     ] + [("f3_crash.wav", "failed", "decoder_crash", 0)] + [(f"f{i}.wav", "indexed", None, 2) for i in range(4, 8)]
     assert report.indexed == 8 and report.windows_added == 16
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 2), (2, 2), (3, 2), (16, 15)])
+def test_the_default_is_the_cores_but_the_models_and_at_least_two(monkeypatch, cores, expected):
+    from indexer.indexing import decoder_pool
+
+    monkeypatch.setattr(decoder_pool.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert decoder_pool.default_decoders() == expected

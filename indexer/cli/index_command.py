@@ -69,7 +69,7 @@ EXIT_SOME_FAILED = 3
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: decode and embed here; ray: on a Ray cluster (pip install 'soundtrace[ray]'), same archive.")
 @click.option("--decoders", type=click.IntRange(1, 256), default=None,
-              help="Decoding processes (local engine) [default: the machine's cores minus one]; the archive is the same whatever the number.")
+              help="Decoding processes (local engine) [default: the machine's cores minus one, at least two]; the archive is the same whatever the number.")
 @collect(IndexRequest)
 @raw_options
 @ray_options

@@ -40,7 +40,7 @@ class IndexOptions:
     queue_windows: int = 16
     """Decoded windows allowed to wait for the model; bounds memory."""
     decoders: int | None = None
-    """Decoding processes of the local engine; None: the machine's cores minus one, at least one.
+    """Decoding processes of the local engine; None: the machine's cores minus one, at least two.
     The archive is the same whatever the number."""
     metadata: tuple[Path, ...] = ()
     """Metadata CSVs merged into the catalog before indexing."""
