@@ -60,3 +60,10 @@ def test_scale_benchmark_prints_its_table_with_the_ann_in_use():
 def test_learn_benchmark_prints_its_table():
     out = run_benchmark("benchmarks/learn_bench.py", "--marks", "40", "--weak", "500", "--repeat", "1", "--audit-windows", "3000")
     assert "fit (median)" in out and "ROC-AUC learned / text alone" in out and "audit, the same 10 learned" in out
+
+
+def test_resample_benchmark_prints_each_option_against_soxr_hq():
+    if not (ROOT.parent / "shared" / "audio").is_dir():
+        pytest.skip("../shared/audio is not here")
+    out = run_benchmark("benchmarks/resample_bench.py", "--no-vectors", "--windows", "1", "--repeat", "1")
+    assert "44.1 kHz → 48 kHz, torch sinc (cpu)" in out and "16 kHz → 48 kHz, LQ" in out and "reading 10 s" in out
