@@ -138,6 +138,11 @@ class ArchiveDamagedError(ArchiveError):
         self.kind = kind
 
 
+class AnnUnreadableError(ArchiveDamagedError):
+    """The ANN index file, read on its first search, is not an index FAISS can read: searches
+    scan exactly instead, and ``info`` and ``check`` name the file."""
+
+
 class ArchiveWriteError(ArchiveError):
     """The archive's files could not be written (a full disk, permissions, a read-only or
     immutable file); the write was abandoned and the archive is as it was before it."""

@@ -266,6 +266,30 @@ def test_an_altered_ann_file_is_never_searched_and_check_repair_builds_it_again(
         assert report.after.ok and archive.store.ann is not None
 
 
+def test_the_ann_file_is_read_on_the_first_search_and_one_faiss_cannot_read_is_named_not_searched(tmp_path):
+    """Opening reads no ANN file (1.4 GB at 10M windows); a file of the right size that FAISS
+    cannot read is found on the first search: answered exactly, named by info and check, rebuilt."""
+    from indexer.search.ranking import search_vector
+    from tests.test_vector_storage import LOW
+
+    with _ann_archive(tmp_path) as archive:
+        query = archive.window_vectors([42])[0]
+        exact = [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5, exact=True)]
+        path = archive.directory / SEGMENTS_DIR / archive.store.ann.record.file
+    with Archive.open(tmp_path / "ann", encoder=FakeEncoder(), store_config=LOW) as archive:
+        assert archive.store.ann_trusted and not archive.store.ann.loaded  # opened without reading it
+        assert [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5)] == exact
+        assert archive.store.ann.loaded
+    path.write_bytes(bytes(path.stat().st_size))  # zeros: the size the catalog recorded, no index
+    with Archive.open(tmp_path / "ann", encoder=FakeEncoder(), store_config=LOW) as archive:
+        assert [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5)] == exact  # the exact scan
+        assert archive.store.ann is None and "cannot be read" in archive.store.ann_damage
+        assert "the ANN index is not used" in archive.info().index_factory
+        assert [p.kind for p in archive.check().before.problems] == ["ann"]
+        assert archive.check(repair=True).after.ok and archive.store.ann is not None
+        assert [(h.best.window_id, h.score) for h in search_vector(archive, query, k=5)] == exact
+
+
 def test_an_ann_holding_a_window_twice_is_named_and_its_candidates_are_counted_once(tmp_path):
     import faiss
 

@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 
 from indexer.archive.segments import SEGMENTS_DIR
+from indexer.errors import AnnUnreadableError
 
 LEGACY_RECORD = "ann.json"
 """Where archives before catalog migration 012 kept the record (imported by that migration)."""
@@ -111,16 +112,34 @@ def file_crc(path: Path, block: int = 16 << 20) -> int:
 
 
 class AnnIndex:
-    """A memory-mapped ANN index that proposes candidate window ids."""
+    """An ANN index that proposes candidate window ids, read from its file on the first search
+    that asks (at 10M windows the file is 1.4 GB, a second and a half of every open otherwise)."""
 
-    def __init__(self, index: faiss.Index, record: AnnRecord):
-        self.index = index
+    def __init__(self, index: faiss.Index | None, record: AnnRecord, path: Path | None = None):
+        if index is None and path is None:
+            raise ValueError("an AnnIndex needs its index or the file to read it from")
+        self._index = index
         self.record = record
+        self.path = path
+
+    @property
+    def loaded(self) -> bool:
+        return self._index is not None
+
+    @property
+    def index(self) -> faiss.Index:
+        """The FAISS index, read now if it was not (``AnnUnreadableError`` naming the file)."""
+        if self._index is None:
+            try:
+                self._index = faiss.read_index(str(self.path), faiss.IO_FLAG_MMAP_IFC)
+            except Exception:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text: named, never shown
+                raise AnnUnreadableError(f"the ANN index file {self.path} cannot be read") from None
+        return self._index
 
     @classmethod
     def open(cls, directory: Path, entry: AnnEntry | None, next_window_id: int) -> "tuple[AnnIndex | None, str | None]":
         """The built index and None, or None and why the file cannot be used (None, None: never
-        built). Checked cheaply: the file's presence, size and that FAISS reads it."""
+        built). Checked cheaply: the file's presence and size; FAISS reads it on the first search."""
         if entry is None:
             return None, None
         path = Path(directory) / SEGMENTS_DIR / entry.record.file
@@ -132,11 +151,7 @@ class AnnIndex:
             return None, f"the ANN index file {path} is missing"
         if size != entry.bytes:
             return None, f"the ANN index file {path} has {size} bytes where the catalog recorded {entry.bytes}"
-        try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
-        except Exception:  # noqa: BLE001 - FAISS raises RuntimeError with C++ text: named, never shown
-            return None, f"the ANN index file {path} cannot be read"
-        return cls(index, entry.record), None
+        return cls(None, entry.record, path), None
 
     @property
     def covers_below(self) -> int:

@@ -132,10 +132,14 @@ def _train(index: faiss.Index, sample: np.ndarray) -> None:
 def _extend(folder: Path, store: VectorStore, remembered: np.ndarray, config: StoreConfig,
             progress: Progress) -> AnnEntry | None:
     """Add the windows past the index to a copy of it (no retraining); None when recall drops
-    below the target at any nprobe up to a quarter of the lists (the data drifted: retrain)."""
+    below the target at any nprobe up to a quarter of the lists (the data drifted: retrain), or
+    when FAISS cannot read the file (damaged since the archive was opened: build anew)."""
     started = time.perf_counter()
     record = store.ann.record
-    index = faiss.read_index(str(folder / record.file))  # a private, writable copy
+    try:
+        index = faiss.read_index(str(folder / record.file))  # a private, writable copy
+    except Exception:  # noqa: BLE001 - FAISS's RuntimeError: the new build replaces the file
+        return None
     _add(index, store, record.covers_below, progress)
     record = replace(record, covers_below=store.end_id, windows=len(store))
     return _choose_and_save(folder, index, record, store, remembered, config, started, progress, give_up_above=record.nlist // 4)

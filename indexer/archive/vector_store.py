@@ -19,6 +19,7 @@ from indexer.archive.ann import AnnEntry, AnnIndex
 from indexer.archive.checksums import Chunk
 from indexer.archive.segments import Segment, SegmentFiles
 from indexer.archive.window_sets import WindowSet
+from indexer.errors import AnnUnreadableError
 
 GpuMode = Literal["auto", "never"]
 
@@ -170,7 +171,7 @@ class VectorStore:
             index, ids = self._gpu_index()
             _, rows = index.search(query[None, :], min(k + EXACT_MARGIN, len(ids)))
             candidates = ids[rows[0][rows[0] >= 0]]
-        elif use_ann:
+        elif use_ann and self._ann_readable():
             fraction = 1.0 if allowed is None else len(allowed) / max(len(self), 1)
             candidates = self.stored(self.ann.candidates(query, k, self._ann_selector(allowed), fraction))
             tail = self._scan(query, k + EXACT_MARGIN, allowed, from_id=self.ann.covers_below)
@@ -180,6 +181,16 @@ class VectorStore:
         else:
             candidates = self._scan(query, k + EXACT_MARGIN, allowed)
         return self.rescore(query, candidates, k)
+
+    def _ann_readable(self) -> bool:
+        """Read the ANN file on its first use; one FAISS cannot read is set aside as damage (named
+        by ``info`` and ``check``), and this search and the next scan exactly."""
+        try:
+            self.ann.index
+        except AnnUnreadableError as exc:
+            self.ann, self.ann_damage = None, str(exc)
+            return False
+        return True
 
     def stored(self, ids: np.ndarray) -> np.ndarray:
         """``ids`` that are live windows with stored rows: what a damaged ANN file may propose
