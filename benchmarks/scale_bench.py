@@ -114,6 +114,8 @@ if mode == "search":
             hits = search_text(archive, text, k=20, filters=filters)
             times.append(time.perf_counter() - t)
             found.append([h.score for h in hits[:10]])
+        if name == "unfiltered":
+            out["first_search_ms"] = 1000 * times[0]  # the ANN file is read by the first search, not at open
         times.sort()
         out[name] = {"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))]}
         searched[name] = (filters, found)
@@ -195,6 +197,8 @@ def report(windows: int, built: dict | None, results: dict) -> None:
     print()
     rows = [("disk bytes per window", f"{results['disk_bytes'] / windows:,.0f}", "≤ 1,300"),
             ("open (fresh process)", f"{results['open']['open_s']:.3f} s", "≤ 0.2 s / 0.5 s at 10M")]
+    if "first_search_ms" in results.get("search", {}):
+        rows.append(("first search after open (reads the ANN file)", f"{results['search']['first_search_ms']:.0f} ms", ""))
     for name in ("unfiltered", "filter 1%", "filter 30%"):
         r = results["search"][name]
         rows.append((f"search {name}: p50 / p95 (top-20 + metadata)", f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f} ms", "p50 ≤ 30 ms / 50 ms at 10M"))
