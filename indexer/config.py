@@ -107,6 +107,9 @@ class EncoderConfig:
     threads: int | None = None
     precision: Precision = "auto"
     """fp32, tf32 (CUDA), bf16 or fp16 (CUDA) for the model call; "auto": ``DEFAULT_PRECISION``."""
+    gpu_memory_gb: float | None = None
+    """GPU memory the archive's vectors may keep resident for audits and suggestions on CUDA;
+    None: 80% of what is free when the first scan starts (``ResidentVectors``)."""
 
     def or_default_model(self) -> "EncoderConfig":
         """This configuration, naming the default CLAP where it names no model (the flags' "")."""

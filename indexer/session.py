@@ -41,6 +41,7 @@ class Session(ArchiveStorage):
             encoder_config = replace(encoder_config or EncoderConfig(), model=manifest.model_id)
         self._encoder_config = encoder_config
         self._text_cache: TextVectorCache | None = None
+        self._resident = None
 
     @classmethod
     def open(
@@ -137,7 +138,21 @@ class Session(ArchiveStorage):
             return True
         return self._text_cache.write_pending() if wait_s is None else self._text_cache.write_pending(wait_s)
 
+    def resident_vectors(self):
+        """The archive's rows in the memory of the GPU this session was opened for (``--device
+        cuda``), one set for the session's life: a long-lived process (the app, a service) uploads
+        them once and scans them there again and again."""
+        if self._resident is None:
+            from indexer.model.devices import resolve_device
+            from indexer.model.resident_vectors import ResidentVectors
+
+            budget = self._encoder_config.gpu_memory_gb
+            self._resident = ResidentVectors(resolve_device(self._encoder_config.device),
+                                             None if budget is None else int(budget * 2**30))
+        return self._resident
+
     def close(self) -> None:
+        self._resident = None  # frees the GPU memory with the session
         try:
             self.remember_text()
         finally:

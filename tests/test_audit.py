@@ -43,19 +43,19 @@ def archive(tmp_path):
 
 
 def flags(archive, run, label):
-    rows = archive.catalog.con.execute(
-        "SELECT r.file_name FROM audit_results a JOIN recordings r ON r.id = a.recording_id"
+    rows = audit_runs.rows_query(
+        archive.catalog, [run.id], "SELECT r.file_name FROM audit_results a JOIN recordings r ON r.id = a.recording_id"
         " WHERE a.run_id = ? AND a.label = ? AND a.flagged ORDER BY r.file_name", [run.id, label],
-    ).fetchall()
+    )
     return [r[0] for r in rows]
 
 
 def result(archive, run, name, label):
-    cursor = archive.catalog.con.execute(
-        "SELECT a.* FROM audit_results a JOIN recordings r ON r.id = a.recording_id"
-        " WHERE a.run_id = ? AND r.file_name = ? AND a.label = ?", [run.id, name, label],
+    table = audit_runs.rows_query(
+        archive.catalog, [run.id], "SELECT a.* FROM audit_results a JOIN recordings r ON r.id = a.recording_id"
+        " WHERE a.run_id = ? AND r.file_name = ? AND a.label = ?", [run.id, name, label], fetch="arrow",
     )
-    return dict(zip([d[0] for d in cursor.description], cursor.fetchall()[0]))
+    return table.to_pylist()[0]
 
 
 def test_multi_label_flags_every_label_above_its_threshold(archive):
@@ -106,7 +106,7 @@ def test_percentiles_and_top_percent_thresholds(archive):
 def test_filters_restrict_the_audit(archive):
     run = run_audit(archive, inline_labelset([f"tone {MID}"], mode="multi-label", threshold=0.5),
                     SearchFilters(where="agent = 'A2'"))
-    rows = archive.catalog.con.execute("SELECT count(*) FROM audit_results WHERE run_id = ?", [run.id]).fetchall()
+    rows = audit_runs.rows_query(archive.catalog, [run.id], "SELECT count(*) FROM audit_results WHERE run_id = ?", [run.id])
     assert rows[0][0] == 2 and flags(archive, run, f"tone {MID}") == ["b.wav"]
 
 

@@ -124,22 +124,24 @@ def test_a_waiting_reader_gets_the_catalog_from_a_writer_that_yields_and_retakes
         holder.wait()
 
 
-def test_audit_results_keep_their_rows_when_the_key_is_dropped(tmp_path, monkeypatch):
-    """Migration 004 rebuilds audit_results without its primary key; saved runs survive it."""
+def test_audit_results_keep_their_rows_through_the_key_dropped_and_the_move_to_files(tmp_path, monkeypatch):
+    """Migration 004 rebuilds audit_results without its primary key, 013 moves the rows into files
+    the catalog names; saved runs survive both, to the bit."""
+    from indexer.archive.run_files import RunFiles
+    from indexer.audit.saved_runs import rows_query
+
     import indexer.archive.schema as schema_module
 
     every = schema_module.migration_files()
     monkeypatch.setattr(schema_module, "migration_files", lambda: [m for m in every if m[0] < 4])
     old = Catalog.open(tmp_path)
-    row = [1, 7, "dog", 0.5, 0.6, 0.7, 80.0, 3, 1.0, 2.0, 0, 1, 1.0, True, True]
+    row = [1, 7, "dog", 0.5, 0.625, 0.75, 80.0, 3, 1.0, 2.0, 0, 1, 1.0, True, True]  # scores were float32
     old.con.execute(f"INSERT INTO audit_results VALUES ({', '.join('?' * len(row))})", row).fetchall()
     old.close()
     monkeypatch.setattr(schema_module, "migration_files", lambda: every)
     new = Catalog.open(tmp_path)
     assert new.schema_version() == max(v for v, _ in every)
-    assert new.con.execute("SELECT * FROM audit_results").fetchall() == [tuple(row)]
-    keys = new.con.execute(
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'audit_results' AND constraint_type = 'PRIMARY KEY'"
-    ).fetchall()
-    assert keys == [(0,)]
+    assert rows_query(new, [1], "SELECT * FROM audit_results") == [tuple(row)]
+    assert not new.has_table("audit_results") and len(new.run_file_records([1])) == 1
+    assert RunFiles(tmp_path).orphans({f.name for f in new.run_file_records()}) == []
     new.close()

@@ -226,7 +226,8 @@ def test_a_standing_audit_uses_the_newest_version_and_records_it(tmp_path):
         assert extended.learned_versions == {"siren": 3}
         fresh = run_audit(archive, parse_labelset(LEARNED_SET))
         flags = "SELECT recording_id FROM audit_results WHERE run_id = ? AND label = 'siren' AND flagged ORDER BY 1"
-        assert archive.catalog.con.execute(flags, [run.id]).fetchall() == archive.catalog.con.execute(flags, [fresh.id]).fetchall()
+        rows_query = __import__("indexer.audit.saved_runs", fromlist=["x"]).rows_query
+        assert rows_query(archive.catalog, [run.id], flags, [run.id]) == rows_query(archive.catalog, [fresh.id], flags, [fresh.id])
         spread = __import__("indexer.audit.saved_runs", fromlist=["x"]).score_spread(archive.catalog, run.id, "siren")
         assert spread.threshold == pytest.approx(extended.learned_thresholds["siren"]) and spread.threshold != 0.3
 

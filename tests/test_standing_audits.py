@@ -17,6 +17,7 @@ import os
 import random
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import soundfile as sf
 
@@ -107,8 +108,8 @@ def _metadata(path, files, rng: random.Random) -> None:
 
 
 def _rows(archive, run_id):
-    return archive.catalog.con.execute(
-        f"SELECT {COLUMNS} FROM audit_results WHERE run_id = ? ORDER BY recording_id, label", [run_id]).fetchall()
+    return audit_runs.rows_query(
+        archive.catalog, [run_id], f"SELECT {COLUMNS} FROM audit_results WHERE run_id = ? ORDER BY recording_id, label", [run_id])
 
 
 def assert_standing_equals_fresh(archive, where=""):
@@ -123,7 +124,7 @@ def assert_standing_equals_fresh(archive, where=""):
         assert (standing.windows_scored, standing.archive_windows, standing.learned_versions, standing.learned_thresholds,
                 standing.product) == (fresh.windows_scored, fresh.archive_windows, fresh.learned_versions,
                                       fresh.learned_thresholds, fresh.product), f"{where}: {run.name}"
-        archive.catalog.con.execute("DELETE FROM audit_results WHERE run_id = ?", [fresh.id])
+        archive.catalog.con.execute("DELETE FROM audit_run_files WHERE run_id = ?", [fresh.id])
         archive.catalog.con.execute("DELETE FROM audit_runs WHERE id = ?", [fresh.id])
 
 
@@ -232,8 +233,12 @@ def test_extending_scores_only_what_changed(tmp_path):
         [update] = archive.index([folder]).audits
         assert update.recordings_scored == 1
         assert archive.index([folder]).audits == []
-        archive.catalog.con.execute(  # what the old merge left: a flag with no flagged window
-            "UPDATE audit_results SET flagged = TRUE WHERE run_id = ? AND recording_id = 1", [run.id])
+        rows = audit_runs.rows_query(archive.catalog, [run.id], "SELECT * FROM audit_results WHERE run_id = ?", [run.id], fetch="arrow")
+        rows = rows.set_column(rows.schema.get_field_index("flagged"), "flagged",  # what the old merge left: a flag
+                               pa.array([f or r == 1 for f, r in zip(rows["flagged"].to_pylist(), rows["recording_id"].to_pylist())]))
+        written = archive.catalog.run_files.write(run.id, rows)                 # with no flagged window
+        with archive.catalog.transaction():
+            archive.catalog.name_run_files(run.id, written)
         _write(folder / "newer.wav", rng)
         [update] = archive.index([folder]).audits
         assert update.recordings_scored == 12  # the inconsistent run was scored again in full
@@ -358,13 +363,20 @@ def test_a_run_extended_on_another_product_is_scored_again_there(tmp_path, monke
     """`index --device cuda` extending a run made on the CPU, then a CPU `index` again: the GPU
     rounds the last bits its own way, so each extension scores the whole run on the product at
     hand (and records it), never mixing rows of the two."""
+    from indexer.audit import runner
     from indexer.config import EncoderConfig
-    from indexer.model import devices
+    from indexer.model.block_product import BlockProduct
 
-    def other_summation(device, chunk_rows=1 << 18):  # stands in for cuBLAS: the same maths, summed in another order
-        return lambda matrix, queries: np.einsum("qd,md->qm", queries, matrix, optimize=False).astype(np.float32)
+    class OtherSummation(BlockProduct):  # stands in for cuBLAS: the same maths, summed in another order
+        def __call__(self, block, slots, picked=None):
+            rows = block.rows() if picked is None else block.rows()[picked]
+            return np.einsum("qd,md->qm", self.queries.numpy(), rows.astype(np.float32), optimize=False).astype(np.float32)
 
-    monkeypatch.setattr(devices, "gpu_matmul", other_summation)
+    def product(archive, queries):
+        on_gpu = runner.product_kind(archive) == "cuda"
+        return (OtherSummation if on_gpu else BlockProduct)(queries, runner.BLOCK_ROWS)
+
+    monkeypatch.setattr(runner, "block_product", product)
     rng = np.random.default_rng(1)
     names = [f"sound {i}" for i in range(10)]
 

@@ -15,6 +15,7 @@ import pytest
 from indexer import Archive
 from indexer.archive.catalog import CATALOG_FILE
 from indexer.audit.runner import run_audit
+from indexer.audit.saved_runs import rows_query
 from indexer.config import EncoderConfig
 from indexer.embedding import DEFAULT_PROMPTS
 from indexer.errors import ModelNotAvailableError
@@ -84,8 +85,8 @@ def test_an_audit_run_again_does_not_embed_its_labels_again(arch):
         calls = encoder.text_calls
         second = run_audit(archive, labelset)
         assert encoder.text_calls == calls == 1
-        a = archive.catalog.con.execute("SELECT label, score FROM audit_results WHERE run_id = ? ORDER BY 1", [first.id]).fetchall()
-        b = archive.catalog.con.execute("SELECT label, score FROM audit_results WHERE run_id = ? ORDER BY 1", [second.id]).fetchall()
+        a = rows_query(archive.catalog, [first.id], "SELECT label, score FROM audit_results WHERE run_id = ? ORDER BY 1", [first.id])
+        b = rows_query(archive.catalog, [second.id], "SELECT label, score FROM audit_results WHERE run_id = ? ORDER BY 1", [second.id])
     assert a == b
 
 
@@ -100,12 +101,12 @@ def test_a_remembered_label_set_is_scored_without_loading_the_model(arch, tmp_pa
     labelset = inline_labelset(["tone 440", "tone 1200"], name="tones", mode="multi-label")
     with Archive.open(arch, encoder=FakeEncoder()) as archive:
         first = run_audit(archive, labelset)
-        expected = archive.catalog.con.execute("SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [first.id]).fetchall()
+        expected = rows_query(archive.catalog, [first.id], "SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [first.id])
     nowhere = EncoderConfig(model=str(tmp_path / "no-model-here"), device="cpu")
     with Archive.open(arch, encoder_config=nowhere) as archive:
         again = run_audit(archive, labelset)
         assert not archive.encoder_loaded  # the manifest knows the logit scale, the catalog the text
-        got = archive.catalog.con.execute("SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [again.id]).fetchall()
+        got = rows_query(archive.catalog, [again.id], "SELECT * EXCLUDE (run_id) FROM audit_results WHERE run_id = ?", [again.id])
         assert got == expected
         assert [h.path for h in archive.search("tone 440", k=2)]  # ... and a search typed before
         with pytest.raises(ModelNotAvailableError):  # new words need the model

@@ -29,7 +29,8 @@ from indexer.archive.metadata import (
     unlink_recordings,
 )
 from indexer.archive.records import KnownFile
-from indexer.errors import ArchiveWriteError
+from indexer.archive.run_files import RunFile, RunFiles
+from indexer.errors import ArchiveError, ArchiveWriteError
 
 CATALOG_FILE = "catalog.duckdb"
 _MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]i?B$")
@@ -247,6 +248,30 @@ class Catalog:
         return removed
 
     # --- metadata ------------------------------------------------------------------------------
+
+    # --- audit runs' result files ---------------------------------------------------------------
+
+    @property
+    def run_files(self) -> RunFiles:
+        if self.path is None:
+            raise ArchiveError("An in-memory catalog keeps no audit runs; open an archive folder.")
+        return RunFiles(self.path.parent)
+
+    def name_run_files(self, run_id: int, files: Sequence[RunFile]) -> list[str]:
+        """Make ``files`` the run's rows (in the caller's transaction); returns the names they replace."""
+        old = [row[0] for row in self.con.execute("SELECT name FROM audit_run_files WHERE run_id = ?", [run_id]).fetchall()]
+        self.con.execute("DELETE FROM audit_run_files WHERE run_id = ?", [run_id])
+        self.con.executemany("INSERT INTO audit_run_files VALUES (?, ?, ?, ?, ?)",
+                             [[run_id, part, f.name, f.size, f.crc32] for part, f in enumerate(files)])
+        return old
+
+    def run_file_records(self, run_ids: Sequence[int] | None = None) -> list[RunFile]:
+        """The files holding the rows of ``run_ids`` (None: of every run), in run and part order."""
+        rows = self.con.execute(
+            "SELECT name, size, crc32 FROM audit_run_files WHERE ? IS NULL OR list_contains(?, run_id) ORDER BY run_id, part",
+            [None if run_ids is None else True, [int(r) for r in run_ids or []]],
+        ).fetchall()
+        return [RunFile(*row) for row in rows]
 
     def import_metadata(self, csv_path: Path) -> int:
         """Merge a user CSV into ``metadata`` (see ``metadata.import_csv``); returns the rows read."""

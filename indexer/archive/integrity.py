@@ -5,7 +5,8 @@ their headers); this reads everything, like SQLite's ``PRAGMA integrity_check``:
 chunk against its CRC in the catalog, every catalog table (DuckDB checks its own blocks' checksums
 as it reads them), window ids against the vector rows, the ANN against its file's CRC and its
 segments (no duplicate or missing ids), the manifest against the catalog, and the migrations.
-It changes nothing; ``repair`` acts on what it finds.
+and each audit run's results files against their CRCs. It changes nothing; ``repair`` acts on
+what it finds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class Problem:
     """One thing wrong: what, which file, and what ``check --repair`` (or the user) does about it."""
 
     kind: str
-    """missing-file, damaged-file, stray-file, header, checksum, ann, catalog, manifest, migrations, invariant"""
+    """missing-file, damaged-file, stray-file, header, checksum, ann, catalog, manifest, migrations, invariant, results"""
     path: str
     detail: str
     remedy: str
@@ -77,6 +78,7 @@ def check(directory: Path, catalog: Catalog, progress: Progress | None = None) -
     add = report.problems.append
     _check_migrations(catalog, add)
     _check_catalog_tables(catalog, add, progress)
+    _check_run_files(catalog, report, progress)
     try:
         manifest = Manifest.load(directory)
     except ArchiveDamagedError as exc:
@@ -141,6 +143,22 @@ def _check_catalog_tables(catalog: Catalog, add, progress: Progress) -> None:
         except duckdb.Error as exc:
             add(Problem("catalog", str(catalog.path), f"the catalog's table {table} cannot be read "
                         f"({str(exc).splitlines()[0][:120]})", RESTORE))
+
+
+def _check_run_files(catalog: Catalog, report: CheckReport, progress: Progress) -> None:
+    """Each audit run's results files against the size and CRC-32 the catalog recorded."""
+    if not catalog.has_table("audit_run_files"):
+        return
+    records = catalog.run_file_records()
+    files = catalog.run_files
+    for number, record in enumerate(records):
+        progress("reading the audit results", number, len(records))
+        run_id = catalog.one("SELECT run_id FROM audit_run_files WHERE name = ?", [record.name])[0]
+        damage = files.damage(record)
+        report.bytes_read += record.size
+        if damage is not None:
+            report.problems.append(Problem("results", str(files.folder / record.name), f"audit run {run_id}'s results file {damage}",
+                                           f"run its label set again (`soundtrace audit run`); run {run_id}'s rows cannot be read"))
 
 
 def _check_segments(directory: Path, catalog: Catalog, dim: int, report: CheckReport, progress: Progress) -> list[Segment]:

@@ -55,6 +55,26 @@ class StoredLayout:
     ann: AnnEntry | None
 
 
+@dataclass(frozen=True)
+class StoredBlock:
+    """Up to ``block_rows`` consecutive stored rows of one segment: where they start, which are alive."""
+
+    key: tuple[str, int]
+    """(segment file, first row in it): names the same stored rows for as long as the file lives."""
+    first_id: int
+    """The id of the block's first row, dead or alive: a live row's slot is ``id - first_id``."""
+    ids: np.ndarray
+    """The live windows' ids, rising."""
+    stored: np.ndarray
+    """Every row of the block (a view of the memory map, nothing read yet)."""
+    alive: np.ndarray | None
+    """Which stored rows are live; None: all of them."""
+
+    def rows(self) -> np.ndarray:
+        """The live rows (float16), read now."""
+        return self.stored if self.alive is None else self.stored[self.alive]
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -131,15 +151,22 @@ class VectorStore:
 
     def blocks(self, block_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float16 rows) of the live windows in id order, in blocks aligned to segment starts."""
+        for block in self.aligned_blocks(block_rows):
+            yield block.ids, block.rows()
+
+    def aligned_blocks(self, block_rows: int) -> Iterator["StoredBlock"]:
+        """The live windows in id order, ``block_rows`` of a segment's rows at a time (dead ones
+        left out), each block's rows read only when asked for."""
         for segment, codes in zip(self.segments, self._segment_codes()):
             for lo in range(0, segment.rows, block_rows):
-                rows = codes[lo : lo + block_rows]
-                ids = np.arange(segment.first_id + lo, segment.first_id + lo + len(rows), dtype=np.int64)
+                hi = min(lo + block_rows, segment.rows)
+                ids = np.arange(segment.first_id + lo, segment.first_id + hi, dtype=np.int64)
+                keep = None
                 if len(self.dead) and self.dead[-1] >= ids[0]:
-                    keep = ~np.isin(ids, self.dead)
-                    if not keep.all():
-                        ids, rows = ids[keep], rows[keep]
-                yield ids, rows
+                    alive = ~np.isin(ids, self.dead)
+                    if not alive.all():
+                        ids, keep = ids[alive], alive
+                yield StoredBlock((segment.path.name, lo), segment.first_id + lo, ids, codes[lo:hi], keep)
 
     # --- search --------------------------------------------------------------------------------
 

@@ -45,17 +45,17 @@ def unflagged_labels(catalog: Catalog, run_id: int) -> list[Unflagged]:
     """The run's labels that flagged nothing, each with the figures that explain it."""
     run = audit_runs.get_run(catalog, run_id)
     labelset = audit_runs.labelset_of(catalog, run)
-    flagged = {label for (label,) in catalog.con.execute(
-        "SELECT DISTINCT label FROM audit_results WHERE run_id = ? AND flagged", [run.id]).fetchall()}
+    flagged = {label for (label,) in audit_runs.rows_query(
+        catalog, [run.id], "SELECT DISTINCT label FROM audit_results WHERE run_id = ? AND flagged", [run.id])}
     found = []
     for label in labelset.labels:
         if label.name in flagged:
             continue
         spread = audit_runs.score_spread(catalog, run.id, label.name)
-        confidence = catalog.one(
-            "SELECT max(confidence) FROM audit_results WHERE run_id = ? AND label = ? AND score >= ?",
+        [(confidence,)] = audit_runs.rows_query(
+            catalog, [run.id], "SELECT max(confidence) FROM audit_results WHERE run_id = ? AND label = ? AND score >= ?",
             [run.id, label.name, spread.threshold],
-        )[0]
+        )
         written = "where its scorer says present" if label.name in run.learned_thresholds else str(labelset.threshold_for(label))
         own = f"{written} = {spread.own:.3f}" if written != f"{spread.own:g}" else written
         found.append(Unflagged(

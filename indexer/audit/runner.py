@@ -10,16 +10,13 @@ the same set, so one definition serves retroactive and ongoing auditing.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from indexer.archive.catalog import Catalog
-from indexer.archive.segments import to_float32
 from indexer.audit import saved_runs as audit_runs
 from indexer.audit.labelset import LabelSet, check_bounds
 from indexer.audit.learned_queries import (
@@ -28,7 +25,6 @@ from indexer.audit.learned_queries import (
     scoring_labelset,
 )
 from indexer.audit.scoring import (
-    SCAN_THREADS,
     AuditScores,
     LabelVectors,
     WindowTable,
@@ -120,53 +116,47 @@ def _rows_of(windows: WindowTable, keep: np.ndarray) -> WindowTable:
 
 
 def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) -> np.ndarray:
-    """``queries @ vectors.T`` for the windows of ``windows`` (in its column order), streamed
-    from the stored float16 rows one aligned block at a time, blocks in parallel (converting
-    float16 is the slow part, and numpy does it without the GIL); float16 to float32 is exact, so
-    this is float32 arithmetic on the stored values. Only the rows asked for are converted (the
-    slow part), so scoring a few recordings costs a product per block they touch."""
+    """``queries @ vectors.T`` for the windows of ``windows`` (in its column order), from the stored
+    float16 rows one aligned block at a time (``BlockProduct``: every product of one shape, a window
+    always in its own slot); float16 to float32 is exact, so this is float32 arithmetic on the stored
+    values. Blocks none of ``windows`` lives in are not read."""
     out = np.empty((len(queries), len(windows.ids)), np.float32)
     if not len(windows.ids):
         return out
     in_order = bool((np.diff(windows.ids) > 0).all())
     order = np.arange(len(windows.ids)) if in_order else np.argsort(windows.ids, kind="stable")
     wanted = windows.ids[order]
-    product = _device_product(archive)
-    queries = np.ascontiguousarray(queries, np.float32)
-    firsts = np.array([segment.first_id for segment in archive.store.segments], np.int64)
-    buffers = threading.local()
-
-    def score_block(block: tuple[np.ndarray, np.ndarray]) -> None:
-        ids, rows = block
+    product = block_product(archive, queries)
+    seen = set()
+    for block in archive.store.aligned_blocks(BLOCK_ROWS):
+        seen.add(block.key)
+        ids = block.ids
         if not len(ids):  # every window of the block deleted
-            return
+            continue
         lo, hi = np.searchsorted(wanted, [ids[0], ids[-1] + 1])
         if lo == hi:
-            return
+            continue
         at = np.searchsorted(ids, wanted[lo:hi])
         if (at >= len(ids)).any() or (ids[np.minimum(at, len(ids) - 1)] != wanted[lo:hi]).any():
             raise ArchiveError(DAMAGED)
-        if getattr(buffers, "rows", None) is None:  # zeros at first, then earlier rows: always finite
-            buffers.rows = np.zeros((BLOCK_ROWS, queries.shape[1]), np.float32)
-            buffers.scores = np.empty((len(queries), BLOCK_ROWS), np.float32)
-        first = firsts[np.searchsorted(firsts, ids[0], side="right") - 1]
-        base = first + (ids[0] - first) // BLOCK_ROWS * BLOCK_ROWS  # the block's first row, dead or alive
-        slots = ids - base
-        if hi - lo == len(ids) and slots[-1] == len(ids) - 1:  # every row, none dead: convert in place
-            to_float32(rows, buffers.rows)
-        else:  # a few rows, or rows around dead ones: each to its own slot
-            picked = at if hi - lo < len(ids) else slice(None)
-            buffers.rows[slots[picked]] = to_float32(np.asarray(rows[picked]), np.empty((hi - lo, queries.shape[1]), np.float32))
-        scores = product(buffers.rows, queries) if product is not None else np.matmul(queries, buffers.rows.T, out=buffers.scores)
-        slots = slots[at]
-        if in_order and slots[0] == 0 and slots[-1] == hi - lo - 1:  # the block's first rows, in order: no gather
-            out[:, lo:hi] = scores[:, : hi - lo]
+        scores = product(block, ids[at] - block.first_id, None if hi - lo == len(ids) else at)
+        if in_order:
+            out[:, lo:hi] = scores
         else:
-            out[:, order[lo:hi]] = scores[:, slots]
-
-    with ThreadPoolExecutor(max_workers=SCAN_THREADS) as pool:
-        list(pool.map(score_block, archive.store.blocks(BLOCK_ROWS)))
+            out[:, order[lo:hi]] = scores
+    if product.resident is not None:
+        product.resident.keep_only(seen)
     return out
+
+
+def block_product(archive: Session, queries: np.ndarray):
+    """The ``BlockProduct`` ``product_kind`` names: on the GPU, over the session's resident rows
+    (torch is imported here, by the scan, so a search that only reads remembered text never does)."""
+    from indexer.model.block_product import BlockProduct
+
+    if product_kind(archive) == "cuda":
+        return BlockProduct(queries, BLOCK_ROWS, archive.encoder_config.device, archive.resident_vectors())
+    return BlockProduct(queries, BLOCK_ROWS)
 
 
 DAMAGED = "Some windows of the catalog have no stored vector; the archive's vector files are damaged."
@@ -196,15 +186,6 @@ def product_kind(archive: Session) -> str:
     By name, not by what happens to be loaded or found, so one command always takes one path; a
     GPU rounds the last bits its own way, so a saved run records which (``AuditRun.product``)."""
     return "cuda" if str(archive.encoder_config.device or "").startswith("cuda") else "cpu"
-
-
-def _device_product(archive: Session):
-    """The GPU matrix product for ``product_kind`` "cuda", else None (numpy)."""
-    if product_kind(archive) != "cuda":
-        return None
-    from indexer.model.devices import gpu_matmul
-
-    return gpu_matmul(archive.encoder_config.device)
 
 
 def run_audit(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(), standing: bool = False) -> audit_runs.AuditRun:
@@ -239,7 +220,8 @@ def start_standing_audit(archive: Session, labelset: LabelSet) -> StandingUpdate
     older = [run.id for run in replaced_by(archive, labelset)]
     run = run_audit(archive, labelset, standing=True)
     flagged = audit_runs.results(archive.catalog, run.id).to_pylist()
-    recordings = archive.catalog.one("SELECT count(DISTINCT recording_id) FROM audit_results WHERE run_id = ?", [run.id])[0]
+    [(recordings,)] = audit_runs.rows_query(archive.catalog, [run.id], "SELECT count(DISTINCT recording_id) FROM audit_results"
+                                            " WHERE run_id = ?", [run.id])
     return StandingUpdate(run.id, run.name, int(recordings), [(r["file"], r["label"], r["score"], r["best_start_s"]) for r in flagged],
                           replaced=older)
 
@@ -317,11 +299,11 @@ def stored_scores(catalog: Catalog, run: audit_runs.AuditRun) -> AuditScores | N
     unless there is one row per recording and label. Scores were float32 before they were
     stored, so they come back exactly."""
     labels = list(run.labels)
-    table = catalog.con.execute(
-        "SELECT recording_id, list_position(?, label) AS label_at, score, probability, confidence, percentile, best_window_id,"
-        " best_start_s, best_end_s, channel, flagged_windows, flagged_seconds, flagged, is_best FROM audit_results"
-        " WHERE run_id = ? ORDER BY recording_id, label_at", [labels, run.id],
-    ).fetchnumpy()
+    table = audit_runs.rows_query(
+        catalog, [run.id], "SELECT recording_id, list_position(?, label) AS label_at, score, probability, confidence, percentile,"
+        " best_window_id, best_start_s, best_end_s, channel, flagged_windows, flagged_seconds, flagged, is_best FROM audit_results"
+        " WHERE run_id = ? ORDER BY recording_id, label_at", [labels, run.id], fetch="numpy",
+    )
     if len(table["label_at"]) % len(labels):
         return None
     shape = (len(table["label_at"]) // len(labels), len(labels))

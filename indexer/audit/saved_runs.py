@@ -18,6 +18,7 @@ from indexer.archive.durable import unwritable_reason
 from indexer.archive.metadata import RECORDING_VIEW, output_name
 from indexer.archive.sql import quote_identifier
 from indexer.audit.labelset import LabelSet, Threshold
+from indexer.audit.result_rows import result_table, rows_query
 from indexer.audit.scoring import AuditScores, label_cutoff
 from indexer.errors import AuditError
 from indexer.search.filtering import SearchFilters, date_column
@@ -123,20 +124,27 @@ PERIODS = ("day", "week", "month")
 def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditScores, standing: bool, seconds: float) -> AuditRun:
     catalog = archive.catalog
     identity = archive.manifest
-    with catalog.transaction():
-        run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
-        catalog.con.execute(
-            f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
-            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
-            [
-                run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
-                identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
-                seconds, json.dumps(scores.learned_versions, sort_keys=True),
-                json.dumps(scores.learned_thresholds, sort_keys=True), scores.product,
-                json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
-            ],
-        )
-        _insert_results(catalog, run_id, scores)
+    files = catalog.run_files
+    files.remove(files.orphans({f.name for f in catalog.run_file_records()}))  # a save killed before its commit
+    run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
+    written = files.write(run_id, result_table(run_id, scores))
+    try:
+        with catalog.transaction():
+            catalog.con.execute(
+                f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
+                " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+                [
+                    run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
+                    identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
+                    seconds, json.dumps(scores.learned_versions, sort_keys=True),
+                    json.dumps(scores.learned_thresholds, sort_keys=True), scores.product,
+                    json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
+                ],
+            )
+            catalog.name_run_files(run_id, written)
+    except BaseException:
+        files.remove([f.name for f in written])
+        raise
     return get_run(catalog, run_id)
 
 
@@ -148,55 +156,31 @@ def merge_results(archive: Session, run: AuditRun, scores: AuditScores | None) -
     catalog = archive.catalog
     flagged = ("SELECT a.recording_id, a.label, r.path, a.score, a.best_start_s FROM audit_results a JOIN recordings r"
                " ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC, r.path, a.label")
-    before = set(catalog.con.execute(  # not joined: a pruned recording's flags count as cleared
-        "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id]).fetchall()) if scores is not None else set()
-    with catalog.transaction():
-        if scores is not None:
-            catalog.con.execute("DELETE FROM audit_results WHERE run_id = ?", [run.id])
-            _insert_results(catalog, run.id, scores)
-            catalog.con.execute(
-                "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, product = ?,"
-                " updated_at = now() WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
-                                                     json.dumps(scores.learned_thresholds, sort_keys=True), scores.product, run.id],
-            )
-        catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
-                            [catalog.window_count(), catalog.generation(), run.id])
+    before = set(rows_query(catalog, [run.id],  # not joined: a pruned recording's flags count as cleared
+        "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id])) if scores is not None else set()
+    files = catalog.run_files
+    written = files.write(run.id, result_table(run.id, scores)) if scores is not None else []
+    replaced: list[str] = []
+    try:
+        with catalog.transaction():
+            if scores is not None:
+                replaced = catalog.name_run_files(run.id, written)
+                catalog.con.execute(
+                    "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, product = ?,"
+                    " updated_at = now() WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
+                                                         json.dumps(scores.learned_thresholds, sort_keys=True), scores.product, run.id],
+                )
+            catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
+                                [catalog.window_count(), catalog.generation(), run.id])
+    except BaseException:
+        files.remove([f.name for f in written])
+        raise
+    files.remove(replaced)  # after the commit: until then they were the run's rows
     if scores is None:
         return [], 0
-    after = catalog.con.execute(flagged, [run.id]).fetchall()
+    after = rows_query(catalog, [run.id], flagged, [run.id])
     kept = {(rec, label) for rec, label, *_ in after}
     return [(path, label, score, start) for rec, label, path, score, start in after if (rec, label) not in before], len(before - kept)
-
-
-def _insert_results(catalog: Catalog, run_id: int, s: AuditScores) -> None:
-    n_rec, n_lab = s.score.shape
-    if n_rec == 0:
-        return
-    flat = lambda a: np.asarray(a).reshape(-1)  # noqa: E731 — row-major (recording, label)
-    table = pa.table({
-        "run_id": pa.array(np.full(n_rec * n_lab, run_id, np.int64)),
-        "recording_id": pa.array(np.repeat(s.recording_ids, n_lab).astype(np.int64)),
-        "label": pa.DictionaryArray.from_arrays(  # no Python string per row
-            pa.array(np.tile(np.arange(n_lab, dtype=np.int32), n_rec)), pa.array(list(s.labels), pa.string())
-        ),
-        "score": pa.array(flat(s.score).astype(np.float64)),
-        "probability": pa.array(flat(s.probability).astype(np.float64)),
-        "confidence": pa.array(flat(s.confidence).astype(np.float64)),
-        "percentile": pa.array(flat(s.percentile).astype(np.float64)),
-        "best_window_id": pa.array(flat(s.best_window).astype(np.int64)),
-        "best_start_s": pa.array(flat(s.best_start_s).astype(np.float64)),
-        "best_end_s": pa.array(flat(s.best_end_s).astype(np.float64)),
-        "channel": pa.array(flat(s.channel).astype(np.int16)),
-        "flagged_windows": pa.array(flat(s.flagged_windows).astype(np.int32)),
-        "flagged_seconds": pa.array(flat(s.flagged_seconds).astype(np.float64)),
-        "flagged": pa.array(flat(s.flagged).astype(bool)),
-        "is_best": pa.array(flat(s.is_best).astype(bool)),
-    })
-    catalog.con.register("_audit_rows", table)
-    try:
-        catalog.con.execute("INSERT INTO audit_results SELECT * FROM _audit_rows")
-    finally:
-        catalog.con.unregister("_audit_rows")
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -234,10 +218,10 @@ def set_standing(catalog: Catalog, run_id: int, standing: bool) -> None:
 
 
 def label_counts(catalog: Catalog, run_id: int) -> list[LabelCount]:
-    rows = catalog.con.execute(
-        "SELECT label, count(*) FILTER (WHERE flagged), coalesce(sum(flagged_seconds) FILTER (WHERE flagged), 0),"
+    rows = rows_query(
+        catalog, [run_id], "SELECT label, count(*) FILTER (WHERE flagged), coalesce(sum(flagged_seconds) FILTER (WHERE flagged), 0),"
         " max(score) FROM audit_results WHERE run_id = ? GROUP BY label", [run_id],
-    ).fetchall()
+    )
     order = {label: i for i, label in enumerate(get_run(catalog, run_id).labels)}
     return sorted((LabelCount(*row) for row in rows), key=lambda c: order.get(c.label, 0))
 
@@ -254,7 +238,7 @@ def results(catalog: Catalog, run_id: int, *, flagged_only: bool = True, best_on
         f" a.best_window_id{meta} FROM audit_results a JOIN {RECORDING_VIEW} r ON r.id = a.recording_id"
         f" WHERE a.run_id = ?{where} ORDER BY a.score DESC, r.path, a.label" + (" LIMIT ?" if limit else "")
     )
-    return catalog.con.sql(sql, params=[int(run_id)] + ([int(limit)] if limit else [])).to_arrow_table()
+    return rows_query(catalog, [int(run_id)], sql, [int(run_id)] + ([int(limit)] if limit else []), fetch="arrow")
 
 
 def export(catalog: Catalog, run_id: int, path: Path, fmt: str, all_labels: bool = False, highlights: dict | None = None) -> int:
@@ -299,18 +283,18 @@ def diff(catalog: Catalog, ref_a: int | str, ref_b: int | str) -> RunDiff:
         " AND NOT EXISTS (SELECT 1 FROM audit_results y WHERE y.run_id = ?"
         " AND y.recording_id = x.recording_id AND y.label = x.label AND y.flagged) ORDER BY x.score DESC, r.path"
     )
-    newly = catalog.con.execute(sql, [b.id, common_labels, a.id, b.id, a.id]).fetchall()
-    cleared = catalog.con.execute(sql, [a.id, common_labels, a.id, b.id, b.id]).fetchall()
-    flagged = dict(((run, label), int(n)) for run, label, n in catalog.con.execute(
-        "SELECT run_id, label, count(*) FILTER (WHERE flagged) FROM audit_results"
-        f" WHERE list_contains(?, run_id) AND recording_id IN ({_BOTH_SCORED}) GROUP BY ALL",
-        [[a.id, b.id], a.id, b.id],
-    ).fetchall())
-    scored = dict(catalog.con.execute(
-        "SELECT run_id, count(DISTINCT recording_id) FROM audit_results WHERE list_contains(?, run_id) GROUP BY run_id",
-        [[a.id, b.id]],
-    ).fetchall())
-    compared = int(catalog.one(f"SELECT count(*) FROM ({_BOTH_SCORED})", [a.id, b.id])[0])
+    both = [a.id, b.id]
+    newly = rows_query(catalog, both, sql, [b.id, common_labels, a.id, b.id, a.id])
+    cleared = rows_query(catalog, both, sql, [a.id, common_labels, a.id, b.id, b.id])
+    flagged = dict(((run, label), int(n)) for run, label, n in rows_query(
+        catalog, both, "SELECT run_id, label, count(*) FILTER (WHERE flagged) FROM audit_results"
+        f" WHERE list_contains(?, run_id) AND recording_id IN ({_BOTH_SCORED}) GROUP BY ALL", [both, a.id, b.id],
+    ))
+    scored = dict(rows_query(
+        catalog, both, "SELECT run_id, count(DISTINCT recording_id) FROM audit_results WHERE list_contains(?, run_id)"
+        " GROUP BY run_id", [both],
+    ))
+    compared = int(rows_query(catalog, both, f"SELECT count(*) FROM ({_BOTH_SCORED})", [a.id, b.id])[0][0])
     counts = [(label, flagged.get((a.id, label), 0) if label in a.labels else None,
                flagged.get((b.id, label), 0) if label in b.labels else None)
               for label in dict.fromkeys(a.labels + b.labels)]
@@ -325,9 +309,9 @@ def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
     run = get_run(catalog, run_id)
     if label not in run.labels:
         raise AuditError(f"Run {run.id} has no label '{label}'; its labels: {', '.join(run.labels)}.")
-    scores = np.sort(catalog.con.execute(
-        "SELECT score FROM audit_results WHERE run_id = ? AND label = ?", [run.id, label]
-    ).fetchnumpy()["score"].astype(np.float64))
+    scores = np.sort(rows_query(
+        catalog, [run.id], "SELECT score FROM audit_results WHERE run_id = ? AND label = ?", [run.id, label], fetch="numpy"
+    )["score"].astype(np.float64))
     labelset = labelset_of(catalog, run)
     threshold = labelset.threshold_for(next(x for x in labelset.labels if x.name == label))
     if label in run.learned_thresholds:  # a learned label flagged where its version's scorer said "present"
@@ -339,8 +323,8 @@ def score_spread(catalog: Catalog, run_id: int, label: str) -> ScoreSpread:
 
 def recordings_flagged(catalog: Catalog, run_id: int) -> tuple[int, int]:
     """(recordings the run scored, recordings it flagged for at least one label)."""
-    scored, flagged = catalog.one(
-        "SELECT count(DISTINCT recording_id), count(DISTINCT recording_id) FILTER (WHERE flagged)"
+    [(scored, flagged)] = rows_query(
+        catalog, [int(run_id)], "SELECT count(DISTINCT recording_id), count(DISTINCT recording_id) FILTER (WHERE flagged)"
         " FROM audit_results WHERE run_id = ?", [int(run_id)],
     )
     return int(scored), int(flagged)
@@ -355,15 +339,15 @@ def flagged_over_time(catalog: Catalog, run_id: int, period: str = "day", column
     counts = _flag_counts_sql(catalog, run_id, f"CAST(date_trunc('{period}', {day}) AS DATE)", "period", f"{day} IS NOT NULL")
     # every period from the first to the last, empty ones as zeros, so a chart's lines do not
     # bridge days (weeks, months) when nothing was recorded
-    return catalog.con.sql(
-        f"WITH counts AS ({counts}),"
+    return rows_query(
+        catalog, [int(run_id)], f"WITH counts AS ({counts}),"
         " periods AS (SELECT CAST(unnest(generate_series(min(period), max(period), INTERVAL 1 " + period + ")) AS DATE)"
         " AS period FROM counts),"
         " labels AS (SELECT DISTINCT label FROM counts)"
         " SELECT p.period, l.label, coalesce(c.flagged, 0) AS flagged, coalesce(c.scored, 0) AS scored"
         " FROM periods p CROSS JOIN labels l LEFT JOIN counts c ON c.period = p.period AND c.label = l.label"
-        " ORDER BY 1, 2"
-    ).to_arrow_table()
+        " ORDER BY 1, 2", fetch="arrow",
+    )
 
 
 def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
@@ -376,7 +360,7 @@ def flagged_by(catalog: Catalog, run_id: int, column: str) -> pa.Table:
 
 
 def _flag_counts(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> pa.Table:
-    return catalog.con.sql(_flag_counts_sql(catalog, run_id, key_sql, key, where)).to_arrow_table()
+    return rows_query(catalog, [int(run_id)], _flag_counts_sql(catalog, run_id, key_sql, key, where), fetch="arrow")
 
 
 def _flag_counts_sql(catalog: Catalog, run_id: int, key_sql: str, key: str, where: str) -> str:

@@ -95,11 +95,14 @@ def _model_flags(model_help: str) -> Callable:
                            f"{DEFAULT_BATCH['cuda']} on CUDA].")
         @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
         @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
+        @click.option("--gpu-memory", default=None, type=click.FloatRange(0, 1 << 20), metavar="GB",
+                      help="GPU memory the archive's vectors may keep resident on CUDA (audits, suggestions) "
+                           "[default: 80% of the free memory]; 0 streams them on every scan.")
         @functools.wraps(func)
-        def wrapper(*args, model, device, precision, batch_size, cache_dir, threads, **kwargs):
+        def wrapper(*args, model, device, precision, batch_size, cache_dir, threads, gpu_memory, **kwargs):
             kwargs["encoder_config"] = EncoderConfig(
                 model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads,
-                precision=precision.lower(),
+                precision=precision.lower(), gpu_memory_gb=gpu_memory,
             )
             if precision.lower() in GPU_ONLY_PRECISIONS:  # refused now, not when the model first loads
                 from indexer.model.devices import resolve_device
