@@ -7,21 +7,20 @@ A thin facade: each method is one call into an engine job, which all take the ar
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from indexer.audit.runner import extend_standing_audits
 from indexer.config import EncoderConfig
 from indexer.embedding import Encoder
 from indexer.errors import ModelNotAvailableError
-from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink, run_indexing
-from indexer.indexing.repair import RepairReport, verify
-from indexer.indexing.repair import repair as repair_archive
-from indexer.learning.marks import unplaced_marks
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import RecordingHit, search_text
 from indexer.session import Session, load_model
+
+if TYPE_CHECKING:
+    from indexer.indexing.pipeline import IndexOptions, IndexReport, ProgressSink
+    from indexer.indexing.repair import RepairReport
 
 
 class Archive(Session):
@@ -48,6 +47,10 @@ class Archive(Session):
         self, paths: Sequence[str | Path], options: IndexOptions | None = None, progress: ProgressSink | None = None
     ) -> IndexReport:
         """Same as ``soundtrace index``: embed what is new or changed, then extend standing audits."""
+        from indexer.audit.runner import extend_standing_audits  # here, so a search imports none of this
+        from indexer.indexing.pipeline import IndexOptions, run_indexing
+        from indexer.learning.marks import unplaced_marks
+
         self.begin_write()  # refuses while another process indexes
         try:
             unplaced = unplaced_marks(self)
@@ -65,6 +68,10 @@ class Archive(Session):
               check_progress: Callable[[str, int, int], None] | None = None) -> RepairReport:
         """Same as ``soundtrace check [--repair]``: every byte and invariant verified; with ``repair``,
         what can be rebuilt is (the model loads only if recordings must be embedded again)."""
+        from indexer.audit.runner import extend_standing_audits
+        from indexer.indexing.repair import RepairReport, verify
+        from indexer.indexing.repair import repair as repair_archive
+
         if not repair:
             with self.writes_held():
                 return RepairReport(verify(self, check_progress))

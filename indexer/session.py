@@ -138,6 +138,24 @@ class Session(ArchiveStorage):
             return True
         return self._text_cache.write_pending() if wait_s is None else self._text_cache.write_pending(wait_s)
 
+    @property
+    def scan_kind(self) -> str:
+        """"cuda" when the session was opened for a CUDA device by name (``--device cuda``), else
+        "cpu": where scans of the stored vectors (audits, suggestions) compute. By name, not by
+        what happens to be loaded or found, so one command always takes one path; a GPU rounds the
+        last bits its own way, so a saved audit run records which (``AuditRun.product``)."""
+        return "cuda" if str(self._encoder_config.device or "").startswith("cuda") else "cpu"
+
+    def block_product(self, queries, block_rows: int | None = None):
+        """The ``BlockProduct`` scans of this session use: on the GPU over its resident rows, or
+        on the CPU (torch is imported here, by a scan, so a search of remembered text never does)."""
+        from indexer.model.block_product import DEFAULT_BLOCK_ROWS, BlockProduct
+
+        rows = block_rows or DEFAULT_BLOCK_ROWS
+        if self.scan_kind == "cuda":
+            return BlockProduct(queries, rows, self._encoder_config.device, self.resident_vectors())
+        return BlockProduct(queries, rows)
+
     def resident_vectors(self):
         """The archive's rows in the memory of the GPU this session was opened for (``--device
         cuda``), one set for the session's life: a long-lived process (the app, a service) uploads

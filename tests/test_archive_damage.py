@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from indexer import Archive
-from indexer.archive import checksums, segments
+from indexer.archive import checksums, schema, segments
 from indexer.archive.catalog import CATALOG_FILE
 from indexer.archive.manifest import MANIFEST_FILE
 from indexer.archive.segments import SEGMENTS_DIR
@@ -401,7 +401,10 @@ def _as_before_checksums(arch: Path) -> None:
     con = duckdb.connect(str(arch / CATALOG_FILE))
     con.execute("DROP TABLE vector_chunks")
     con.execute("DROP TABLE ann_index")
-    con.execute("DELETE FROM schema_migrations WHERE version = 12")
+    con.execute("DROP TABLE audit_run_files")  # and audit results as a table, as before migration 013
+    con.execute((Path(schema.__file__).parent / "migrations" / "004_audit_results_unkeyed.sql").read_text()
+                .split("INSERT INTO")[0].replace("audit_results_unkeyed", "audit_results"))
+    con.execute("DELETE FROM schema_migrations WHERE version >= 12")
     con.close()
     manifest = json.loads((arch / MANIFEST_FILE).read_text())
     (arch / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 2}))

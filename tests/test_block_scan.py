@@ -69,13 +69,11 @@ def _add(archive: Archive, recordings: int, rng, first: int = 0) -> np.ndarray:
 def _scan(archive: Archive, resident: ResidentVectors | None) -> np.ndarray:
     queries = np.asarray(archive.embed_text(["tone 440", "tone 1200", "tone 3700"]), np.float32)
     windows = runner.collect_windows(archive)
-    product = BlockProduct(queries, runner.BLOCK_ROWS, "cpu", resident)
-    original = runner.block_product
-    runner.block_product = lambda archive, q: product
+    archive.block_product = lambda q, rows=None: BlockProduct(q, rows, "cpu", resident)
     try:
         return runner.similarities(archive, queries, windows)
     finally:
-        runner.block_product = original
+        del archive.block_product
 
 
 def test_resident_rows_are_uploaded_once_and_kept_in_step_with_added_and_deleted_windows(tmp_path, monkeypatch):

@@ -296,3 +296,15 @@ def test_a_marks_csv_row_with_extra_fields_is_one_clear_error(tmp_path):
     bad.write_text("window_id,positive\n1,1\n2,0,extra\n")
     with pytest.raises(MarkError, match="line 3 has more fields than the header"):
         read_marks_csv(bad)
+
+
+def test_suggestions_pick_the_first_k_by_partition_exactly_as_a_stable_sort_would():
+    """Suggestions at ten million windows partition instead of sorting; ties (many, and the marked
+    windows pushed to the end as inf) must come out in the order a stable sort gives."""
+    from indexer.learning.suggest import _first
+
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 20, 5000).astype(np.float32)
+    keys[::7] = np.inf
+    for count in (1, 5, 64, 700, 4285, 4999, 5000, 6000):
+        assert np.array_equal(_first(keys, count), np.argsort(keys, kind="stable")[:count]), count

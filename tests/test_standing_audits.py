@@ -363,20 +363,19 @@ def test_a_run_extended_on_another_product_is_scored_again_there(tmp_path, monke
     """`index --device cuda` extending a run made on the CPU, then a CPU `index` again: the GPU
     rounds the last bits its own way, so each extension scores the whole run on the product at
     hand (and records it), never mixing rows of the two."""
-    from indexer.audit import runner
     from indexer.config import EncoderConfig
     from indexer.model.block_product import BlockProduct
+    from indexer.session import Session
 
     class OtherSummation(BlockProduct):  # stands in for cuBLAS: the same maths, summed in another order
         def __call__(self, block, slots, picked=None):
             rows = block.rows() if picked is None else block.rows()[picked]
             return np.einsum("qd,md->qm", self.queries.numpy(), rows.astype(np.float32), optimize=False).astype(np.float32)
 
-    def product(archive, queries):
-        on_gpu = runner.product_kind(archive) == "cuda"
-        return (OtherSummation if on_gpu else BlockProduct)(queries, runner.BLOCK_ROWS)
+    def product(archive, queries, block_rows=None):
+        return (OtherSummation if archive.scan_kind == "cuda" else BlockProduct)(queries, block_rows)
 
-    monkeypatch.setattr(runner, "block_product", product)
+    monkeypatch.setattr(Session, "block_product", product)
     rng = np.random.default_rng(1)
     names = [f"sound {i}" for i in range(10)]
 

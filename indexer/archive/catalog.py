@@ -15,7 +15,6 @@ from typing import Iterable, Iterator, Sequence
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from indexer.archive import checksums, schema
 from indexer.archive.ann import AnnEntry
@@ -186,6 +185,8 @@ class Catalog:
             self.bump_generation()
 
     def mark_dead(self, window_ids: np.ndarray) -> None:
+        import pyarrow as pa  # here: a search never needs it (its import is 85 ms)
+
         if len(window_ids):
             self.con.register("_dead", pa.table({"id": pa.array(np.asarray(window_ids, np.int64))}))
             try:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 CHUNK_ROWS = 1024
 
@@ -64,6 +63,8 @@ def load(con: duckdb.DuckDBPyConnection, last_segment: bool = False) -> list[Chu
 
 def record(con: duckdb.DuckDBPyConnection, chunks: list[Chunk]) -> None:
     """Insert or update ``chunks`` (inside the caller's transaction)."""
+    import pyarrow as pa  # here: a search never needs it (its import is 85 ms)
+
     if not chunks:
         return
     table = pa.table({

@@ -21,12 +21,13 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from indexer.archive.durable import fsync_dir
 from indexer.errors import ArchiveDamagedError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FOLDER = "runs"
 PARTS = 2
@@ -60,6 +61,9 @@ class RunFiles:
         return files
 
     def _write_part(self, name: str, table: pa.Table) -> RunFile:
+        import pyarrow as pa  # here: opening the catalog (every command) never needs it
+        import pyarrow.parquet as pq
+
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="none", use_dictionary=["run_id", "label"], write_statistics=["run_id"])
         data = sink.getvalue()

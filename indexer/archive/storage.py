@@ -17,13 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer.archive import ann_build, bulk_commit
+from indexer.archive import ann_build
 from indexer.archive.ann import AnnRecord
-from indexer.archive.bulk_commit import FileWrite, Saved
 from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.locks import WriterLock
 from indexer.archive.manifest import MANIFEST_FILE, Manifest
@@ -34,6 +33,9 @@ from indexer.archive.vector_store import StoreConfig, StoredLayout, VectorStore
 from indexer.config import WindowConfig
 from indexer.embedding import ModelIdentity
 from indexer.errors import ArchiveDamagedError, ArchiveError, ArchiveNotFoundError, ModelMismatchError
+
+if TYPE_CHECKING:
+    from indexer.archive.bulk_commit import FileWrite, Saved
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,8 @@ class ArchiveStorage:
         one at a time in order: the round's vectors to the segments (durably, in one write), then
         the one catalog transaction that vouches for them. ``new_only``: refuse paths already in
         the catalog. Returns per write its recording id and row (None for a touch)."""
+        from indexer.archive import bulk_commit  # Arrow tables: a reader of the archive never needs them
+
         self.begin_write()
         existing: dict[str, int] = {}
         if any(w.copy_from is not None for w in writes):  # a reuse may depend on a recording replaced before it
@@ -218,6 +222,8 @@ class ArchiveStorage:
         vectors first, then one transaction. Returns their ids."""
         if len({row.path for row in rows}) != len(rows):
             raise ArchiveError("Some of these recordings are in the archive already; index them instead.")
+        from indexer.archive.bulk_commit import FileWrite
+
         saved = self.save_files([FileWrite.save(row, w) for row, w in zip(rows, windows)], new_only=True)
         return np.array([s.recording_id for s in saved], np.int64)
 

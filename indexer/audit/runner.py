@@ -126,7 +126,7 @@ def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) ->
     in_order = bool((np.diff(windows.ids) > 0).all())
     order = np.arange(len(windows.ids)) if in_order else np.argsort(windows.ids, kind="stable")
     wanted = windows.ids[order]
-    product = block_product(archive, queries)
+    product = archive.block_product(queries, BLOCK_ROWS)
     seen = set()
     for block in archive.store.aligned_blocks(BLOCK_ROWS):
         seen.add(block.key)
@@ -147,16 +147,6 @@ def similarities(archive: Session, queries: np.ndarray, windows: WindowTable) ->
     if product.resident is not None:
         product.resident.keep_only(seen)
     return out
-
-
-def block_product(archive: Session, queries: np.ndarray):
-    """The ``BlockProduct`` ``product_kind`` names: on the GPU, over the session's resident rows
-    (torch is imported here, by the scan, so a search that only reads remembered text never does)."""
-    from indexer.model.block_product import BlockProduct
-
-    if product_kind(archive) == "cuda":
-        return BlockProduct(queries, BLOCK_ROWS, archive.encoder_config.device, archive.resident_vectors())
-    return BlockProduct(queries, BLOCK_ROWS)
 
 
 DAMAGED = "Some windows of the catalog have no stored vector; the archive's vector files are damaged."
@@ -182,10 +172,8 @@ def score(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchF
 
 
 def product_kind(archive: Session) -> str:
-    """"cuda" when the archive was opened for a CUDA device by name (``--device cuda``), else "cpu".
-    By name, not by what happens to be loaded or found, so one command always takes one path; a
-    GPU rounds the last bits its own way, so a saved run records which (``AuditRun.product``)."""
-    return "cuda" if str(archive.encoder_config.device or "").startswith("cuda") else "cpu"
+    """Where audits compute their products (``Session.scan_kind``); a saved run records it."""
+    return archive.scan_kind
 
 
 def run_audit(archive: Session, labelset: LabelSet, filters: SearchFilters = SearchFilters(), standing: bool = False) -> audit_runs.AuditRun:

@@ -185,14 +185,21 @@ def score_similarity(
         if np.isnan(block_best).any():
             raise ValueError("some window vectors contain NaN, so they cannot be scored")
         pos = _first_argmax_per_run(block, block_best, local)
-        probs = softmax_columns(logit_scale * block)
-        rivals = Rivals.of(probs)
-        at_best = np.take_along_axis(probs, pos, axis=1)
-        if min_confidence > 0:
+        if min_confidence > 0:  # every window's confidence decides its flags
+            probs = softmax_columns(logit_scale * block)
+            rivals = Rivals.of(probs)
             np.greater_equal(rivals.confidence(probs), min_confidence, out=eligible[:, lo:hi])
+            at = pos
+        else:  # only the best windows' probabilities are reported: computed for those alone (a
+            # window's probabilities depend on its own column only, so the bits are the same)
+            columns, at = np.unique(pos, return_inverse=True)
+            at = at.reshape(pos.shape)
+            probs = softmax_columns(logit_scale * block[:, columns])
+            rivals = Rivals.of(probs)
         if exclusive:  # one winner per window (ties: the label listed first)
             eligible[:, lo:hi] &= _first_winner(block)
-        return block_best, pos + lo, at_best, rivals.confidence(at_best, pos)
+        at_best = np.take_along_axis(probs, at, axis=1)
+        return block_best, pos + lo, at_best, rivals.confidence(at_best, at)
 
     def second_pass(lo: int, hi: int, run_lo: int, run_hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Flags against the cutoffs (a "top x%" cutoff needs every recording's best first)."""

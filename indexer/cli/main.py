@@ -5,26 +5,54 @@ from __future__ import annotations
 
 import click
 
-from indexer.cli.archive_commands import app, info
-from indexer.cli.audit_commands import audit
-from indexer.cli.check_command import check
-from indexer.cli.classify_command import classify
-from indexer.cli.index_command import index
-from indexer.cli.label_commands import label
-from indexer.cli.output import shown
-from indexer.cli.search_command import search
 from indexer.errors import SoundtraceError
+
+COMMANDS = ("index", "search", "classify", "info", "check", "audit", "label", "app")
+
+
+def _command(name: str) -> click.Command:
+    """A command's module, imported when the command runs (or help lists it): a search imports
+    what a search needs, not the indexing pipeline, the audits or the app."""
+    if name == "index":
+        from indexer.cli.index_command import index as command
+    elif name == "search":
+        from indexer.cli.search_command import search as command
+    elif name == "classify":
+        from indexer.cli.classify_command import classify as command
+    elif name == "info":
+        from indexer.cli.archive_commands import info as command
+    elif name == "check":
+        from indexer.cli.check_command import check as command
+    elif name == "audit":
+        from indexer.cli.audit_commands import audit as command
+    elif name == "label":
+        from indexer.cli.label_commands import label as command
+    else:
+        from indexer.cli.archive_commands import app as command
+    return command
 
 
 class _Group(click.Group):
     """Typed engine errors become one clear sentence and exit code 1, never a traceback."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return _command(name)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except SoundtraceError as exc:
+            from indexer.cli.output import shown
+
             raise click.ClickException(shown(str(exc))) from None  # a file name may hold control characters
         except OSError as exc:  # a full disk or a permission the engine did not foresee: still one sentence
+            from indexer.cli.output import shown
+
             where = f" at {shown(exc.filename)}" if exc.filename else ""
             raise click.ClickException(f"The system refused a file operation{where} ({exc.strerror or exc}); "
                                        "free space or fix the permissions and run again.") from None
@@ -41,10 +69,6 @@ def cli() -> None:
     Index recordings once, then ask in plain words: soundtrace finds where in which recording
     it happens.
     """
-
-
-for _command in (index, search, classify, info, check, audit, label, app):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from indexer.learning.learned import newest_learned
 from indexer.learning.marks import clean_label, marked_windows
 from indexer.session import Session
 
-SCAN_BLOCK_ROWS = 262_144
 UNSURE_SHARE_WITHOUT_BOUNDARY = 0.01
 
 
@@ -45,16 +44,20 @@ def suggest_windows(archive: Session, name: str, k: int = 20) -> list[Suggestion
     except MarkError:  # not learned yet: the text query proposes the first windows to mark
         scorer = text_scorer(archive.embed_text([label])[0])
     ids, scores = _scan(archive, scorer.direction)
-    keep = ~np.isin(ids, marked_windows(archive, label))  # copies of marked audio included
-    ids, scores = ids[keep], scores[keep]
     if len(ids) == 0:
+        return []
+    unmarked = np.ones(len(ids), bool)
+    marked = np.asarray(marked_windows(archive, label), np.int64)  # copies of marked audio included
+    at = np.minimum(np.searchsorted(ids, marked), len(ids) - 1)  # ids rise: no pass over them per mark
+    unmarked[at[ids[at] == marked]] = False
+    if not unmarked.any():
         return []
     boundary = scorer.boundary
     if boundary is None:
-        boundary = float(np.quantile(scores, 1.0 - UNSURE_SHARE_WITHOUT_BOUNDARY))
-    pool = min(len(ids), max(64, 16 * k))
-    top = np.argsort(-scores, kind="stable")[:pool]
-    unsure = np.argsort(np.abs(scores - boundary), kind="stable")[:pool]
+        boundary = float(np.quantile(scores[unmarked] if not unmarked.all() else scores, 1.0 - UNSURE_SHARE_WITHOUT_BOUNDARY))
+    pool = min(int(np.count_nonzero(unmarked)), max(64, 16 * k))
+    top = _first(np.where(unmarked, -scores, np.inf), pool)  # a marked window sorts last, after every other
+    unsure = _first(np.where(unmarked, np.abs(scores - boundary), np.inf), pool)
     rows = _windows(archive, np.unique(ids[np.concatenate([top, unsure])]))
     picked: list[Suggestion] = []
     used: set[int] = set()
@@ -74,15 +77,28 @@ def suggest_windows(archive: Session, name: str, k: int = 20) -> list[Suggestion
 
 
 def _scan(archive: Session, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every live window's cosine to ``direction``, one matrix product per block."""
+    """Every live window's cosine to ``direction``: the audit's block product (on the GPU's
+    resident rows with ``--device cuda``), so a window scores as an audit scores it."""
+    product = archive.block_product(np.asarray(direction, np.float32)[None, :])
     parts_ids, parts_scores = [], []
-    q = direction.astype(np.float32)
-    for ids, rows in archive.store.blocks(SCAN_BLOCK_ROWS):
-        parts_ids.append(ids)
-        parts_scores.append(rows.astype(np.float32) @ q)
+    for block in archive.store.aligned_blocks(product.block_rows):
+        if len(block.ids):
+            parts_ids.append(block.ids)
+            parts_scores.append(product(block, block.ids - block.first_id)[0])
     if not parts_ids:
         return np.empty(0, np.int64), np.empty(0, np.float32)
     return np.concatenate(parts_ids), np.concatenate(parts_scores)
+
+
+def _first(keys: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` smallest keys, smallest first, ties by position: what a stable
+    argsort's first ``count`` are, found by a partition (linear) instead of a full sort."""
+    if count >= len(keys):
+        return np.argsort(keys, kind="stable")
+    kth = np.partition(keys, count - 1)[count - 1]
+    below = np.flatnonzero(keys < kth)
+    chosen = np.concatenate([below, np.flatnonzero(keys == kth)[: count - len(below)]])
+    return chosen[np.lexsort((chosen, keys[chosen]))]
 
 
 def _windows(archive: Session, window_ids: np.ndarray) -> dict[int, tuple]:

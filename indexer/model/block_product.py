@@ -22,6 +22,10 @@ from indexer.model.devices import resolve_device
 from indexer.model.resident_vectors import ResidentVectors
 
 
+DEFAULT_BLOCK_ROWS = 16_384
+"""Rows per product: big enough that BLAS's ordinary kernels run, small enough to stay in cache."""
+
+
 class Block(Protocol):
     """A block of stored rows (``archive.vector_store.StoredBlock``)."""
 
@@ -37,6 +41,7 @@ class BlockProduct:
     def __init__(self, queries: np.ndarray, block_rows: int, device: str = "cpu", resident: ResidentVectors | None = None):
         self.device = resolve_device(device)
         self.resident = resident
+        self.block_rows = int(block_rows)
         queries = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         with torch.inference_mode():
             self.queries = torch.from_numpy(queries).to(self.device)
