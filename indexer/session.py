@@ -169,6 +169,18 @@ class Session(ArchiveStorage):
                                              None if budget is None else int(budget * 2**30))
         return self._resident
 
+    def compact(self, progress=None):
+        """Same as ``soundtrace compact``: the vector files rewritten without deleted windows, the
+        catalog copied to its live size, the ANN built again; refused while an index run writes
+        (``archive.compaction``). Returns its ``CompactionReport``."""
+        from indexer.archive.compaction import compact
+
+        self.begin_write()
+        try:
+            return compact(self, progress)
+        finally:
+            self.end_write()
+
     def close(self) -> None:
         self._resident = None  # frees the GPU memory with the session
         try:

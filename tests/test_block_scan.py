@@ -132,3 +132,26 @@ def test_on_cuda_the_resident_audit_equals_the_cpu_audit_and_follows_the_archive
             after = runner.score(archive, labelset)
             with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), read_only=True) as fresh:
                 np.testing.assert_allclose(after.score, runner.score(fresh, labelset).score, atol=1e-5)
+
+
+def test_a_long_lived_searcher_closes_the_vector_maps_past_its_budget(tmp_path):
+    """The app or a service searching for hours must not end up holding the whole archive's pages
+    mapped: past ``mapped_budget_bytes`` the maps are closed after a search (answers unchanged)."""
+    from indexer.archive.vector_store import StoreConfig, mapped_bytes
+
+    rng = np.random.default_rng(6)
+    with _archive(tmp_path / "arch", 20, rng) as archive:
+        for first in range(20, 4020, 500):
+            _add(archive, 500, rng, first=first)
+    rows_bytes = None
+    grown = {}
+    for budget in (1 << 40, 0):
+        with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), read_only=True,
+                          store_config=StoreConfig(mapped_budget_bytes=budget)) as archive:
+            rows_bytes = len(archive.store) * DIM * 2
+            before = mapped_bytes()
+            hits = [archive.search(text, k=5, exact=True) for text in ("tone 440", "tone 1200")]
+            grown[budget] = (mapped_bytes() - before, [[(h.path, h.score) for h in found] for found in hits])
+            assert (archive.store._codes is None) == (budget == 0)
+    assert grown[0][1] == grown[1 << 40][1]  # the same answers either way
+    assert grown[1 << 40][0] > 0.8 * rows_bytes and grown[0][0] < 0.2 * rows_bytes

@@ -207,6 +207,8 @@ def _check_segments(directory: Path, catalog: Catalog, dim: int, report: CheckRe
             progress("verifying the vectors", done, total)
         del codes
     named = {s.path.name for s in segments}
+    if catalog.has_table("compaction_leftovers"):  # a committed compaction's old files, removed by the next writer
+        named |= {name for (name,) in catalog.con.execute("SELECT name FROM compaction_leftovers").fetchall()}
     files = SegmentFiles(directory, dim)
     for first, path in files.listing():
         if path.name not in named and (first < next_id or not files.unfinished(path)):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from indexer.archive.durable import fsync_dir
 from indexer.errors import ArchiveDamagedError
 
@@ -73,6 +75,19 @@ class RunFiles:
             fh.flush()
             os.fsync(fh.fileno())
         return RunFile(name, data.size, zlib.crc32(memoryview(data)))
+
+    def rewrite_ids(self, run_id: int, files: list[RunFile], column: str, live: np.ndarray, first: int) -> list[RunFile]:
+        """The run's rows in new files, ``column``'s window ids of ``live`` (rising) renumbered to
+        ``first + rank`` (compaction); ids not in ``live`` stay as they were."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables([pq.read_table(path) for path in self.paths(files)])
+        ids = table[column].to_numpy()
+        at = np.minimum(np.searchsorted(live, ids), max(len(live) - 1, 0))
+        found = (live[at] == ids) if len(live) else np.zeros(len(ids), bool)
+        renamed = np.where(found, first + at, ids).astype(np.int64)
+        return self.write(run_id, table.set_column(table.schema.get_field_index(column), column, pa.array(renamed)))
 
     def paths(self, files: list[RunFile]) -> list[str]:
         """The files' paths for ``read_parquet``, each checked to be there at its recorded size."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from indexer.archive import ann_build
+from indexer.archive import ann_build, compaction
 from indexer.archive.ann import AnnRecord
 from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.locks import WriterLock
@@ -82,6 +82,8 @@ class ArchiveInfo:
     """How the vectors were computed (the manifest's record; None before the first run that embedded)."""
     precision: str | None = None
     batch_size: int | None = None
+    reclaimable: compaction.Reclaimable | None = None
+    """What ``soundtrace compact`` would free."""
 
 
 class ArchiveStorage:
@@ -284,6 +286,7 @@ class ArchiveStorage:
             try:
                 next_id = self.catalog.next_window_id()
                 self.segment_files.discard_uncommitted(self.segment_files.committed(self.catalog.vector_chunks(), next_id), next_id)
+                compaction.finish_leftovers(self.directory, self.catalog)
             except ArchiveDamagedError:
                 if not repairing:
                     self._writer.release()
@@ -340,7 +343,7 @@ class ArchiveStorage:
                 "SELECT path, error_kind, error FROM recordings WHERE status = 'failed' ORDER BY path"
             ).fetchall()
         ]
-        disk = sum(p.stat().st_size for folder in (self.directory, self.directory / SEGMENTS_DIR)
+        disk = sum(p.stat().st_size for folder in (self.directory, self.directory / SEGMENTS_DIR, self.catalog.run_files.folder)
                    if folder.is_dir() for p in folder.iterdir() if p.is_file())
         store = self.store
         m = self.manifest
@@ -355,6 +358,7 @@ class ArchiveStorage:
             ann=store.ann.record if store.ann else None, disk_bytes=disk,
             metadata_columns=self.catalog.metadata_columns(), last_indexed_at=last, failures=failures,
             device_kind=m.device_kind, precision=m.precision, batch_size=m.batch_size,
+            reclaimable=compaction.reclaimable(self.catalog, store),
         )
 
     def window_vectors(self, window_ids: Sequence[int]) -> np.ndarray:

@@ -43,6 +43,10 @@ class StoreConfig:
     filtered_exact_max: int = 200_000
     """A filter selecting at most this many windows is answered by an exact scan of just those
     (≈ 15 ms on the reference machine); a broader one by the ANN, probing more lists."""
+    mapped_budget_bytes: int = 2 << 30
+    """Pages of the vector files a long-lived process (the app, a service) keeps mapped after a
+    search at most: past it the maps are closed, and the pages, still in the page cache, are only
+    mapped again by the next search that reads them (10M windows are 10 GB of rows)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,18 @@ class StoredBlock:
 
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def mapped_bytes() -> int | None:
+    """The file pages this process has mapped (Linux's RssFile), or None where it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"RssFile:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def exact_scores(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -185,7 +201,14 @@ class VectorStore:
             return empty.astype(np.float32), empty.astype(np.int64)
         use_ann = self.ann_trusted and not exact and (allowed is None or len(allowed) > self.config.filtered_exact_max)
         results = [self._search_one(q, k, allowed, use_ann) for q in queries]
+        self._release_maps_past(self.config.mapped_budget_bytes)
         return np.stack([s for s, _ in results]), np.stack([i for _, i in results])
+
+    def _release_maps_past(self, budget: int) -> None:
+        """Close the vector files' maps once the process holds more than ``budget`` of mapped pages."""
+        mapped = mapped_bytes()
+        if mapped is not None and mapped > budget:
+            self._files, self._codes = None, None
 
     @property
     def ann_trusted(self) -> bool:

@@ -1,4 +1,5 @@
-"""``soundtrace info`` and ``soundtrace app``: what an archive holds, and the app that browses it."""
+"""``soundtrace info``, ``compact`` and ``app``: what an archive holds, freeing what it no longer needs, and the
+app that browses it."""
 
 from __future__ import annotations
 
@@ -24,12 +25,31 @@ def info(archive_dir, as_json):
         details = archive.info()
         shards, shard_bytes = staged(archive.directory / STAGING_DIR)
     if as_json:
-        payload = {k: v for k, v in vars(details).items() if k != "failures"}
+        payload = {k: v for k, v in vars(details).items() if k not in ("failures", "reclaimable")}
         payload["failures"] = [vars(f) for f in details.failures]
+        payload["reclaimable"] = {**vars(details.reclaimable), "total_bytes": details.reclaimable.total_bytes}
         payload.update(staged_shards=shards, staged_bytes=shard_bytes)
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
         print_info(Console(), details, (shards, shard_bytes))
+
+
+@click.command()
+@archive_option
+def compact(archive_dir):
+    """Rewrite the vector files without deleted windows and copy the catalog to its live size.
+
+    Safe to interrupt (the archive stays as it was, or is compacted whole); refused while an
+    index run writes. `soundtrace info` shows what it would free.
+    """
+    from indexer.api import Archive
+    from indexer.cli.output import format_bytes
+    from indexer.cli.progress import StageBar
+
+    with Archive.open(archive_dir or default_archive_dir()) as archive, StageBar() as progress:
+        report = archive.compact(progress)
+    click.echo(f"Compacted {report.windows:,} windows: {format_bytes(report.bytes_before)} -> {format_bytes(report.bytes_after)} "
+               f"on disk, in {report.seconds:.1f} s.")
 
 
 @click.command()

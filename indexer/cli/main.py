@@ -7,7 +7,7 @@ import click
 
 from indexer.errors import SoundtraceError
 
-COMMANDS = ("index", "search", "classify", "info", "check", "audit", "label", "app")
+COMMANDS = ("index", "search", "classify", "info", "check", "compact", "audit", "label", "app")
 
 
 def _command(name: str) -> click.Command:
@@ -23,6 +23,8 @@ def _command(name: str) -> click.Command:
         from indexer.cli.archive_commands import info as command
     elif name == "check":
         from indexer.cli.check_command import check as command
+    elif name == "compact":
+        from indexer.cli.archive_commands import compact as command
     elif name == "audit":
         from indexer.cli.audit_commands import audit as command
     elif name == "label":

@@ -81,7 +81,7 @@ def max_duration_option(func: Callable) -> Callable:
     )(func)
 
 
-def _model_flags(model_help: str) -> Callable:
+def _model_flags(model_help: str, archive: bool = True) -> Callable:
     def decorator(func: Callable) -> Callable:
         @click.option("--model", default=None, envvar="SOUNDTRACE_MODEL", show_envvar=True,
                       help=f"CLAP model id or local directory [default: {model_help}].")
@@ -95,11 +95,8 @@ def _model_flags(model_help: str) -> Callable:
                            f"{DEFAULT_BATCH['cuda']} on CUDA].")
         @click.option("--cache-dir", default=None, type=click.Path(file_okay=False), help="Hugging Face cache directory for model weights.")
         @click.option("--threads", default=None, type=click.IntRange(1, 256), help="CPU threads for torch.")
-        @click.option("--gpu-memory", default=None, type=click.FloatRange(0, 1 << 20), metavar="GB",
-                      help="GPU memory the archive's vectors may keep resident on CUDA (audits, suggestions) "
-                           "[default: 80% of the free memory]; 0 streams them on every scan.")
         @functools.wraps(func)
-        def wrapper(*args, model, device, precision, batch_size, cache_dir, threads, gpu_memory, **kwargs):
+        def wrapper(*args, model, device, precision, batch_size, cache_dir, threads, gpu_memory=None, **kwargs):
             kwargs["encoder_config"] = EncoderConfig(
                 model=model or "", device=device, batch_size=batch_size, cache_dir=cache_dir, threads=threads,
                 precision=precision.lower(), gpu_memory_gb=gpu_memory,
@@ -110,7 +107,12 @@ def _model_flags(model_help: str) -> Callable:
                 resolve_precision(precision, resolve_device(device).type)
             return func(*args, **kwargs)
 
-        return wrapper
+        if not archive:
+            return wrapper
+        return click.option(
+            "--gpu-memory", default=None, type=click.FloatRange(0, 1 << 20), metavar="GB",
+            help="GPU memory the archive's vectors may keep resident on CUDA (audits, suggestions) "
+                 "[default: 80% of the free memory]; 0 streams them on every scan.")(wrapper)
 
     return decorator
 
@@ -118,7 +120,7 @@ def _model_flags(model_help: str) -> Callable:
 model_options = _model_flags("the archive's own, else laion/clap-htsat-fused")
 """Model flags of the commands that work on an archive (which remembers its model)."""
 
-file_model_options = _model_flags("laion/clap-htsat-fused")
+file_model_options = _model_flags("laion/clap-htsat-fused", archive=False)
 """Model flags of ``classify``, which has no archive."""
 
 

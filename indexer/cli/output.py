@@ -244,6 +244,11 @@ def print_info(console: Console, info, staged: tuple[int, int] = (0, 0)) -> None
         ("last indexed", f"{info.last_indexed_at:%Y-%m-%d %H:%M:%S}" if info.last_indexed_at else "never"),
         ("size on disk", format_bytes(info.disk_bytes)),
     ]
+    spare = info.reclaimable
+    if spare is not None and spare.total_bytes:
+        rows.append(("reclaimable", f"{format_bytes(spare.total_bytes)}: {spare.dead_windows} deleted windows' vectors "
+                                    f"({format_bytes(spare.vector_bytes)}) and {format_bytes(spare.catalog_bytes)} of free "
+                                    "catalog blocks; `soundtrace compact` frees them"))
     if staged[0]:
         rows.append(("staged", f"{staged[0]} finished file(s), {format_bytes(staged[1])}, of an --engine ray run that "
                                "stopped before committing them; the next `index --engine ray` commits them"))
