@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -64,3 +65,17 @@ class FakeEncoder:
             return vector
         seed = int.from_bytes(hashlib.sha256(text.split(" of ")[-1].encode()).digest()[:4], "little")
         return l2_normalise(np.random.default_rng(seed).normal(size=DIM))
+
+
+def as_schema_11(con) -> None:
+    """A catalog as schema 11 left it (``con``: a DuckDB connection to it): no chunk CRCs, no ANN
+    entry, no run-result files (results in a table) and no compaction leftovers."""
+    from indexer.archive import schema
+
+    con.execute("DROP TABLE vector_chunks")
+    con.execute("DROP TABLE ann_index")
+    con.execute("DROP TABLE audit_run_files")
+    con.execute("DROP TABLE compaction_leftovers")
+    unkeyed = (Path(schema.__file__).parent / "migrations" / "004_audit_results_unkeyed.sql").read_text()
+    con.execute(unkeyed.split("INSERT INTO")[0].replace("audit_results_unkeyed", "audit_results"))
+    con.execute("DELETE FROM schema_migrations WHERE version >= 12")

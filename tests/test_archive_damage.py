@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from indexer import Archive
-from indexer.archive import checksums, schema, segments
+from indexer.archive import checksums, segments
 from indexer.archive.catalog import CATALOG_FILE
 from indexer.archive.manifest import MANIFEST_FILE
 from indexer.archive.segments import SEGMENTS_DIR
@@ -22,7 +22,7 @@ from indexer.cli.main import cli
 from indexer.errors import ArchiveDamagedError, ArchiveWriteError
 from tests import hostile_inputs
 from tests.audio_factory import write_sequence
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, as_schema_11
 
 FREQS = [300, 440, 700, 1200, 2000, 3700]
 
@@ -399,12 +399,7 @@ def _as_before_checksums(arch: Path) -> None:
     import duckdb
 
     con = duckdb.connect(str(arch / CATALOG_FILE))
-    con.execute("DROP TABLE vector_chunks")
-    con.execute("DROP TABLE ann_index")
-    con.execute("DROP TABLE audit_run_files")  # and audit results as a table, as before migration 013
-    con.execute((Path(schema.__file__).parent / "migrations" / "004_audit_results_unkeyed.sql").read_text()
-                .split("INSERT INTO")[0].replace("audit_results_unkeyed", "audit_results"))
-    con.execute("DELETE FROM schema_migrations WHERE version >= 12")
+    as_schema_11(con)
     con.close()
     manifest = json.loads((arch / MANIFEST_FILE).read_text())
     (arch / MANIFEST_FILE).write_text(json.dumps({**manifest, "format_version": 2}))

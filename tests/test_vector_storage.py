@@ -25,7 +25,7 @@ from indexer.archive.segments import SEGMENTS_DIR, SegmentFiles
 from indexer.archive.vector_store import StoreConfig
 from indexer.search.filtering import SearchFilters
 from indexer.search.ranking import search_vector
-from tests.fakes import DIM, FakeEncoder
+from tests.fakes import DIM, FakeEncoder, as_schema_11
 from tests.test_pipeline import ROOT, big_drop, clean_snapshot, make_drop, snapshot  # noqa: F401
 
 # --- segment files ------------------------------------------------------------------------------
@@ -209,9 +209,7 @@ def test_an_archive_from_schema_11_gets_its_checksums_and_keeps_its_ann(tmp_path
         expected = archive.search("tone 440", k=5)
     con = duckdb.connect(str(tmp_path / "arch" / CATALOG_FILE))
     (tmp_path / "arch" / SEGMENTS_DIR / LEGACY_RECORD).write_text(record.to_json())
-    con.execute("DROP TABLE vector_chunks")
-    con.execute("DROP TABLE ann_index")
-    con.execute("DELETE FROM schema_migrations WHERE version = 12")
+    as_schema_11(con)
     con.close()
     with Archive.open(tmp_path / "arch", encoder=FakeEncoder(), store_config=LOW, read_only=True) as archive:
         assert archive.store.ann.record == record and archive.check().before.ok
