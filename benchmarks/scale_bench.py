@@ -98,7 +98,7 @@ from indexer.search.ranking import search_text
 directory, mode = sys.argv[1], sys.argv[2]
 imported = time.perf_counter() - t0
 started = time.perf_counter()
-archive = Archive.open(directory, read_only=mode != "audit")
+archive = Archive.open(directory, read_only=mode not in ("audit", "audit-cuda"))
 store = archive.store
 opened = time.perf_counter() - started
 out = {"open_s": opened, "import_s": imported, "torch": "torch" in sys.modules,
@@ -129,16 +129,33 @@ if mode == "search":
             want = [h.score for h in search_text(archive, text, k=20, filters=filters, exact=True)[:10]]
             recalls.append(sum(score >= want[-1] for score in got) / max(len(want), 1) if want else 1.0)
         out[name]["recall_at_10"] = statistics.mean(recalls)
-elif mode == "audit":
+elif mode in ("audit", "audit-cuda"):
     import numpy as np
+    from indexer.audit import saved_runs
     from indexer.audit.labelset import inline_labelset
-    from indexer.audit.runner import collect_windows, label_vectors, run_audit, similarities
+    from indexer.audit.runner import collect_windows, label_vectors, run_audit, score, similarities
     from indexer.audit.scoring import label_queries
+    from indexer.learning.suggest import suggest_windows
+    if mode == "audit-cuda":
+        from indexer.config import EncoderConfig
+        archive.close()
+        archive = Archive.open(directory, encoder_config=EncoderConfig(device="cuda"))
+        store = archive.store
     labelset = inline_labelset(bench["labels"], name="bench", mode="multi-label")
-    t = time.perf_counter(); run_audit(archive, labelset); out["audit_s"] = time.perf_counter() - t
+    t = time.perf_counter(); run = run_audit(archive, labelset); out["audit_s"] = time.perf_counter() - t
+    t = time.perf_counter(); run_audit(archive, labelset); out["audit_again_s"] = time.perf_counter() - t
     windows = collect_windows(archive)
     queries = label_queries(label_vectors(archive.embed_text, labelset))
     t = time.perf_counter(); similarities(archive, queries, windows); out["scan_s"] = time.perf_counter() - t
+    if mode == "audit-cuda":
+        stats = archive.resident_vectors().stats
+        out["resident"] = {"uploaded_gb": stats.uploaded_bytes / 2**30, "upload_s": stats.upload_seconds,
+                           "resident_gb": stats.resident_bytes / 2**30, "streamed_gb": stats.streamed_bytes / 2**30}
+    scores = score(archive, labelset)
+    t = time.perf_counter(); saved_runs.save_run(archive, labelset, "{}", scores, standing=False, seconds=0.0)
+    out["save_s"] = time.perf_counter() - t
+    out["rows_saved"] = int(scores.score.size)
+    t = time.perf_counter(); suggest_windows(archive, bench["labels"][0], k=20); out["suggest_s"] = time.perf_counter() - t
     buffer = np.empty((16384, archive.manifest.dim * 2), np.uint8)
     t = time.perf_counter()
     for ids, rows in store.blocks(16384):
@@ -160,11 +177,11 @@ print(json.dumps(out))
 """
 
 
-def measure(directory: Path) -> dict:
+def measure(directory: Path, cuda: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     results = {"disk_bytes": sum(  # before the audit below saves its results in the catalog
         p.stat().st_size for p in directory.rglob("*") if p.is_file() and p.name not in ("bench-metadata.csv", "bench.json"))}
-    for mode in ("open", "search", "audit"):
+    for mode in ("open", "search", "audit") + (("audit-cuda",) if cuda else ()):
         done = subprocess.run([sys.executable, "-c", MEASURE, str(directory), mode], capture_output=True, text=True, env=env)
         if done.returncode:
             raise SystemExit(done.stderr)
@@ -205,8 +222,11 @@ def report(windows: int, built: dict | None, results: dict) -> None:
         rows.append((f"search {name}: recall@10 vs exact", f"{r['recall_at_10']:.3f}", "≥ 0.95"))
     audit = results["audit"]
     rows += [
-        ("audit 10 labels end to end", f"{audit['audit_s']:.2f} s", "≤ 0.3 s / 3 s at 10M"),
+        ("audit 10 labels end to end (first in the process)", f"{audit['audit_s']:.2f} s", "≤ 0.3 s / 3 s at 10M"),
+        ("  the same audit again, same process", f"{audit['audit_again_s']:.2f} s", ""),
         ("  its scan (fp16 -> fp32, product)", f"{audit['scan_s']:.2f} s", ""),
+        (f"  saving the run ({audit['rows_saved']:,} rows)", f"{audit['save_s']:.3f} s", "≤ 0.1 s at 1.67M rows"),
+        ("label suggest (scan, top and unsure)", f"{audit['suggest_s']:.2f} s", "≤ 1 s at 10M"),
         ("  floor: stream the fp16 rows once", f"{audit['stream_s']:.2f} s", "scan ≤ 2x"),
         ("  floor: convert fp16 -> fp32 once", f"{audit['convert_s']:.2f} s", ""),
         ("  floor: convert + product, one thread", f"{audit['convert_product_s']:.2f} s", ""),
@@ -218,6 +238,16 @@ def report(windows: int, built: dict | None, results: dict) -> None:
         ("soundtrace check: every byte and invariant (wall)", f"{results['check']['wall_s']:.2f} s", "≤ 5 s at 1M"),
         ("  of which verifying (bytes read)", f"{results['check']['seconds']:.2f} s ({results['check']['bytes_read'] / 2**30:.2f} GiB)", ""),
     ]
+    gpu = results.get("audit-cuda")
+    if gpu:
+        rows += [
+            ("GPU audit end to end, first (uploads the rows)", f"{gpu['audit_s']:.2f} s", ""),
+            ("GPU audit again (rows resident)", f"{gpu['audit_again_s']:.3f} s", ""),
+            ("GPU scan, rows resident", f"{gpu['scan_s'] * 1000:.1f} ms", "≤ 20 ms at 1M"),
+            ("GPU upload: GB / s (streamed past --gpu-memory)",
+             f"{gpu['resident']['uploaded_gb']:.2f} / {gpu['resident']['upload_s']:.2f} ({gpu['resident']['streamed_gb']:.2f})", ""),
+            ("GPU label suggest", f"{gpu['suggest_s']:.2f} s", ""),
+        ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>22}  target")
     print(f"{'-' * width}  {'-' * 22}  {'-' * 26}")
@@ -231,19 +261,21 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the archive here and leave it")
     parser.add_argument("--measure", type=Path, help="measure an archive kept by an earlier run")
     parser.add_argument("--ann-min-windows", type=int, default=None, help="build the ANN index from this size (tests)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds the GPU audit rows")
     args = parser.parse_args()
+    cuda = args.device == "cuda"
     if args.measure:
         from indexer import Archive
 
         with Archive.open(args.measure, read_only=True) as archive:
             windows = archive.catalog.window_count()
-        report(windows, None, measure(args.measure))
+        report(windows, None, measure(args.measure, cuda))
         return
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="soundtrace-scale-")
     directory = args.keep or Path(tmp.name) / "archive"
     try:
         built = build(directory, args.windows, args.ann_min_windows)
-        report(args.windows, built, measure(directory))
+        report(args.windows, built, measure(directory, cuda))
     finally:
         if tmp is not None:
             tmp.cleanup()
