@@ -182,3 +182,19 @@ def test_compaction_is_refused_while_an_index_run_writes(arch, tmp_path):
     assert result.exit_code == 0 and "Compacted" in result.output, result.output
     info = json.loads(CliRunner().invoke(cli, ["info", "--archive", str(arch), "--json"]).output)
     assert info["reclaimable"]["dead_windows"] == 0 and info["reclaimable"]["vector_bytes"] == 0
+
+
+def test_compaction_skips_blocks_whose_windows_are_all_deleted_and_an_archive_emptied(arch, monkeypatch):
+    from indexer.archive import compaction
+
+    monkeypatch.setattr(compaction, "COPY_BLOCK_ROWS", 16)
+    with Archive.open(arch, encoder=FakeEncoder(), store_config=SMALL_ANN) as archive:
+        last = [i for (i,) in archive.catalog.con.execute("SELECT id FROM recordings ORDER BY id DESC LIMIT 30").fetchall()]
+        archive.delete_recordings(last)  # the newest windows, whole blocks of them, dead
+        answers = _answers(archive)
+        archive.compact()
+        assert _answers(archive) == answers and _compacted(archive)
+        archive.delete_recordings([i for (i,) in archive.catalog.con.execute("SELECT id FROM recordings").fetchall()])
+        archive.compact()
+        assert len(archive.store) == 0 and archive.search("tone 440", k=5) == [] and _compacted(archive)
+    assert check_directory(arch).ok

@@ -308,3 +308,17 @@ def test_suggestions_pick_the_first_k_by_partition_exactly_as_a_stable_sort_woul
     keys[::7] = np.inf
     for count in (1, 5, 64, 700, 4285, 4999, 5000, 6000):
         assert np.array_equal(_first(keys, count), np.argsort(keys, kind="stable")[:count]), count
+
+
+def test_suggestion_scores_are_each_windows_own_across_many_blocks(tmp_path, monkeypatch):
+    """The scan's product reuses one buffer per block: every block's scores must be kept, not the last's."""
+    from indexer.learning.suggest import _scan
+    from indexer.model import block_product
+    from tests.test_block_scan import _archive
+
+    monkeypatch.setattr(block_product, "DEFAULT_BLOCK_ROWS", 32)
+    with _archive(tmp_path / "arch", 40, np.random.default_rng(9)) as archive:
+        direction = archive.embed_text(["tone 440"])[0]
+        ids, scores = _scan(archive, direction)
+        assert len(ids) > 3 * 32 and np.array_equal(ids, archive.store.ids())
+        np.testing.assert_allclose(scores, archive.window_vectors(ids) @ direction, atol=1e-5)

@@ -112,3 +112,25 @@ def test_a_results_file_missing_cut_short_or_altered_is_named_not_read_as_empty(
     assert problem.kind == "results" and "altered" in problem.detail and "run 1" in problem.detail
     path.write_bytes(data)
     assert check_directory(arch).ok
+
+
+def test_a_run_without_rows_reads_as_empty_saved_now_or_migrated_from_a_table(arch):
+    """A run whose filter let nothing in has no rows: it still has a file (an empty one), so it is
+    never taken for damage, whether saved now or moved out of the old results table by migration 013."""
+    import duckdb
+
+    from indexer.search.filtering import SearchFilters
+    from tests.fakes import as_schema_11
+
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        empty = run_audit(archive, LABELS, SearchFilters(where="duration_s < 0"))
+        assert audit_runs.results(archive.catalog, empty.id, flagged_only=False).num_rows == 0
+    con = duckdb.connect(str(arch / "catalog.duckdb"))
+    as_schema_11(con)  # the results table is back, empty: every run now has no rows there
+    con.close()
+    with Archive.open(arch, encoder=FakeEncoder()) as archive:
+        for run in audit_runs.list_runs(archive.catalog):
+            assert audit_runs.results(archive.catalog, run.id, flagged_only=False).num_rows == 0
+            assert audit_runs.label_counts(archive.catalog, run.id) == []
+        run_audit(archive, LABELS)  # the files the old catalog named are orphans now: removed by this save
+    assert check_directory(arch).ok

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import duckdb
 import numpy as np
 
-from indexer.archive import checksums
+from indexer.archive import ann_build, checksums
 from indexer.archive.catalog import CATALOG_FILE, Catalog
 from indexer.archive.checksums import Chunk
 from indexer.archive.durable import fsync_dir
@@ -76,7 +77,8 @@ def compact(storage, progress: Progress | None = None) -> CompactionReport:
     directory = Path(storage.directory)
     catalog: Catalog = storage.catalog
     finish_leftovers(directory, catalog)
-    (directory / (CATALOG_FILE + COMPACTED_SUFFIX)).unlink(missing_ok=True)  # a compaction killed before its commit
+    for leftover in (CATALOG_FILE + COMPACTED_SUFFIX, CATALOG_FILE + COMPACTED_SUFFIX + ".wal"):
+        (directory / leftover).unlink(missing_ok=True)  # a compaction killed before its commit
     store = storage.store
     before = reclaimable(catalog, store)
     bytes_before = _disk_bytes(directory)
@@ -85,6 +87,7 @@ def compact(storage, progress: Progress | None = None) -> CompactionReport:
         return CompactionReport(before, len(live), bytes_before, bytes_before, time.perf_counter() - started)
     renumbered = before.dead_windows > 0  # else the vector files are as small as they get: only the catalog is copied
     first = catalog.next_window_id()
+    generation = catalog.generation() + 1  # the new catalog's
     segments, chunks = _append_live(storage, store, first, len(live), progress) if renumbered else ([], [])
     plan = Renumbering(live, first, chunks, _remap_run_files(catalog, live, first), [s.path.name for s in store.segments]) \
         if renumbered else None
@@ -95,11 +98,16 @@ def compact(storage, progress: Progress | None = None) -> CompactionReport:
     fsync_dir(directory)                          # reader can have opened it and then meet its segments gone
     catalog.close()  # nothing was written to the old file since its checkpoint: closing it writes nothing
     storage.refresh()
+    if catalog.generation() != generation:  # DuckDB handed back the old file: another connection of this process holds it
+        raise ArchiveError("The archive was compacted, but this process still reads the old catalog through another open "
+                           "connection; close it (and the app) and run `soundtrace compact` again to finish tidying.")
     if renumbered:
         storage.segment_files.mark_committed(segments)
         finish_leftovers(directory, catalog)
         catalog.run_files.remove(catalog.run_files.orphans({f.name for f in catalog.run_file_records()}))
         storage.maintain_ann()
+        ann = storage.store.ann
+        ann_build.tidy(directory, keep=ann.record.file if ann is not None else None)  # an archive now too small for one
     progress("writing the compacted catalog", 1, 1)
     return CompactionReport(before, len(live), bytes_before, _disk_bytes(directory), time.perf_counter() - started)
 
@@ -155,6 +163,8 @@ def _append_live(storage, store: VectorStore, first: int, count: int, progress: 
         progress("copying the live vectors", at - first, count)
 
     for ids, rows in store.blocks(COPY_BLOCK_ROWS):
+        if not len(rows):  # a block whose every window was deleted
+            continue
         pending.append(np.asarray(rows))
         pending_rows += len(rows)
         if pending_rows >= COPY_BLOCK_ROWS:
@@ -187,9 +197,8 @@ def _write_catalog(catalog: Catalog, target: Path, plan: Renumbering | None) -> 
                                          "new": pa.array(plan.first + np.arange(len(plan.live), dtype=np.int64))}))
     con.execute("ATTACH ? AS compacted", [str(target)])
     try:
+        con.execute(f"COPY FROM DATABASE {quote_identifier(old)} TO compacted (SCHEMA)")  # tables, keys, views: no rows
         con.execute("USE compacted")
-        for (sql,) in con.execute("SELECT sql FROM duckdb_tables() WHERE database_name = ? ORDER BY table_oid", [old]).fetchall():
-            con.execute(sql)
         tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [old]).fetchall()]
         con.execute("BEGIN")
         for table in tables:
@@ -203,9 +212,13 @@ def _write_catalog(catalog: Catalog, target: Path, plan: Renumbering | None) -> 
             con.executemany("INSERT INTO compaction_leftovers VALUES (?)", [[name] for name in plan.old_segments])
         con.execute("UPDATE state SET value = value + 1 WHERE key = 'generation'")
         con.execute("COMMIT")
-        for (sql,) in con.execute("SELECT sql FROM duckdb_views() WHERE database_name = ? AND NOT internal", [old]).fetchall():
-            con.execute(sql)
         con.execute("CHECKPOINT compacted")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # no transaction was open
+        raise
     finally:
         con.execute(f"USE {quote_identifier(old)}")
         con.execute("DETACH compacted")

@@ -69,7 +69,8 @@ def _results_out(con, directory) -> list:
     commits (a migration killed before that leaves orphans, removed by the next save)."""
     from indexer.archive.run_files import RunFiles
 
-    run_ids = [row[0] for row in con.execute("SELECT DISTINCT run_id FROM audit_results ORDER BY 1").fetchall()]
+    run_ids = [row[0] for row in con.execute(  # a run that scored no recording has no rows: an empty file
+        "SELECT run_id FROM audit_results UNION SELECT id FROM audit_runs ORDER BY 1").fetchall()]
     if directory is None or not run_ids:
         return []
     files = RunFiles(directory)

@@ -66,7 +66,7 @@ class BlockProduct:
                 self.rows32[self._index(slots)] = chosen.to(torch.float32)
             torch.mm(self.rows32, self.queries.T, out=self.scores)
             picked_scores = self.scores[: len(slots)] if _is_prefix(slots) else self.scores[self._index(slots)]
-            return picked_scores.T.cpu().numpy()
+            return picked_scores.T.cpu().numpy().copy()  # the buffer is the next block's
 
     def _rows16(self, block: Block) -> torch.Tensor:
         if self.resident is not None:
