@@ -27,6 +27,7 @@ from indexer.archive.locks import WriterLock
 from indexer.archive.sql import quote_identifier
 from indexer.archive.checksums import Chunk, crc_of
 from indexer.archive.manifest import Manifest
+from indexer.archive.run_files import RunFile
 from indexer.archive.segments import SEGMENTS_DIR, Segment, SegmentFiles, layout, verify_cheaply
 from indexer.errors import ArchiveDamagedError, ArchiveNotFoundError
 
@@ -149,11 +150,11 @@ def _check_run_files(catalog: Catalog, report: CheckReport, progress: Progress) 
     """Each audit run's results files against the size and CRC-32 the catalog recorded."""
     if not catalog.has_table("audit_run_files"):
         return
-    records = catalog.run_file_records()
+    rows = catalog.con.execute("SELECT run_id, name, size, crc32 FROM audit_run_files ORDER BY run_id, part").fetchall()
     files = catalog.run_files
-    for number, record in enumerate(records):
-        progress("reading the audit results", number, len(records))
-        run_id = catalog.one("SELECT run_id FROM audit_run_files WHERE name = ?", [record.name])[0]
+    for number, (run_id, *named) in enumerate(rows):
+        progress("reading the audit results", number, len(rows))
+        record = RunFile(*named)
         damage = files.damage(record)
         report.bytes_read += record.size
         if damage is not None:

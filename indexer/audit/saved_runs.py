@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -124,28 +126,35 @@ PERIODS = ("day", "week", "month")
 def save_run(archive: Session, labelset: LabelSet, filters: str, scores: AuditScores, standing: bool, seconds: float) -> AuditRun:
     catalog = archive.catalog
     identity = archive.manifest
-    files = catalog.run_files
-    files.remove(files.orphans({f.name for f in catalog.run_file_records()}))  # a save killed before its commit
     run_id = int(catalog.one("SELECT coalesce(max(id), 0) + 1 FROM audit_runs")[0])
-    written = files.write(run_id, result_table(run_id, scores))
+    with _new_files(catalog, run_id, scores) as written, catalog.transaction():
+        catalog.con.execute(
+            f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
+            " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
+            [
+                run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
+                identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
+                seconds, json.dumps(scores.learned_versions, sort_keys=True),
+                json.dumps(scores.learned_thresholds, sort_keys=True), scores.product,
+                json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
+            ],
+        )
+        catalog.name_run_files(run_id, written)
+    return get_run(catalog, run_id)
+
+
+@contextmanager
+def _new_files(catalog: Catalog, run_id: int, scores: AuditScores | None) -> Iterator[list]:
+    """The run's rows in new files (none for ``scores`` None) for the caller's transaction to name;
+    removed again if it fails. Files a save or merge killed before its commit left are removed first."""
+    files = catalog.run_files
+    files.remove(files.orphans({f.name for f in catalog.run_file_records()}))
+    written = files.write(run_id, result_table(run_id, scores)) if scores is not None else []
     try:
-        with catalog.transaction():
-            catalog.con.execute(
-                f"INSERT INTO audit_runs ({RUN_COLUMNS.replace(', created_at, updated_at', '')}, labelset_json,"
-                " archive_generation, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), now())",
-                [
-                    run_id, labelset.name, labelset.source, labelset.digest(), labelset.mode, list(scores.labels),
-                    identity.model_id, identity.revision, filters, scores.windows_scored, catalog.window_count(), standing,
-                    seconds, json.dumps(scores.learned_versions, sort_keys=True),
-                    json.dumps(scores.learned_thresholds, sort_keys=True), scores.product,
-                    json.dumps(labelset.to_dict(), sort_keys=True), catalog.generation(),
-                ],
-            )
-            catalog.name_run_files(run_id, written)
+        yield written
     except BaseException:
         files.remove([f.name for f in written])
         raise
-    return get_run(catalog, run_id)
 
 
 def merge_results(archive: Session, run: AuditRun, scores: AuditScores | None) -> tuple[list, int]:
@@ -158,24 +167,18 @@ def merge_results(archive: Session, run: AuditRun, scores: AuditScores | None) -
                " ON r.id = a.recording_id WHERE a.run_id = ? AND a.flagged ORDER BY a.score DESC, r.path, a.label")
     before = set(rows_query(catalog, [run.id],  # not joined: a pruned recording's flags count as cleared
         "SELECT recording_id, label FROM audit_results WHERE run_id = ? AND flagged", [run.id])) if scores is not None else set()
-    files = catalog.run_files
-    written = files.write(run.id, result_table(run.id, scores)) if scores is not None else []
     replaced: list[str] = []
-    try:
-        with catalog.transaction():
-            if scores is not None:
-                replaced = catalog.name_run_files(run.id, written)
-                catalog.con.execute(
-                    "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, product = ?,"
-                    " updated_at = now() WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
-                                                         json.dumps(scores.learned_thresholds, sort_keys=True), scores.product, run.id],
-                )
-            catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
-                                [catalog.window_count(), catalog.generation(), run.id])
-    except BaseException:
-        files.remove([f.name for f in written])
-        raise
-    files.remove(replaced)  # after the commit: until then they were the run's rows
+    with _new_files(catalog, run.id, scores) as written, catalog.transaction():
+        if scores is not None:
+            replaced = catalog.name_run_files(run.id, written)
+            catalog.con.execute(
+                "UPDATE audit_runs SET windows_scored = ?, learned_versions = ?, learned_thresholds = ?, product = ?,"
+                " updated_at = now() WHERE id = ?", [scores.windows_scored, json.dumps(scores.learned_versions, sort_keys=True),
+                                                     json.dumps(scores.learned_thresholds, sort_keys=True), scores.product, run.id],
+            )
+        catalog.con.execute("UPDATE audit_runs SET archive_windows = ?, archive_generation = ? WHERE id = ?",
+                            [catalog.window_count(), catalog.generation(), run.id])
+    catalog.run_files.remove(replaced)  # after the commit: until then they were the run's rows
     if scores is None:
         return [], 0
     after = rows_query(catalog, [run.id], flagged, [run.id])
